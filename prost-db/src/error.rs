@@ -1,0 +1,95 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+use crate::ident::IdentifierKind;
+
+/// Everything that can go wrong in prost-db.
+///
+/// Messages say what was wrong and what to do about it. No variant ever carries a password:
+/// connection errors name host, port, database and user only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A schema, table, role or other name was rejected before any SQL ran.
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidIdentifier {
+        /// What the name was for.
+        kind: IdentifierKind,
+        /// The rejected name, as given.
+        name: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+
+    /// The configuration is incomplete or a value could not be parsed.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The database server could not be reached or refused the connection.
+    #[error(
+        "cannot connect to PostgreSQL at {host}:{port} (database {database:?}, user {user:?}): {source}; \
+         check that the server is running and that DATABASE_URL is right"
+    )]
+    Connect {
+        /// Host name or socket directory.
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// Database name.
+        database: String,
+        /// User name.
+        user: String,
+        /// The driver's error (never includes the password).
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// No connection became free within the acquire timeout.
+    #[error(
+        "no database connection became available within {0:?}; raise max_connections or acquire_timeout, or look for long transactions"
+    )]
+    PoolTimedOut(Duration),
+
+    /// The service's schema does not exist in the database.
+    #[error(
+        "schema {schema:?} does not exist in database {database:?}; run the migrations \
+         (`prost-db migrate up`), create it with `CREATE SCHEMA {schema}`, or set \
+         `DbConfig::create_schema(true)` / PROST_DB_CREATE_SCHEMA=true"
+    )]
+    SchemaMissing {
+        /// The configured schema.
+        schema: String,
+        /// The database connected to.
+        database: String,
+    },
+
+    /// A pooled connection reported a different `current_schema()` than configured.
+    #[error(
+        "connection is in schema {actual:?} but service {service:?} is configured for {expected:?}"
+    )]
+    SchemaMismatch {
+        /// The service name.
+        service: String,
+        /// The configured schema.
+        expected: String,
+        /// What `current_schema()` returned.
+        actual: String,
+    },
+
+    /// Tables the service needs are missing; lists all of them at once.
+    #[error("schema {schema:?} is missing {} table(s): {}; run the migrations for this schema", missing.len(), missing.join(", "))]
+    MissingTables {
+        /// The schema searched.
+        schema: String,
+        /// Every missing table.
+        missing: Vec<String>,
+    },
+
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,176 @@
+//! Validated SQL identifiers.
+//!
+//! Every schema, table and role name that prost-db places into SQL text goes through
+//! [`Identifier`]: it is checked against a conservative grammar and then always emitted
+//! double-quoted. Names that PostgreSQL would fold or that need quoting to mean what the
+//! user wrote are rejected instead of silently changed.
+
+use std::fmt;
+
+use crate::Error;
+
+/// PostgreSQL truncates identifiers longer than `NAMEDATALEN - 1` bytes.
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+
+/// What an identifier names, used in error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentifierKind {
+    /// A schema name (`catalog`).
+    Schema,
+    /// A table name (`products`).
+    Table,
+    /// A role name (`catalog_svc`).
+    Role,
+    /// A service name (`catalog`).
+    Service,
+    /// A database name (`prost`).
+    Database,
+    /// A column name (`stock_quantity`).
+    Column,
+    /// An action name of an idempotent handler (`reserve_stock`).
+    Action,
+}
+
+impl fmt::Display for IdentifierKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdentifierKind::Schema => "schema",
+            IdentifierKind::Table => "table",
+            IdentifierKind::Role => "role",
+            IdentifierKind::Service => "service",
+            IdentifierKind::Database => "database",
+            IdentifierKind::Column => "column",
+            IdentifierKind::Action => "action",
+        })
+    }
+}
+
+/// A validated identifier: 1 to 63 bytes of lower-case ASCII letters, digits and `_`,
+/// not starting with a digit and not starting with `pg_`.
+///
+/// [`Display`](fmt::Display) writes it double-quoted, ready to be placed into SQL text.
+///
+/// ```
+/// use prost_db::{Identifier, IdentifierKind};
+///
+/// let schema = Identifier::new(IdentifierKind::Schema, "catalog")?;
+/// assert_eq!(schema.as_str(), "catalog");
+/// assert_eq!(schema.to_string(), "\"catalog\"");
+///
+/// let err = Identifier::new(IdentifierKind::Schema, "catalog\"; DROP SCHEMA orders; --").unwrap_err();
+/// assert!(err.to_string().contains("invalid schema name"));
+/// # Ok::<(), prost_db::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identifier(String);
+
+impl Identifier {
+    /// Validates `name` as an identifier of the given kind.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIdentifier`] naming the kind, the rejected name and the rule it broke.
+    pub fn new(kind: IdentifierKind, name: &str) -> Result<Self, Error> {
+        match check(name) {
+            None => Ok(Identifier(name.to_owned())),
+            Some(reason) => Err(Error::InvalidIdentifier {
+                kind,
+                name: name.to_owned(),
+                reason,
+            }),
+        }
+    }
+
+    /// The bare name, without quotes.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Identifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The grammar excludes `"`, so wrapping in quotes is a complete quoting.
+        write!(f, "\"{}\"", self.0)
+    }
+}
+
+impl AsRef<str> for Identifier {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn check(name: &str) -> Option<&'static str> {
+    let Some(first) = name.bytes().next() else {
+        return Some("it is empty");
+    };
+    if name.len() > MAX_IDENTIFIER_LEN {
+        return Some("it is longer than 63 bytes, which PostgreSQL would silently truncate");
+    }
+    if first.is_ascii_digit() {
+        return Some("it starts with a digit");
+    }
+    if name.starts_with("pg_") {
+        return Some("names starting with `pg_` are reserved by PostgreSQL");
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(
+            "it contains upper-case letters; use lower case (PostgreSQL folds unquoted names)",
+        );
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Some("only lower-case ASCII letters, digits and `_` are allowed");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_lower_case_names() {
+        for name in [
+            "catalog",
+            "orders",
+            "_private",
+            "t1",
+            "a_b_c",
+            &"x".repeat(63),
+        ] {
+            assert!(
+                Identifier::new(IdentifierKind::Table, name).is_ok(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_injection_and_odd_names() {
+        for name in [
+            "",
+            "catalog\"; DROP SCHEMA orders; --",
+            "Catalog",
+            "1abc",
+            "pg_catalog",
+            "a b",
+            "a-b",
+            "sch\u{e9}ma",
+            "a;b",
+            &"x".repeat(64),
+        ] {
+            let err = Identifier::new(IdentifierKind::Schema, name).unwrap_err();
+            assert!(matches!(err, Error::InvalidIdentifier { .. }), "{name}");
+        }
+    }
+
+    #[test]
+    fn display_quotes() {
+        let id = Identifier::new(IdentifierKind::Role, "catalog_svc").unwrap();
+        assert_eq!(id.to_string(), "\"catalog_svc\"");
+    }
+}
