@@ -5,3 +5,5 @@
 
 pub mod ident;
 pub mod source;
+#[cfg(feature = "catalog")]
+pub mod catalog;
