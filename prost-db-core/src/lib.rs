@@ -3,7 +3,7 @@
 //! - [`ident`]: the identifier grammar;
 //! - [`source`]: migration files on disk (names, order, directives, checksums).
 
-pub mod ident;
-pub mod source;
 #[cfg(feature = "catalog")]
 pub mod catalog;
+pub mod ident;
+pub mod source;

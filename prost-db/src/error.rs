@@ -86,6 +86,11 @@ pub enum Error {
         missing: Vec<String>,
     },
 
+    /// The live database differs from the tables the code was compiled against
+    /// ([`Db::check_tables`](crate::Db::check_tables)); lists every difference.
+    #[error("the database differs from the schema the code expects:{0}")]
+    SchemaDrift(crate::schema::SchemaDrift),
+
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -26,6 +26,8 @@ mod ident;
 mod inspect;
 mod pool;
 mod roles;
+pub mod schema;
+pub use schema::Schema;
 pub mod testing;
 
 pub use error::{Error, Result};
@@ -37,9 +39,16 @@ pub use pool::{
 };
 pub use roles::{ServiceRole, provision_service_role};
 
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use prost_db_macros::Schema;
+
 /// Re-exported so users name the same sqlx version prost-db was built with.
 pub use sqlx;
 
 /// Not public API: what the macros' expansions refer to. No semver guarantees.
 #[doc(hidden)]
-pub mod __private {}
+pub mod __private {
+    /// Fails to compile, on the field's type, unless `T` can hold the SQL type `S`.
+    pub const fn assert_compatible<T: ?Sized + crate::schema::CompatibleWith<S>, S>() {}
+}

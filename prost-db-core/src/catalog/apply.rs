@@ -59,7 +59,10 @@ impl<'c> Script<'c> {
         let statements = match split_statements(sql) {
             Ok(statements) => statements,
             Err(message) => {
-                self.warn(format!("cannot split the file into statements: {message}"), Vec::new());
+                self.warn(
+                    format!("cannot split the file into statements: {message}"),
+                    Vec::new(),
+                );
                 return;
             }
         };
@@ -101,7 +104,11 @@ impl<'c> Script<'c> {
             }
         }
         let tables = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
-        self.catalog.warnings.push(Warning { at, message, tables });
+        self.catalog.warnings.push(Warning {
+            at,
+            message,
+            tables,
+        });
     }
 
     /// Where `CREATE` puts an unqualified name: the first schema of the search path.
@@ -186,7 +193,11 @@ impl<'c> Script<'c> {
             name: fold(&def.name),
             ty,
             nullable: !serial,
-            generated: if serial { Generated::Identity } else { Generated::No },
+            generated: if serial {
+                Generated::Identity
+            } else {
+                Generated::No
+            },
             defined_at: self.at(&def.name),
             changed_at: None,
         };
@@ -331,7 +342,12 @@ impl<'c> Script<'c> {
             | Ast::Call(_) => {}
             other => {
                 let tables = self.scan_tables(statement);
-                let kind = other.to_string().split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                let kind = other
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.warn(format!("`{kind}` statement is not modelled"), tables);
             }
         }
@@ -339,12 +355,19 @@ impl<'c> Script<'c> {
 
     fn create_table(&mut self, create: &CreateTable) {
         let key = self.create_key(&create.name);
-        let at = self
-            .at(create.name.0.last().and_then(|p| p.as_ident()).unwrap_or(&Ident::new("")));
+        let at = self.at(create
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .unwrap_or(&Ident::new("")));
         if self.catalog.tables.contains_key(&key) {
             if !create.if_not_exists {
                 self.warn(
-                    format!("CREATE TABLE `{}.{}`, which already exists; the migration would fail", key.0, key.1),
+                    format!(
+                        "CREATE TABLE `{}.{}`, which already exists; the migration would fail",
+                        key.0, key.1
+                    ),
                     Vec::new(),
                 );
             }
@@ -361,7 +384,10 @@ impl<'c> Script<'c> {
         };
         let mut uncertain = None;
         let parents: Vec<&ObjectName> = match (&create.like, &create.partition_of) {
-            (Some(CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like)), _) => {
+            (
+                Some(CreateTableLikeKind::Parenthesized(like) | CreateTableLikeKind::Plain(like)),
+                _,
+            ) => {
                 vec![&like.name]
             }
             (None, Some(parent)) => vec![parent],
@@ -370,14 +396,18 @@ impl<'c> Script<'c> {
         for parent in parents {
             let parent_key = self.table_key(parent);
             match self.catalog.tables.get(&parent_key) {
-                Some(parent) => table.columns.extend(parent.columns.iter().cloned().map(|mut c| {
-                    if c.generated == Generated::Identity && create.like.is_some() {
-                        c.generated = Generated::No;
-                    }
-                    c.defined_at = at.clone();
-                    c.changed_at = None;
-                    c
-                })),
+                Some(parent) => {
+                    table
+                        .columns
+                        .extend(parent.columns.iter().cloned().map(|mut c| {
+                            if c.generated == Generated::Identity && create.like.is_some() {
+                                c.generated = Generated::No;
+                            }
+                            c.defined_at = at.clone();
+                            c.changed_at = None;
+                            c
+                        }))
+                }
                 None => {
                     uncertain = Some(format!(
                         "CREATE TABLE copies the columns of `{}.{}`, which the catalog does not know",
@@ -387,7 +417,8 @@ impl<'c> Script<'c> {
             }
         }
         if create.query.is_some() {
-            uncertain = Some("CREATE TABLE ... AS is not modelled: its columns are unknown".to_owned());
+            uncertain =
+                Some("CREATE TABLE ... AS is not modelled: its columns are unknown".to_owned());
         }
         for def in &create.columns {
             let column = self.column(def);
@@ -422,10 +453,17 @@ impl<'c> Script<'c> {
                 ..
             } => {
                 let column = self.column(column_def);
-                let table = self.catalog.tables.get_mut(key).expect("checked by the caller");
+                let table = self
+                    .catalog
+                    .tables
+                    .get_mut(key)
+                    .expect("checked by the caller");
                 if table.column(&column.name).is_some() {
                     if !if_not_exists {
-                        let message = format!("ADD COLUMN `{}`, which already exists; the migration would fail", column.name);
+                        let message = format!(
+                            "ADD COLUMN `{}`, which already exists; the migration would fail",
+                            column.name
+                        );
                         self.warn(message, Vec::new());
                     }
                 } else {
@@ -439,7 +477,11 @@ impl<'c> Script<'c> {
             } => {
                 for ident in column_names {
                     let name = fold(ident);
-                    let table = self.catalog.tables.get_mut(key).expect("checked by the caller");
+                    let table = self
+                        .catalog
+                        .tables
+                        .get_mut(key)
+                        .expect("checked by the caller");
                     let before = table.columns.len();
                     table.columns.retain(|c| c.name != name);
                     if table.columns.len() < before {
@@ -458,7 +500,11 @@ impl<'c> Script<'c> {
                 new_column_name,
             } => {
                 let (old, new) = (fold(old_column_name), fold(new_column_name));
-                let table = self.catalog.tables.get_mut(key).expect("checked by the caller");
+                let table = self
+                    .catalog
+                    .tables
+                    .get_mut(key)
+                    .expect("checked by the caller");
                 if let Some(column) = table.column_mut(&old) {
                     column.name = new.clone();
                     column.changed_at = Some(here.clone());
@@ -468,7 +514,12 @@ impl<'c> Script<'c> {
                         at: here,
                     });
                 } else {
-                    self.warn(format!("RENAME COLUMN `{old}`, which does not exist; the migration would fail"), Vec::new());
+                    self.warn(
+                        format!(
+                            "RENAME COLUMN `{old}`, which does not exist; the migration would fail"
+                        ),
+                        Vec::new(),
+                    );
                 }
             }
             AlterTableOperation::RenameTable { table_name } => {
@@ -495,9 +546,18 @@ impl<'c> Script<'c> {
                     }
                     _ => None,
                 };
-                let table = self.catalog.tables.get_mut(key).expect("checked by the caller");
+                let table = self
+                    .catalog
+                    .tables
+                    .get_mut(key)
+                    .expect("checked by the caller");
                 let Some(column) = table.column_mut(&name) else {
-                    self.warn(format!("ALTER COLUMN `{name}`, which does not exist; the migration would fail"), Vec::new());
+                    self.warn(
+                        format!(
+                            "ALTER COLUMN `{name}`, which does not exist; the migration would fail"
+                        ),
+                        Vec::new(),
+                    );
                     return;
                 };
                 match op {
@@ -514,7 +574,11 @@ impl<'c> Script<'c> {
                 constraint: TableConstraint::PrimaryKey(pk),
                 ..
             } => {
-                let table = self.catalog.tables.get_mut(key).expect("checked by the caller");
+                let table = self
+                    .catalog
+                    .tables
+                    .get_mut(key)
+                    .expect("checked by the caller");
                 for name in pk.columns.iter().filter_map(|c| expr_ident(&c.column.expr)) {
                     if let Some(column) = table.column_mut(&name) {
                         column.nullable = false;
@@ -523,7 +587,10 @@ impl<'c> Script<'c> {
                 }
             }
             AlterTableOperation::ChangeColumn { .. } | AlterTableOperation::ModifyColumn { .. } => {
-                self.warn("CHANGE/MODIFY COLUMN is MySQL syntax and is not modelled".to_owned(), vec![key.clone()]);
+                self.warn(
+                    "CHANGE/MODIFY COLUMN is MySQL syntax and is not modelled".to_owned(),
+                    vec![key.clone()],
+                );
             }
             _ => {}
         }
@@ -542,7 +609,13 @@ impl<'c> Script<'c> {
                         at: here,
                     });
                 } else if !if_exists {
-                    self.warn(format!("DROP TABLE `{}.{}`, which does not exist; the migration would fail", key.0, key.1), Vec::new());
+                    self.warn(
+                        format!(
+                            "DROP TABLE `{}.{}`, which does not exist; the migration would fail",
+                            key.0, key.1
+                        ),
+                        Vec::new(),
+                    );
                 }
             }
             ObjectType::Schema => {
@@ -603,7 +676,11 @@ impl<'c> Script<'c> {
         self.catalog
             .tables
             .iter()
-            .filter(|(_, t)| t.columns.iter().any(|c| c.ty.name.trim_start_matches('_') == type_name))
+            .filter(|(_, t)| {
+                t.columns
+                    .iter()
+                    .any(|c| c.ty.name.trim_start_matches('_') == type_name)
+            })
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -618,7 +695,9 @@ impl<'c> Script<'c> {
                 other => other.to_string(),
             })
             .collect();
-        let starts = |prefix: &[&str]| words.len() >= prefix.len() && words.iter().zip(prefix).all(|(w, p)| w == p);
+        let starts = |prefix: &[&str]| {
+            words.len() >= prefix.len() && words.iter().zip(prefix).all(|(w, p)| w == p)
+        };
         let harmless = [
             &["DROP", "INDEX"][..],
             &["CREATE", "PROCEDURE"],
@@ -634,15 +713,23 @@ impl<'c> Script<'c> {
         }
         if starts(&["DO"]) {
             let tables = self.scan_tables(statement);
-            self.warn("`DO` block cannot be modelled; the tables it names are uncertain".to_owned(), tables);
+            self.warn(
+                "`DO` block cannot be modelled; the tables it names are uncertain".to_owned(),
+                tables,
+            );
         } else if starts(&["ALTER", "TABLE"]) {
             let name = self.name_after(statement, 2);
-            let what = if words.iter().any(|w| w == "SCHEMA") && statement_has(statement, &["SET", "SCHEMA"]) {
+            let what = if words.iter().any(|w| w == "SCHEMA")
+                && statement_has(statement, &["SET", "SCHEMA"])
+            {
                 "ALTER TABLE ... SET SCHEMA is not modelled".to_owned()
             } else {
                 format!("cannot parse ALTER TABLE: {error}")
             };
-            let tables = name.into_iter().filter(|k| self.catalog.tables.contains_key(k)).collect();
+            let tables = name
+                .into_iter()
+                .filter(|k| self.catalog.tables.contains_key(k))
+                .collect();
             self.warn(what, tables);
         } else if starts(&["CREATE", "TABLE"]) || starts(&["CREATE", "UNLOGGED", "TABLE"]) {
             if let Some(key) = self.name_after(statement, if words[1] == "TABLE" { 2 } else { 3 }) {
@@ -660,7 +747,10 @@ impl<'c> Script<'c> {
                         },
                     );
                 }
-                self.warn(format!("cannot parse CREATE TABLE, its columns are unknown: {error}"), vec![key]);
+                self.warn(
+                    format!("cannot parse CREATE TABLE, its columns are unknown: {error}"),
+                    vec![key],
+                );
             }
         } else {
             let tables = self.scan_tables(statement);
@@ -674,7 +764,11 @@ impl<'c> Script<'c> {
         let mut expect_name = true;
         for token in statement.words().skip(skip) {
             match token {
-                Token::Word(w) if parts.is_empty() && ["IF", "NOT", "EXISTS", "ONLY"].contains(&w.value.to_ascii_uppercase().as_str()) && w.quote_style.is_none() => {}
+                Token::Word(w)
+                    if parts.is_empty()
+                        && ["IF", "NOT", "EXISTS", "ONLY"]
+                            .contains(&w.value.to_ascii_uppercase().as_str())
+                        && w.quote_style.is_none() => {}
                 Token::Word(w) if expect_name => {
                     parts.push(Ident {
                         value: w.value.clone(),
@@ -716,7 +810,10 @@ impl<'c> Script<'c> {
                     }
                 }
                 Token::SingleQuotedString(body) => {
-                    words.extend(body.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_ascii_lowercase));
+                    words.extend(
+                        body.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                            .map(str::to_ascii_lowercase),
+                    );
                 }
                 _ => {}
             }
@@ -738,7 +835,9 @@ fn statement_has(statement: &Statement, sequence: &[&str]) -> bool {
         .words()
         .map(|t| t.to_string().to_ascii_uppercase())
         .collect();
-    words.windows(sequence.len()).any(|w| w.iter().zip(sequence).all(|(a, b)| a == b))
+    words
+        .windows(sequence.len())
+        .any(|w| w.iter().zip(sequence).all(|(a, b)| a == b))
 }
 
 fn expr_ident(expr: &Expr) -> Option<String> {

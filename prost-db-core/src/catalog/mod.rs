@@ -297,7 +297,10 @@ impl Catalog {
 /// assert_eq!(did_you_mean("prodcts", ["products", "categories"]), Some("products"));
 /// assert_eq!(did_you_mean("zzz", ["products"]), None);
 /// ```
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
     candidates
         .into_iter()

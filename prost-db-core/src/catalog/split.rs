@@ -58,7 +58,10 @@ pub fn split_statements(sql: &str) -> Result<Vec<Statement>, String> {
         .map_err(|e| e.to_string())?;
     let mut statements = Vec::new();
     let mut current: Vec<TokenWithSpan> = Vec::new();
-    for token in tokens.into_iter().chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon))) {
+    for token in tokens
+        .into_iter()
+        .chain(std::iter::once(TokenWithSpan::wrap(Token::SemiColon)))
+    {
         if token.token == Token::SemiColon {
             let first = current
                 .iter()

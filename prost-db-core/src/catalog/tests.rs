@@ -33,7 +33,11 @@ fn unquoted_identifiers_fold_to_lower_case_and_quoted_ones_keep_their_case() {
     let c = catalog(r#"CREATE TABLE App.Products (ID INT, "CamelCase" TEXT, "lower" TEXT);"#);
     assert_eq!(
         shape(&c, "products"),
-        [s("id", "int4", true), s("CamelCase", "text", true), s("lower", "text", true)]
+        [
+            s("id", "int4", true),
+            s("CamelCase", "text", true),
+            s("lower", "text", true)
+        ]
     );
     let c = catalog(r#"CREATE TABLE "Quoted" (a INT);"#);
     assert!(c.table("app", "Quoted").is_some());
@@ -174,15 +178,23 @@ fn alter_table_add_drop_rename_type_and_nullability() {
     let dropped = t.removed_column("c").unwrap();
     assert_eq!((dropped.renamed_to.as_deref(), dropped.at.line), (None, 5));
     let renamed = t.removed_column("d").unwrap();
-    assert_eq!((renamed.renamed_to.as_deref(), renamed.at.line), (Some("dd"), 7));
+    assert_eq!(
+        (renamed.renamed_to.as_deref(), renamed.at.line),
+        (Some("dd"), 7)
+    );
     assert_eq!(t.column("aa").unwrap().defined_at.line, 1);
     assert_eq!(t.column("aa").unwrap().last_defined_at().line, 9);
 }
 
 #[test]
 fn add_primary_key_constraint_implies_not_null() {
-    let c = catalog("CREATE TABLE t (a INT, b INT); ALTER TABLE t ADD CONSTRAINT t_pk PRIMARY KEY (a);");
-    assert_eq!(shape(&c, "t"), [s("a", "int4", false), s("b", "int4", true)]);
+    let c = catalog(
+        "CREATE TABLE t (a INT, b INT); ALTER TABLE t ADD CONSTRAINT t_pk PRIMARY KEY (a);",
+    );
+    assert_eq!(
+        shape(&c, "t"),
+        [s("a", "int4", false), s("b", "int4", true)]
+    );
 }
 
 #[test]
@@ -219,7 +231,12 @@ fn enums_and_domains() {
     );
     let status = column(&c, "t", "s");
     assert_eq!(status.ty.name, "order_status");
-    assert_eq!(status.ty.kind, TypeKind::Enum { schema: "app".into() });
+    assert_eq!(
+        status.ty.kind,
+        TypeKind::Enum {
+            schema: "app".into()
+        }
+    );
     let email = column(&c, "t", "e");
     assert_eq!(email.ty.name, "email");
     assert_eq!(email.ty.storage().name, "varchar");
@@ -278,7 +295,10 @@ fn do_block_warns_and_marks_the_tables_it_names_uncertain() {
     let t = c.table("app", "t").unwrap();
     assert_eq!(t.uncertain[0].at.to_string(), "app/0001_test.up.sql:3");
     assert!(c.table("app", "other").unwrap().uncertain.is_empty());
-    assert!(c.table("app", "after").is_some(), "a failure loses nothing after it");
+    assert!(
+        c.table("app", "after").is_some(),
+        "a failure loses nothing after it"
+    );
 }
 
 #[test]
@@ -357,7 +377,10 @@ fn builds_the_shop_catalog() {
     let c = Catalog::from_root(&root).unwrap();
     assert!(c.warnings().is_empty(), "{:?}", c.warnings());
     let products = c.table("catalog", "products").unwrap();
-    assert_eq!(products.column("price").unwrap().ty.display, "numeric(10,2)");
+    assert_eq!(
+        products.column("price").unwrap().ty.display,
+        "numeric(10,2)"
+    );
     assert_eq!(
         products.column("id").unwrap().defined_at.to_string(),
         "catalog/0002_create_products.up.sql:2"

@@ -180,14 +180,19 @@ fn builtin(upper: &str, modifiers: &[String]) -> Option<SqlType> {
             _ => plain("float8", "double precision"),
         },
         "NUMERIC" | "DECIMAL" | "DEC" => with("numeric", "numeric"),
-        "VARCHAR" | "CHARACTER VARYING" | "CHAR VARYING" => {
-            with("varchar", "character varying")
-        }
+        "VARCHAR" | "CHARACTER VARYING" | "CHAR VARYING" => with("varchar", "character varying"),
         "CHAR" | "CHARACTER" | "BPCHAR" => {
             if modifiers.is_empty() && upper != "BPCHAR" {
                 plain("bpchar", "character(1)")
             } else {
-                with("bpchar", if upper == "BPCHAR" { "bpchar" } else { "character" })
+                with(
+                    "bpchar",
+                    if upper == "BPCHAR" {
+                        "bpchar"
+                    } else {
+                        "character"
+                    },
+                )
             }
         }
         "TEXT" | "STRING" => plain("text", "text"),
