@@ -22,10 +22,12 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod framework;
 mod ident;
 mod inspect;
 mod pool;
 mod roles;
+pub mod migrate;
 pub mod testing;
 
 pub use error::{Error, Result};
