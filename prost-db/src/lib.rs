@@ -25,9 +25,9 @@ mod error;
 pub mod framework;
 mod ident;
 mod inspect;
+pub mod migrate;
 mod pool;
 mod roles;
-pub mod migrate;
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -141,7 +141,11 @@ pub struct ScriptFailure {
 
 impl fmt::Display for ScriptFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "migration {} of schema {:?} failed at {}", self.version, self.schema, self.file)?;
+        write!(
+            f,
+            "migration {} of schema {:?} failed at {}",
+            self.version, self.schema, self.file
+        )?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
         }

@@ -10,9 +10,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::{FailureOutcome, MigrateError, ScriptFailure};
+use super::lock_key;
 use super::script::{line_of_offset, line_of_position, split_statements};
 use super::source::{Migrations, SchemaSource};
-use super::lock_key;
 use crate::framework;
 use crate::ident::Identifier;
 use crate::{Db, Error};
@@ -316,7 +316,12 @@ impl Migrator {
                     }
                     plan.pending.iter().any(|m| m.no_transaction)
                 }
-                None => run.source.migrations.migrations.iter().any(|m| m.no_transaction),
+                None => run
+                    .source
+                    .migrations
+                    .migrations
+                    .iter()
+                    .any(|m| m.no_transaction),
             };
             if !step_by_step {
                 if let Some(report) = run.up_in_transaction(db.pool()).await? {
@@ -346,14 +351,18 @@ impl Migrator {
     pub async fn down(&self, db: &Db, target: i64) -> Result<Report, Error> {
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_down", schema = db.schema(), target, deployment_id = %run.deployment);
-        run.revert(db.pool(), |applied| {
-            applied
-                .iter()
-                .rev()
-                .filter(|a| a.version > target)
-                .map(|a| a.version)
-                .collect()
-        }, false)
+        run.revert(
+            db.pool(),
+            |applied| {
+                applied
+                    .iter()
+                    .rev()
+                    .filter(|a| a.version > target)
+                    .map(|a| a.version)
+                    .collect()
+            },
+            false,
+        )
         .instrument(span)
         .await
     }
@@ -367,9 +376,13 @@ impl Migrator {
     pub async fn redo(&self, db: &Db) -> Result<Report, Error> {
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_redo", schema = db.schema(), deployment_id = %run.deployment);
-        run.revert(db.pool(), |applied| applied.last().map(|a| a.version).into_iter().collect(), true)
-            .instrument(span)
-            .await
+        run.revert(
+            db.pool(),
+            |applied| applied.last().map(|a| a.version).into_iter().collect(),
+            true,
+        )
+        .instrument(span)
+        .await
     }
 
     /// Every migration's state: applied, pending, changed or missing, and whether it is
@@ -385,7 +398,10 @@ impl Migrator {
             "SELECT version, name, checksum, applied_at, applied_by FROM {schema}._prost_db_migrations ORDER BY version"
         );
         let rows: Vec<(i64, String, String, DateTime<Utc>, String)> =
-            match sqlx::query_as(AssertSqlSafe(sql)).fetch_all(db.pool()).await {
+            match sqlx::query_as(AssertSqlSafe(sql))
+                .fetch_all(db.pool())
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) if is_undefined(&e) => vec![],
                 Err(e) => return Err(e.into()),
@@ -393,11 +409,35 @@ impl Migrator {
         let mut entries = Vec::new();
         for (version, name, checksum, applied_at, applied_by) in rows {
             let (state, file, reversible, no_transaction) = match source.find(version) {
-                Some(m) if m.checksum() == checksum => (MigrationState::Applied, m.up.path.to_string(), m.down.is_some(), m.no_transaction),
-                Some(m) => (MigrationState::Changed, m.up.path.to_string(), m.down.is_some(), m.no_transaction),
-                None => (MigrationState::Missing, source.expected_file(version, &name), false, false),
+                Some(m) if m.checksum() == checksum => (
+                    MigrationState::Applied,
+                    m.up.path.to_string(),
+                    m.down.is_some(),
+                    m.no_transaction,
+                ),
+                Some(m) => (
+                    MigrationState::Changed,
+                    m.up.path.to_string(),
+                    m.down.is_some(),
+                    m.no_transaction,
+                ),
+                None => (
+                    MigrationState::Missing,
+                    source.expected_file(version, &name),
+                    false,
+                    false,
+                ),
             };
-            entries.push(StatusEntry { version, name, state, reversible, no_transaction, applied_at: Some(applied_at), applied_by: Some(applied_by), file });
+            entries.push(StatusEntry {
+                version,
+                name,
+                state,
+                reversible,
+                no_transaction,
+                applied_at: Some(applied_at),
+                applied_by: Some(applied_by),
+                file,
+            });
         }
         for m in &source.migrations.migrations {
             if !entries.iter().any(|e| e.version == m.version) {
@@ -414,7 +454,10 @@ impl Migrator {
             }
         }
         entries.sort_by_key(|e| e.version);
-        Ok(Status { schema: db.schema().to_owned(), entries })
+        Ok(Status {
+            schema: db.schema().to_owned(),
+            entries,
+        })
     }
 
     /// Rehearses the pending batch: runs every pending up script in order, then their down
@@ -433,18 +476,35 @@ impl Migrator {
         let mut steps: Vec<DryRunStep> = plan
             .pending
             .iter()
-            .map(|m| DryRunStep { version: m.version, name: m.name.to_string(), up: DryRunOutcome::NotRehearsed("an earlier step failed"), down: m.down.as_ref().map(|_| DryRunOutcome::NotRehearsed("an earlier step failed")) })
+            .map(|m| DryRunStep {
+                version: m.version,
+                name: m.name.to_string(),
+                up: DryRunOutcome::NotRehearsed("an earlier step failed"),
+                down: m
+                    .down
+                    .as_ref()
+                    .map(|_| DryRunOutcome::NotRehearsed("an earlier step failed")),
+            })
             .collect();
         let mut ok = true;
         for (m, step) in plan.pending.iter().zip(&mut steps) {
             if m.no_transaction {
-                step.up = DryRunOutcome::NotRehearsed("marked no-transaction: cannot run inside the rehearsal's transaction");
-                step.down = step.down.as_ref().map(|_| DryRunOutcome::NotRehearsed("its up script was not rehearsed"));
+                step.up = DryRunOutcome::NotRehearsed(
+                    "marked no-transaction: cannot run inside the rehearsal's transaction",
+                );
+                step.down = step
+                    .down
+                    .as_ref()
+                    .map(|_| DryRunOutcome::NotRehearsed("its up script was not rehearsed"));
                 continue;
             }
             let started = Instant::now();
             match run.script_in_tx(&mut tx, m, &m.up).await? {
-                Ok(()) => step.up = DryRunOutcome::Ok { duration: started.elapsed() },
+                Ok(()) => {
+                    step.up = DryRunOutcome::Ok {
+                        duration: started.elapsed(),
+                    }
+                }
                 Err(failure) => {
                     step.up = DryRunOutcome::Failed(failure);
                     ok = false;
@@ -454,10 +514,16 @@ impl Migrator {
         }
         if ok {
             for (m, step) in plan.pending.iter().zip(&mut steps).rev() {
-                let (Some(down), DryRunOutcome::Ok { .. }) = (&m.down, &step.up) else { continue };
+                let (Some(down), DryRunOutcome::Ok { .. }) = (&m.down, &step.up) else {
+                    continue;
+                };
                 let started = Instant::now();
                 match run.script_in_tx(&mut tx, m, down).await? {
-                    Ok(()) => step.down = Some(DryRunOutcome::Ok { duration: started.elapsed() }),
+                    Ok(()) => {
+                        step.down = Some(DryRunOutcome::Ok {
+                            duration: started.elapsed(),
+                        })
+                    }
                     Err(failure) => {
                         step.down = Some(DryRunOutcome::Failed(failure));
                         break;
@@ -466,7 +532,10 @@ impl Migrator {
             }
         }
         tx.rollback().await?;
-        Ok(DryRun { schema: db.schema().to_owned(), steps })
+        Ok(DryRun {
+            schema: db.schema().to_owned(),
+            steps,
+        })
     }
 
     /// For test databases: drops the schema with everything in it, then applies every
@@ -478,11 +547,18 @@ impl Migrator {
     /// [`MigrateError::ResetRefused`]; otherwise as [`up`](Self::up).
     pub async fn reset(&self, db: &Db) -> Result<Report, Error> {
         if !self.allow_reset && !db.database().contains("test") {
-            return Err(MigrateError::ResetRefused { schema: db.schema().to_owned(), database: db.database().to_owned() }.into());
+            return Err(MigrateError::ResetRefused {
+                schema: db.schema().to_owned(),
+                database: db.database().to_owned(),
+            }
+            .into());
         }
         let schema = db.schema_ident();
         let mut tx = db.pool().begin().await?;
-        let sql = format!("SELECT pg_advisory_xact_lock({}); DROP SCHEMA IF EXISTS {schema} CASCADE", lock_key(schema.as_str()));
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock({}); DROP SCHEMA IF EXISTS {schema} CASCADE",
+            lock_key(schema.as_str())
+        );
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
         tx.commit().await?;
         tracing::warn!(schema = schema.as_str(), "schema dropped for reset");
@@ -492,7 +568,14 @@ impl Migrator {
 
 impl<'a> Run<'a> {
     fn report(&self, mode: RunMode, reverted: Vec<StepReport>, applied: Vec<StepReport>) -> Report {
-        Report { schema: self.schema.as_str().to_owned(), deployment_id: self.deployment, mode, reverted, applied, queries: self.queries }
+        Report {
+            schema: self.schema.as_str().to_owned(),
+            deployment_id: self.deployment,
+            mode,
+            reverted,
+            applied,
+            queries: self.queries,
+        }
     }
 
     fn state_sql(&self) -> String {
@@ -504,14 +587,21 @@ impl<'a> Run<'a> {
     }
 
     fn parse_state(rows: &[PgRow]) -> Result<State, sqlx::Error> {
-        let mut state = State { framework: 0, applied: vec![] };
+        let mut state = State {
+            framework: 0,
+            applied: vec![],
+        };
         for row in rows.iter().filter(|r| r.len() == 4) {
             let kind: i64 = row.try_get(0)?;
             let version: i64 = row.try_get(1)?;
             if kind == 0 {
                 state.framework = i32::try_from(version).unwrap_or(i32::MAX);
             } else {
-                state.applied.push(Applied { version, name: row.try_get(2)?, checksum: row.try_get(3)? });
+                state.applied.push(Applied {
+                    version,
+                    name: row.try_get(2)?,
+                    checksum: row.try_get(3)?,
+                });
             }
         }
         state.applied.sort_by_key(|a| a.version);
@@ -520,7 +610,10 @@ impl<'a> Run<'a> {
 
     async fn read_state_unlocked(&mut self, pool: &PgPool) -> Result<Option<State>, Error> {
         self.queries += 1;
-        match sqlx::raw_sql(AssertSqlSafe(self.state_sql())).fetch_all(pool).await {
+        match sqlx::raw_sql(AssertSqlSafe(self.state_sql()))
+            .fetch_all(pool)
+            .await
+        {
             Ok(rows) => Ok(Some(Self::parse_state(&rows)?)),
             Err(e) if is_undefined(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -529,7 +622,11 @@ impl<'a> Run<'a> {
 
     /// One round trip: take the transaction-scoped lock, create what is missing, read the
     /// state, and open the savepoint a failure rolls back to.
-    async fn lock_and_read(&mut self, conn: &mut PgConnection, transactional: bool) -> Result<State, Error> {
+    async fn lock_and_read(
+        &mut self,
+        conn: &mut PgConnection,
+        transactional: bool,
+    ) -> Result<State, Error> {
         let key = lock_key(self.schema.as_str());
         // `key` is an integer computed here, not user input.
         let sql = if transactional {
@@ -546,11 +643,15 @@ impl<'a> Run<'a> {
             )
         };
         self.queries += 1;
-        let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+        let rows = sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
+            .await?;
         let state = Self::parse_state(&rows)?;
         if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
             self.queries += 1;
-            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(state)
     }
@@ -587,7 +688,12 @@ impl<'a> Run<'a> {
             .migrations
             .migrations
             .iter()
-            .filter(|m| state.applied.binary_search_by_key(&m.version, |a| a.version).is_err())
+            .filter(|m| {
+                state
+                    .applied
+                    .binary_search_by_key(&m.version, |a| a.version)
+                    .is_err()
+            })
             .collect();
         if let Some(early) = pending.iter().find(|m| m.version < latest) {
             if !self.migrator.allow_out_of_order {
@@ -615,7 +721,9 @@ impl<'a> Run<'a> {
         self.queries += 1;
         match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
             Ok(_) => Ok(Ok(())),
-            Err(e) => self.failure(e, m, script, |pos| line_of_position(&script.sql, prefix.chars().count(), pos)),
+            Err(e) => self.failure(e, m, script, |pos| {
+                line_of_position(&script.sql, prefix.chars().count(), pos)
+            }),
         }
     }
 
@@ -630,17 +738,56 @@ impl<'a> Run<'a> {
     ) -> Result<Result<(), Box<ScriptFailure>>, Error> {
         for (offset, statement) in split_statements(&script.sql) {
             self.queries += 1;
-            if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.to_owned())).execute(&mut *conn).await {
+            if let Err(e) = sqlx::raw_sql(AssertSqlSafe(statement.to_owned()))
+                .execute(&mut *conn)
+                .await
+            {
                 let first = line_of_offset(&script.sql, offset);
-                return self.failure(e, m, script, |pos| {
-                    line_of_position(statement, 0, pos).map(|l| l + first - 1)
-                }).map(|r| r.or_else(|mut f| {
-                    f.line = f.line.or(Some(first));
-                    Err(f)
-                }));
+                return self
+                    .failure(e, m, script, |pos| {
+                        line_of_position(statement, 0, pos).map(|l| l + first - 1)
+                    })
+                    .map(|r| {
+                        r.or_else(|mut f| {
+                            f.line = f.line.or(Some(first));
+                            Err(f)
+                        })
+                    });
             }
         }
         Ok(Ok(()))
+    }
+
+    /// PostgreSQL reports no position for some errors (`ALTER TABLE` on a missing table):
+    /// replay the migration's earlier batch steps, then its statements one by one, to find
+    /// the failing statement's line. Runs on the failure path only; the caller rolls back.
+    async fn locate(
+        &mut self,
+        conn: &mut PgConnection,
+        prior: &[&Migration],
+        m: &Migration,
+    ) -> Option<u32> {
+        for p in prior {
+            if !matches!(self.script_in_tx(conn, p, &p.up).await, Ok(Ok(()))) {
+                return None;
+            }
+        }
+        let set = format!("SET LOCAL search_path TO {}", self.schema);
+        sqlx::raw_sql(AssertSqlSafe(set))
+            .execute(&mut *conn)
+            .await
+            .ok()?;
+        for (offset, statement) in split_statements(&m.up.sql) {
+            self.queries += 1;
+            if sqlx::raw_sql(AssertSqlSafe(statement.to_owned()))
+                .execute(&mut *conn)
+                .await
+                .is_err()
+            {
+                return Some(line_of_offset(&m.up.sql, offset));
+            }
+        }
+        None
     }
 
     fn failure(
@@ -688,14 +835,25 @@ impl<'a> Run<'a> {
         let mut applied = vec![];
         for m in &plan.pending {
             let started = Instant::now();
-            if let Err(failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
+            if let Err(mut failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
                 self.queries += 3;
                 sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
                     .execute(&mut *tx)
                     .await?;
+                if failure.line.is_none() {
+                    let prior: Vec<&Migration> = applied.iter().map(|(m, _)| *m).collect();
+                    failure.line = self.locate(&mut tx, &prior, m).await;
+                    sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 self.log_failure(&mut tx, m, &failure, "failed").await?;
                 tx.commit().await?;
-                return Err(MigrateError::Failed { failure, outcome: FailureOutcome::RolledBack }.into());
+                return Err(MigrateError::Failed {
+                    failure,
+                    outcome: FailureOutcome::RolledBack,
+                }
+                .into());
             }
             let duration = started.elapsed();
             tracing::info!(version = m.version, name = %m.name, ?duration, "applied");
@@ -705,11 +863,16 @@ impl<'a> Run<'a> {
             self.accept_checksum(&mut tx, m, old).await?;
         }
         if !applied.is_empty() {
-            self.record(&mut tx, Direction::Up, &applied, "applied").await?;
+            self.record(&mut tx, Direction::Up, &applied, "applied")
+                .await?;
         }
         self.queries += 1;
         tx.commit().await?;
-        let mode = if applied.is_empty() { RunMode::NothingToDo } else { RunMode::Transactional };
+        let mode = if applied.is_empty() {
+            RunMode::NothingToDo
+        } else {
+            RunMode::Transactional
+        };
         Ok(Some(self.report(mode, vec![], steps(&applied))))
     }
 
@@ -718,8 +881,13 @@ impl<'a> Run<'a> {
     async fn up_step_by_step(&mut self, pool: &PgPool) -> Result<Report, Error> {
         let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
         let result = self.up_step_by_step_on(&mut conn).await;
-        let unlock = format!("SELECT pg_advisory_unlock({})", lock_key(self.schema.as_str()));
-        let unlocked = sqlx::raw_sql(AssertSqlSafe(unlock)).execute(&mut conn).await;
+        let unlock = format!(
+            "SELECT pg_advisory_unlock({})",
+            lock_key(self.schema.as_str())
+        );
+        let unlocked = sqlx::raw_sql(AssertSqlSafe(unlock))
+            .execute(&mut conn)
+            .await;
         if unlocked.is_ok() {
             conn.close().await.ok();
         }
@@ -745,7 +913,11 @@ impl<'a> Run<'a> {
             tracing::info!(version = m.version, name = %m.name, ?duration, "applied");
             applied.push((m, duration));
         }
-        let mode = if applied.is_empty() { RunMode::NothingToDo } else { RunMode::StepByStep };
+        let mode = if applied.is_empty() {
+            RunMode::NothingToDo
+        } else {
+            RunMode::StepByStep
+        };
         Ok(self.report(mode, vec![], steps(&applied)))
     }
 
@@ -765,19 +937,28 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         if has_no_transaction_directive(&script.sql) {
             self.queries += 1;
-            sqlx::raw_sql(AssertSqlSafe(format!("SET search_path TO {}", self.schema))).execute(&mut *conn).await?;
+            sqlx::raw_sql(AssertSqlSafe(format!("SET search_path TO {}", self.schema)))
+                .execute(&mut *conn)
+                .await?;
             if let Err(failure) = self.script_statements(conn, m, script).await? {
                 return Ok(Err(failure));
             }
-            self.record(conn, direction, &[(m, started.elapsed())], event).await?;
+            self.record(conn, direction, &[(m, started.elapsed())], event)
+                .await?;
         } else {
             self.queries += 2;
             let mut tx = conn.begin().await?;
-            if let Err(failure) = self.script_in_tx(&mut tx, m, script).await? {
+            if let Err(mut failure) = self.script_in_tx(&mut tx, m, script).await? {
                 tx.rollback().await?;
+                if failure.line.is_none() && direction == Direction::Up {
+                    let mut tx = conn.begin().await?;
+                    failure.line = self.locate(&mut tx, &[], m).await;
+                    tx.rollback().await?;
+                }
                 return Ok(Err(failure));
             }
-            self.record(&mut tx, direction, &[(m, started.elapsed())], event).await?;
+            self.record(&mut tx, direction, &[(m, started.elapsed())], event)
+                .await?;
             tx.commit().await?;
         }
         Ok(Ok(()))
@@ -798,7 +979,11 @@ impl<'a> Run<'a> {
             } else {
                 let mut tx = conn.begin().await?;
                 let r = self.script_in_tx(&mut tx, failed, down).await?;
-                if r.is_ok() { tx.commit().await?; } else { tx.rollback().await?; }
+                if r.is_ok() {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
                 r
             };
             if let Err(f) = run {
@@ -809,13 +994,30 @@ impl<'a> Run<'a> {
         for (m, _) in applied.iter().rev() {
             if m.down.is_none() {
                 let reason = format!("{} has no .down.sql", m.up.path);
-                let failure = ScriptFailure { schema: self.schema.as_str().to_owned(), version: m.version, file: m.up.path.to_string(), line: None, sqlstate: None, message: reason.clone() };
-                self.log_failure(conn, m, &failure, "rollback_failed").await?;
-                return Ok(FailureOutcome::RollbackIncomplete { reverted, stuck: m.version, reason });
+                let failure = ScriptFailure {
+                    schema: self.schema.as_str().to_owned(),
+                    version: m.version,
+                    file: m.up.path.to_string(),
+                    line: None,
+                    sqlstate: None,
+                    message: reason.clone(),
+                };
+                self.log_failure(conn, m, &failure, "rollback_failed")
+                    .await?;
+                return Ok(FailureOutcome::RollbackIncomplete {
+                    reverted,
+                    stuck: m.version,
+                    reason,
+                });
             }
             if let Err(failure) = self.step(conn, m, Direction::Down, "rolled_back").await? {
-                self.log_failure(conn, m, &failure, "rollback_failed").await?;
-                return Ok(FailureOutcome::RollbackIncomplete { reverted, stuck: m.version, reason: failure.to_string() });
+                self.log_failure(conn, m, &failure, "rollback_failed")
+                    .await?;
+                return Ok(FailureOutcome::RollbackIncomplete {
+                    reverted,
+                    stuck: m.version,
+                    reason: failure.to_string(),
+                });
             }
             tracing::warn!(version = m.version, name = %m.name, "rolled back");
             reverted.push(m.version);
@@ -839,7 +1041,9 @@ impl<'a> Run<'a> {
         let needs_steps = |run: &Self, state: &State| -> bool {
             choose(&state.applied).iter().any(|v| {
                 run.source.find(*v).is_some_and(|m| {
-                    m.down.as_ref().is_some_and(|d| has_no_transaction_directive(&d.sql))
+                    m.down
+                        .as_ref()
+                        .is_some_and(|d| has_no_transaction_directive(&d.sql))
                         || (reapply && m.no_transaction)
                 })
             })
@@ -856,10 +1060,16 @@ impl<'a> Run<'a> {
                     let down = m.down.as_ref().expect("checked reversible");
                     if let Err(failure) = self.script_in_tx(&mut tx, m, down).await? {
                         self.queries += 3;
-                        sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))).execute(&mut *tx).await?;
+                        sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
+                            .execute(&mut *tx)
+                            .await?;
                         self.log_failure(&mut tx, m, &failure, "failed").await?;
                         tx.commit().await?;
-                        return Err(MigrateError::Failed { failure, outcome: FailureOutcome::RolledBack }.into());
+                        return Err(MigrateError::Failed {
+                            failure,
+                            outcome: FailureOutcome::RolledBack,
+                        }
+                        .into());
                     }
                     reverted.push((*m, started.elapsed()));
                 }
@@ -869,30 +1079,51 @@ impl<'a> Run<'a> {
                         let started = Instant::now();
                         if let Err(failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
                             self.queries += 3;
-                            sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))).execute(&mut *tx).await?;
+                            sqlx::raw_sql(AssertSqlSafe(format!(
+                                "ROLLBACK TO SAVEPOINT {SAVEPOINT}"
+                            )))
+                            .execute(&mut *tx)
+                            .await?;
                             self.log_failure(&mut tx, m, &failure, "failed").await?;
                             tx.commit().await?;
-                            return Err(MigrateError::Failed { failure, outcome: FailureOutcome::RolledBack }.into());
+                            return Err(MigrateError::Failed {
+                                failure,
+                                outcome: FailureOutcome::RolledBack,
+                            }
+                            .into());
                         }
                         applied.push((*m, started.elapsed()));
                     }
                 }
                 if !reverted.is_empty() {
-                    self.record(&mut tx, Direction::Down, &reverted, "reverted").await?;
+                    self.record(&mut tx, Direction::Down, &reverted, "reverted")
+                        .await?;
                 }
                 if !applied.is_empty() {
-                    self.record(&mut tx, Direction::Up, &applied, "applied").await?;
+                    self.record(&mut tx, Direction::Up, &applied, "applied")
+                        .await?;
                 }
                 self.queries += 1;
                 tx.commit().await?;
-                let mode = if reverted.is_empty() { RunMode::NothingToDo } else { RunMode::Transactional };
+                let mode = if reverted.is_empty() {
+                    RunMode::NothingToDo
+                } else {
+                    RunMode::Transactional
+                };
                 return Ok(self.report(mode, steps(&reverted), steps(&applied)));
             }
         }
         let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
         let result = self.revert_step_by_step(&mut conn, &choose, reapply).await;
-        let unlock = format!("SELECT pg_advisory_unlock({})", lock_key(self.schema.as_str()));
-        if sqlx::raw_sql(AssertSqlSafe(unlock)).execute(&mut conn).await.is_ok() {
+        let unlock = format!(
+            "SELECT pg_advisory_unlock({})",
+            lock_key(self.schema.as_str())
+        );
+        if sqlx::raw_sql(AssertSqlSafe(unlock))
+            .execute(&mut conn)
+            .await
+            .is_ok()
+        {
             conn.close().await.ok();
         }
         result
@@ -911,7 +1142,11 @@ impl<'a> Run<'a> {
             let started = Instant::now();
             if let Err(failure) = self.step(conn, m, Direction::Down, "reverted").await? {
                 self.log_failure(conn, m, &failure, "failed").await?;
-                return Err(MigrateError::Failed { failure, outcome: FailureOutcome::Stopped }.into());
+                return Err(MigrateError::Failed {
+                    failure,
+                    outcome: FailureOutcome::Stopped,
+                }
+                .into());
             }
             reverted.push((*m, started.elapsed()));
         }
@@ -921,12 +1156,20 @@ impl<'a> Run<'a> {
                 let started = Instant::now();
                 if let Err(failure) = self.step(conn, m, Direction::Up, "applied").await? {
                     self.log_failure(conn, m, &failure, "failed").await?;
-                    return Err(MigrateError::Failed { failure, outcome: FailureOutcome::Stopped }.into());
+                    return Err(MigrateError::Failed {
+                        failure,
+                        outcome: FailureOutcome::Stopped,
+                    }
+                    .into());
                 }
                 applied.push((*m, started.elapsed()));
             }
         }
-        let mode = if reverted.is_empty() { RunMode::NothingToDo } else { RunMode::StepByStep };
+        let mode = if reverted.is_empty() {
+            RunMode::NothingToDo
+        } else {
+            RunMode::StepByStep
+        };
         Ok(self.report(mode, steps(&reverted), steps(&applied)))
     }
 
@@ -940,9 +1183,16 @@ impl<'a> Run<'a> {
         drop(plan);
         let mut targets = vec![];
         for version in choose(&state.applied) {
-            let m = self.source.find(version).expect("plan checked that applied files exist");
+            let m = self
+                .source
+                .find(version)
+                .expect("plan checked that applied files exist");
             if m.down.is_none() {
-                return Err(MigrateError::Irreversible { schema: self.schema.as_str().to_owned(), version, file: m.up.path.to_string() });
+                return Err(MigrateError::Irreversible {
+                    schema: self.schema.as_str().to_owned(),
+                    version,
+                    file: m.up.path.to_string(),
+                });
             }
             targets.push(m);
         }
@@ -977,16 +1227,34 @@ impl<'a> Run<'a> {
         );
         let script = |m: &Migration| match direction {
             Direction::Up => m.up.path.to_string(),
-            Direction::Down => m.down.as_ref().map_or_else(String::new, |d| d.path.to_string()),
+            Direction::Down => m
+                .down
+                .as_ref()
+                .map_or_else(String::new, |d| d.path.to_string()),
         };
         self.queries += 1;
         sqlx::query(AssertSqlSafe(sql))
             .bind(steps.iter().map(|(m, _)| m.version).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(m, _)| m.name.to_string()).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(m, _)| m.name.to_string())
+                    .collect::<Vec<_>>(),
+            )
             .bind(steps.iter().map(|(m, _)| m.checksum()).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, d)| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(_, d)| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
             .bind(steps.iter().map(|(m, _)| script(m)).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(m, _)| m.no_transaction).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(m, _)| m.no_transaction)
+                    .collect::<Vec<_>>(),
+            )
             .bind(&self.migrator.applied_by)
             .bind(self.deployment)
             .bind(event)
@@ -1025,7 +1293,12 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    async fn accept_checksum(&mut self, conn: &mut PgConnection, m: &Migration, old: &str) -> Result<(), Error> {
+    async fn accept_checksum(
+        &mut self,
+        conn: &mut PgConnection,
+        m: &Migration,
+        old: &str,
+    ) -> Result<(), Error> {
         let s = self.schema;
         let sql = format!(
             "WITH updated AS (UPDATE {s}._prost_db_migrations SET checksum = $3 WHERE version = $1) \
@@ -1040,7 +1313,9 @@ impl<'a> Run<'a> {
             .bind(m.checksum())
             .bind(self.deployment)
             .bind(m.up.path.as_ref())
-            .bind(format!("edited after it was applied; previous checksum {old}"))
+            .bind(format!(
+                "edited after it was applied; previous checksum {old}"
+            ))
             .bind(&self.migrator.applied_by)
             .execute(&mut *conn)
             .await?;
@@ -1051,7 +1326,11 @@ impl<'a> Run<'a> {
 
 fn steps(done: &[(&Migration, Duration)]) -> Vec<StepReport> {
     done.iter()
-        .map(|(m, duration)| StepReport { version: m.version, name: m.name.to_string(), duration: *duration })
+        .map(|(m, duration)| StepReport {
+            version: m.version,
+            name: m.name.to_string(),
+            duration: *duration,
+        })
         .collect()
 }
 

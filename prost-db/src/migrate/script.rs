@@ -127,7 +127,10 @@ mod tests {
         let script = "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\nSELEC 1;\n";
         let prefix = "SET LOCAL search_path TO \"s\";\n";
         let position = prefix.chars().count() + script.find("SELEC").unwrap() + 1;
-        assert_eq!(line_of_position(script, prefix.chars().count(), position), Some(3));
+        assert_eq!(
+            line_of_position(script, prefix.chars().count(), position),
+            Some(3)
+        );
         assert_eq!(line_of_position(script, 10, 5), None);
     }
 
