@@ -86,6 +86,11 @@ pub enum Error {
         missing: Vec<String>,
     },
 
+    /// A migration could not be loaded, checked or applied; see
+    /// [`MigrateError`](crate::migrate::MigrateError).
+    #[error(transparent)]
+    Migrate(Box<crate::migrate::MigrateError>),
+
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

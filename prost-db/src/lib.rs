@@ -22,8 +22,10 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod framework;
 mod ident;
 mod inspect;
+pub mod migrate;
 mod pool;
 mod roles;
 pub mod testing;
