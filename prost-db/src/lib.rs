@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod idempotency;
 mod ident;
 mod inspect;
 mod pool;
@@ -42,4 +43,26 @@ pub use sqlx;
 
 /// Not public API: what the macros' expansions refer to. No semver guarantees.
 #[doc(hidden)]
-pub mod __private {}
+pub mod __private {
+    pub use crate::idempotency::store::{
+        ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
+    };
+    pub use core::result::Result;
+    pub use std::time::Duration;
+
+    /// The key of an event through its [`EventId`](crate::idempotency::EventId).
+    pub fn event_key<E: crate::idempotency::EventId + ?Sized>(event: &E) -> String {
+        crate::idempotency::IdempotencyKey::to_key(event.event_id()).into_owned()
+    }
+
+    /// The key named by `key = ...`.
+    pub fn key<K: crate::idempotency::IdempotencyKey + ?Sized>(key: &K) -> String {
+        key.to_key().into_owned()
+    }
+
+    /// Pins the output type of the body's async block, so that `?` and `return` in the
+    /// body see the handler's declared return type.
+    pub fn body<R, F: core::future::Future<Output = R>>(future: F) -> F {
+        future
+    }
+}
