@@ -38,6 +38,10 @@ pub use pool::{
 };
 pub use roles::{ServiceRole, provision_service_role};
 
+#[cfg(feature = "macros")]
+#[doc = include_str!("idempotency/handler.md")]
+pub use prost_db_macros::idempotent_handler;
+
 /// Re-exported so users name the same sqlx version prost-db was built with.
 pub use sqlx;
 
@@ -47,8 +51,25 @@ pub mod __private {
     pub use crate::idempotency::store::{
         ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
     };
+    pub use core::option::Option;
     pub use core::result::Result;
     pub use std::time::Duration;
+
+    /// The success and error types of a handler's declared return type.
+    #[diagnostic::on_unimplemented(
+        message = "an idempotent handler must return `Result<T, E>`, not `{Self}`"
+    )]
+    pub trait HandlerResult {
+        /// `T`.
+        type Ok;
+        /// `E`.
+        type Err;
+    }
+
+    impl<T, E> HandlerResult for Result<T, E> {
+        type Ok = T;
+        type Err = E;
+    }
 
     /// The key of an event through its [`EventId`](crate::idempotency::EventId).
     pub fn event_key<E: crate::idempotency::EventId + ?Sized>(event: &E) -> String {
