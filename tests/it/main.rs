@@ -3,5 +3,6 @@
 //! Every test makes its own database with `prost_db::testing::TestDb` and drops it, so the
 //! tests run in parallel and reruns start clean.
 
+mod idempotency;
 mod migrate;
 mod pool;
