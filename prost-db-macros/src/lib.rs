@@ -1,10 +1,18 @@
 //! Implementation detail of the `prost-db` crate.
 
+mod handler;
 mod schema;
 
-/// Checks a struct against the tables the migrations create, at compile time, and
-/// implements `prost_db::schema::Schema`. Documented on the re-export `prost_db::Schema`.
+use proc_macro::TokenStream;
+
+/// See `prost_db::idempotent_handler`.
+#[proc_macro_attribute]
+pub fn idempotent_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler::expand(args.into(), item.into()).into()
+}
+
+/// See `prost_db::Schema`.
 #[proc_macro_derive(Schema, attributes(schema))]
-pub fn derive_schema(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+pub fn derive_schema(input: TokenStream) -> TokenStream {
     schema::derive(input.into()).into()
 }
