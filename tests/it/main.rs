@@ -6,3 +6,4 @@
 mod idempotency;
 mod migrate;
 mod pool;
+mod schema;
