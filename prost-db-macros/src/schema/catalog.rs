@@ -31,9 +31,6 @@ struct Entry {
 
 static CACHE: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
 
-/// How many times a catalog was parsed in this process (for the once-per-crate test).
-pub(crate) static PARSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// The migrations root: the attribute (relative to `source_dir`), else `PROST_DB_MIGRATIONS`,
 /// else `$CARGO_MANIFEST_DIR/migrations`.
 pub(crate) fn root(attribute: Option<(&str, Option<PathBuf>)>) -> PathBuf {
@@ -73,7 +70,6 @@ pub(crate) fn load(root: &Path) -> Result<Loaded, String> {
             files: entry.files.clone(),
         });
     }
-    PARSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let schemas = prost_db_core::source::load_root(root).map_err(|e| {
         let text = e.to_string();
         text.replace(&format!("{}/", root.display()), "")
@@ -121,5 +117,37 @@ pub(crate) fn display_root(root: &Path) -> String {
         Err(_) => root
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_once_until_a_migration_is_added_or_edited() {
+        let root = std::env::temp_dir().join(format!("prost-db-macros-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(root.join("app/0001_a.up.sql"), "CREATE TABLE a (x INT);").unwrap();
+
+        let first = load(&root).unwrap();
+        let second = load(&root).unwrap();
+        assert!(Arc::ptr_eq(&first.catalog, &second.catalog), "parsed twice");
+
+        std::fs::write(root.join("app/0002_b.up.sql"), "CREATE TABLE b (x INT);").unwrap();
+        let third = load(&root).unwrap();
+        assert!(!Arc::ptr_eq(&first.catalog, &third.catalog));
+        assert!(third.catalog.table("app", "b").is_some());
+        assert_eq!(third.files.len(), 2);
+
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error_without_absolute_paths() {
+        let error = load(Path::new("/nonexistent/prost-db/migrations")).err().unwrap();
+        assert!(error.contains("does not exist"), "{error}");
+        assert!(!error.contains("/nonexistent"), "{error}");
     }
 }

@@ -62,10 +62,10 @@ fn try_expand(input: &DeriveInput, errors: &mut Errors) -> Option<TokenStream> {
         return Some(expand::expand(input, &def, &[]));
     }
     let attribute = container.attrs.migrations.as_ref().map(|lit| {
-        let source_dir = lit
-            .span()
-            .unwrap()
-            .local_file()
+        // Like `include_str!`, relative to the file that holds the attribute.
+        let source_dir = proc_macro::is_available()
+            .then(|| lit.span().unwrap().local_file())
+            .flatten()
             .and_then(|file| file.parent().map(PathBuf::from));
         (lit.value(), source_dir)
     });
@@ -89,4 +89,47 @@ fn try_expand(input: &DeriveInput, errors: &mut Errors) -> Option<TokenStream> {
     let root_name = catalog::display_root(&root);
     let def = valid::check(&container, &loaded.catalog, &root_name, errors)?;
     Some(expand::expand(input, &def, &loaded.files))
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    fn fixture() -> String {
+        let root = std::env::temp_dir().join(format!("prost-db-macros-derive-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(
+            root.join("app/0001_a.up.sql"),
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, login TEXT);",
+        )
+        .unwrap();
+        root.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn reports_every_field_problem_and_still_implements_the_trait() {
+        let root = fixture();
+        let output = super::derive(quote! {
+            #[schema(migrations = #root, table = "accounts")]
+            struct Account { id: i64, login: String, logn: String }
+        })
+        .to_string();
+        assert!(output.contains("column `login` of `app.accounts` is nullable"), "{output}");
+        assert!(output.contains("did you mean `login`"), "{output}");
+        assert!(output.contains("assert_compatible :: < i64 , :: prost_db :: schema :: pg :: int8 >"), "{output}");
+        assert!(output.contains("impl :: prost_db :: schema :: Schema for Account"), "{output}");
+    }
+
+    #[test]
+    fn an_unknown_table_gives_one_error_and_a_stub_impl() {
+        let root = fixture();
+        let output = super::derive(quote! {
+            #[schema(migrations = #root, table = "acounts")]
+            struct Account { id: i64 }
+        })
+        .to_string();
+        assert!(output.contains("did you mean `accounts`"), "{output}");
+        assert_eq!(output.matches("compile_error").count(), 1, "{output}");
+        assert!(output.contains("schema : \"\""), "{output}");
+    }
 }
