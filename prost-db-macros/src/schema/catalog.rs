@@ -31,6 +31,19 @@ struct Entry {
 
 static CACHE: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
 
+static TRACKED: Mutex<Option<std::collections::HashSet<(String, PathBuf)>>> = Mutex::new(None);
+
+/// Whether this derive should `include_bytes!` the migrations of `root`: only the first
+/// derive of a crate does. One include per file is enough for rustc to rebuild the crate
+/// when the file changes, and 100 files times 50 structs would be 5000 includes.
+pub(crate) fn first_use_in_crate(root: &Path) -> bool {
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
+    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    tracked
+        .get_or_insert_with(Default::default)
+        .insert((krate, root.to_path_buf()))
+}
+
 /// The migrations root: the attribute (relative to `source_dir`), else `PROST_DB_MIGRATIONS`,
 /// else `$CARGO_MANIFEST_DIR/migrations`.
 pub(crate) fn root(attribute: Option<(&str, Option<PathBuf>)>) -> PathBuf {
@@ -126,7 +139,8 @@ mod tests {
 
     #[test]
     fn parses_once_until_a_migration_is_added_or_edited() {
-        let root = std::env::temp_dir().join(format!("prost-db-macros-cache-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("prost-db-macros-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("app")).unwrap();
         std::fs::write(root.join("app/0001_a.up.sql"), "CREATE TABLE a (x INT);").unwrap();
@@ -146,7 +160,9 @@ mod tests {
 
     #[test]
     fn a_missing_root_is_an_error_without_absolute_paths() {
-        let error = load(Path::new("/nonexistent/prost-db/migrations")).err().unwrap();
+        let error = load(Path::new("/nonexistent/prost-db/migrations"))
+            .err()
+            .unwrap();
         assert!(error.contains("does not exist"), "{error}");
         assert!(!error.contains("/nonexistent"), "{error}");
     }

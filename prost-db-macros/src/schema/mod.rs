@@ -88,7 +88,12 @@ fn try_expand(input: &DeriveInput, errors: &mut Errors) -> Option<TokenStream> {
     };
     let root_name = catalog::display_root(&root);
     let def = valid::check(&container, &loaded.catalog, &root_name, errors)?;
-    Some(expand::expand(input, &def, &loaded.files))
+    let files: &[PathBuf] = if catalog::first_use_in_crate(&root) {
+        &loaded.files
+    } else {
+        &[]
+    };
+    Some(expand::expand(input, &def, files))
 }
 
 #[cfg(test)]
@@ -96,7 +101,8 @@ mod tests {
     use quote::quote;
 
     fn fixture() -> String {
-        let root = std::env::temp_dir().join(format!("prost-db-macros-derive-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("prost-db-macros-derive-{}", std::process::id()));
         std::fs::create_dir_all(root.join("app")).unwrap();
         std::fs::write(
             root.join("app/0001_a.up.sql"),
@@ -114,10 +120,19 @@ mod tests {
             struct Account { id: i64, login: String, logn: String }
         })
         .to_string();
-        assert!(output.contains("column `login` of `app.accounts` is nullable"), "{output}");
+        assert!(
+            output.contains("column `login` of `app.accounts` is nullable"),
+            "{output}"
+        );
         assert!(output.contains("did you mean `login`"), "{output}");
-        assert!(output.contains("assert_compatible :: < i64 , :: prost_db :: schema :: pg :: int8 >"), "{output}");
-        assert!(output.contains("impl :: prost_db :: schema :: Schema for Account"), "{output}");
+        assert!(
+            output.contains("assert_compatible :: < i64 , :: prost_db :: schema :: pg :: int8 >"),
+            "{output}"
+        );
+        assert!(
+            output.contains("impl :: prost_db :: schema :: Schema for Account"),
+            "{output}"
+        );
     }
 
     #[test]
