@@ -183,6 +183,9 @@ LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid";
 
 type LiveRow = (i64, Option<String>, Option<String>, Option<bool>, bool);
 
+/// Per described table (by position): whether it exists, and its columns' `(typname, not null)`.
+type LiveTables<'r> = HashMap<i64, (bool, HashMap<&'r str, (&'r str, bool)>)>;
+
 impl Db {
     /// Compares tables described by `#[derive(Schema)]` with the live database in one round
     /// trip, and reports every missing table or column and every type or nullability
@@ -227,7 +230,7 @@ impl Db {
 }
 
 fn compare(tables: &[&TableDescription], rows: &[LiveRow]) -> Vec<SchemaDifference> {
-    let mut live: HashMap<i64, (bool, HashMap<&str, (&str, bool)>)> = HashMap::new();
+    let mut live: LiveTables<'_> = HashMap::new();
     for (ord, column, ty, not_null, exists) in rows {
         let entry = live
             .entry(*ord)

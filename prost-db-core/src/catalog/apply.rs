@@ -156,10 +156,8 @@ impl<'c> Script<'c> {
         match types::resolve(data_type, &fold_name) {
             Resolved::Type(ty) => (ty, false),
             Resolved::Custom(schema, name) => {
-                if schema.is_none() {
-                    if let Some(ty) = types::serial(&name) {
-                        return (ty, true);
-                    }
+                if let (None, Some(ty)) = (&schema, types::serial(&name)) {
+                    return (ty, true);
                 }
                 let (element, array) = match name.strip_suffix("[]") {
                     Some(element) => (element.to_owned(), true),

@@ -110,10 +110,10 @@ fn stamp(root: &Path) -> Stamp {
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        if path.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
-            }
+        if path.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&path)
+        {
+            stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
         }
         out.push((path, modified));
     }

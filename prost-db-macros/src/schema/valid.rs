@@ -129,9 +129,7 @@ fn find_table<'c>(
                 message += &format!("; did you mean `{near}`?");
             }
             if attrs.table.is_none() {
-                message += &format!(
-                    "; the table name defaults to the struct's name in snake case, set it with #[schema(table = \"...\")]"
-                );
+                message += "; the table name defaults to the struct's name in snake case, set it with #[schema(table = \"...\")]";
             }
             errors.push(syn::Error::new(table_span, message));
             None
