@@ -1,7 +1,6 @@
 //! One struct per table of the shop, checked at compile time against `migrations/shop`.
 //!
 //! ```no_run
-//! use prost_db::schema::Schema;
 //! use prost_shop::tables;
 //!
 //! # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {

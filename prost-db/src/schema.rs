@@ -7,10 +7,10 @@
 //! with `pg_catalog` in one round trip and reports every difference at once.
 //!
 //! ```no_run
-//! use prost_db::schema::{Schema, TableDescription};
+//! use prost_db::schema::Schema;
 //! use prost_db::Db;
 //!
-//! #[derive(Schema)]
+//! #[derive(prost_db::Schema)]
 //! #[schema(schema = "catalog", table = "categories")]
 //! struct Category {
 //!     id: i64,
