@@ -56,12 +56,16 @@ pub(crate) fn expand(
             }
         });
     let files = files.iter().map(|f| f.to_string_lossy().into_owned());
-    let warnings = def.warnings.iter().map(|note| {
+    let warnings = def.warnings.iter().enumerate().map(|(i, note)| {
+        let name = match i {
+            0 => quote::format_ident!("prost_db_schema_warning", span = ident.span()),
+            i => quote::format_ident!("prost_db_schema_warning_{}", i + 1, span = ident.span()),
+        };
         quote_spanned! {ident.span()=>
             #[deprecated(note = #note)]
             #[allow(non_camel_case_types)]
-            struct prost_db_schema_warning;
-            let _ = prost_db_schema_warning;
+            struct #name;
+            let _ = #name;
         }
     });
     quote! {

@@ -87,12 +87,20 @@ fn try_expand(input: &DeriveInput, errors: &mut Errors) -> Option<TokenStream> {
         }
     };
     let root_name = catalog::display_root(&root);
-    let def = valid::check(&container, &loaded.catalog, &root_name, errors)?;
-    let files: &[PathBuf] = if catalog::first_use_in_crate(&root) {
-        &loaded.files
-    } else {
-        &[]
-    };
+    let mut def = valid::check(&container, &loaded.catalog, &root_name, errors)?;
+    let first = catalog::first_use_in_crate(&root);
+    if first {
+        // Statements that touch no known table are reported once per crate.
+        def.warnings.extend(
+            loaded
+                .catalog
+                .warnings()
+                .iter()
+                .filter(|w| w.tables.is_empty())
+                .map(|w| format!("migration statement not modelled: {w}")),
+        );
+    }
+    let files: &[PathBuf] = if first { &loaded.files } else { &[] };
     Some(expand::expand(input, &def, files))
 }
 
@@ -132,6 +140,37 @@ mod tests {
         assert!(
             output.contains("impl :: prost_db :: schema :: Schema for Account"),
             "{output}"
+        );
+    }
+
+    #[test]
+    fn unattributed_catalog_warnings_show_once_per_crate() {
+        let root =
+            std::env::temp_dir().join(format!("prost-db-macros-warn-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(
+            root.join("app/0001_a.up.sql"),
+            "CREATE TABLE a (id INT);\nALTER TABLE missing ADD COLUMN x INT;",
+        )
+        .unwrap();
+        let root = root.to_string_lossy().into_owned();
+        let derive = || {
+            super::derive(quote! {
+                #[schema(migrations = #root, table = "a")]
+                struct A { id: Option<i32> }
+            })
+            .to_string()
+        };
+        let first = derive();
+        assert!(
+            first.contains("app/0001_a.up.sql:2: ALTER TABLE on `app.missing`"),
+            "{first}"
+        );
+        assert!(first.contains("include_bytes"), "{first}");
+        let second = derive();
+        assert!(
+            !second.contains("deprecated") && !second.contains("include_bytes"),
+            "{second}"
         );
     }
 
