@@ -7,6 +7,9 @@
 //! - Schema utilities on [`Db`]: [`table_exists`](Db::table_exists),
 //!   [`list_tables`](Db::list_tables), [`columns`](Db::columns),
 //!   [`require_tables`](Db::require_tables).
+//! - [`macro@Schema`]: `#[derive(Schema)]` checks structs against the migrations at compile
+//!   time; [`Db::check_tables`] compares them with the live database at startup
+//!   ([`schema`]).
 //! - [`provision_service_role`]: a least-privilege role per service.
 //! - [`testing::TestDb`]: a fresh database per test, cleaned up even after a crash.
 //!

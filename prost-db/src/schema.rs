@@ -75,6 +75,13 @@ impl TableDescription {
 }
 
 /// A column as the code expects it.
+///
+/// ```
+/// use prost_db::schema::ColumnDescription;
+///
+/// let id = ColumnDescription { name: "id", sql_type: Some("int8"), nullable: Some(false) };
+/// assert_eq!(id.sql_type, Some("int8"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ColumnDescription {
     /// The column name.
@@ -87,6 +94,13 @@ pub struct ColumnDescription {
 }
 
 /// One way the live database differs from a [`TableDescription`].
+///
+/// ```
+/// use prost_db::schema::SchemaDifference;
+///
+/// let d = SchemaDifference::MissingColumn { table: "catalog.products".into(), column: "sku".into() };
+/// assert_eq!(d.to_string(), "column `sku` of `catalog.products` does not exist");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SchemaDifference {
@@ -160,6 +174,13 @@ impl fmt::Display for SchemaDifference {
 }
 
 /// The differences of one [`Db::check_tables`] run, shown one per line.
+///
+/// ```
+/// use prost_db::schema::{SchemaDifference, SchemaDrift};
+///
+/// let drift = SchemaDrift(vec![SchemaDifference::MissingTable { table: "orders.orders".into() }]);
+/// assert_eq!(drift.to_string(), "\n  - table `orders.orders` does not exist");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaDrift(pub Vec<SchemaDifference>);
 

@@ -73,6 +73,16 @@ impl fmt::Display for Location {
 }
 
 /// How a column's value is produced, if not by the writer.
+///
+/// ```
+/// use prost_db_core::catalog::{Catalog, Generated};
+///
+/// let mut c = Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT GENERATED ALWAYS AS IDENTITY, b INT GENERATED ALWAYS AS (a * 2) STORED);");
+/// let t = c.table("s", "t").unwrap();
+/// assert_eq!(t.column("a").unwrap().generated, Generated::Identity);
+/// assert_eq!(t.column("b").unwrap().generated, Generated::Stored);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generated {
     /// An ordinary column.
@@ -84,6 +94,13 @@ pub enum Generated {
 }
 
 /// One column of a [`Table`].
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, note TEXT);");
+/// let note = c.table("s", "t").unwrap().column("note").unwrap();
+/// assert_eq!((note.ty.name.as_str(), note.nullable), ("text", true));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     /// The column name, case-folded as PostgreSQL stores it.
@@ -102,12 +119,25 @@ pub struct Column {
 
 impl Column {
     /// Where the column got its current shape: the last change, else its definition.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nALTER TABLE t ALTER COLUMN a SET NOT NULL;");
+    /// let a = c.table("s", "t").unwrap().column("a").unwrap();
+    /// assert_eq!((a.defined_at.line, a.last_defined_at().line), (1, 2));
+    /// ```
     pub fn last_defined_at(&self) -> &Location {
         self.changed_at.as_ref().unwrap_or(&self.defined_at)
     }
 }
 
 /// Why a table's columns may not be what the catalog says.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nDO $$ BEGIN ALTER TABLE t ADD b INT; END $$;");
+/// assert_eq!(c.table("s", "t").unwrap().uncertain[0].at.line, 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uncertainty {
     /// The statement that could not be modelled.
@@ -117,6 +147,13 @@ pub struct Uncertainty {
 }
 
 /// A column that a migration dropped or renamed.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nALTER TABLE t RENAME a TO b;");
+/// let removed = c.table("s", "t").unwrap().removed_column("a").unwrap();
+/// assert_eq!(removed.renamed_to.as_deref(), Some("b"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovedColumn {
     /// The old name.
@@ -128,6 +165,13 @@ pub struct RemovedColumn {
 }
 
 /// A table as the migrations leave it.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT, b TEXT);");
+/// let t = c.table("s", "t").unwrap();
+/// assert_eq!(t.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
     /// Its schema.
@@ -146,11 +190,24 @@ pub struct Table {
 
 impl Table {
     /// The column called `name` (already case-folded).
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", r#"CREATE TABLE t (Plain INT, "Quoted" INT);"#);
+    /// let t = c.table("s", "t").unwrap();
+    /// assert!(t.column("plain").is_some() && t.column("Quoted").is_some());
+    /// ```
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
 
     /// The last drop or rename of a column once called `name`.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT, b INT);\nALTER TABLE t DROP COLUMN b;");
+    /// assert_eq!(c.table("s", "t").unwrap().removed_column("b").unwrap().at.line, 2);
+    /// ```
     pub fn removed_column(&self, name: &str) -> Option<&RemovedColumn> {
         self.removed.iter().rev().find(|r| r.name == name)
     }
@@ -161,6 +218,14 @@ impl Table {
 }
 
 /// A statement the catalog could not model, or a migration that would fail.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nALTER TABLE t SET SCHEMA other;");
+/// let warning = &c.warnings()[0];
+/// assert!(warning.to_string().starts_with("s/1.up.sql:2: ALTER TABLE ... SET SCHEMA"));
+/// assert_eq!(warning.tables, ["s.t"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     /// Where.
@@ -178,6 +243,12 @@ impl fmt::Display for Warning {
 }
 
 /// A table dropped or renamed by a migration.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nDROP TABLE t;");
+/// assert_eq!(c.removed_table("s", "t").unwrap().at.line, 2);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemovedTable {
     /// The schema it was in.
@@ -202,6 +273,11 @@ pub struct Catalog {
 
 impl Catalog {
     /// An empty catalog (with the `public` schema, as in a new database).
+    ///
+    /// ```
+    /// let c = prost_db_core::catalog::Catalog::new();
+    /// assert_eq!(c.schemas().collect::<Vec<_>>(), ["public"]);
+    /// ```
     pub fn new() -> Catalog {
         Catalog {
             schemas: BTreeSet::from(["public".to_owned()]),
@@ -232,6 +308,16 @@ impl Catalog {
     }
 
     /// Applies already loaded migrations; `root`, if given, is stripped from file names.
+    ///
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("prost-db-doc-from-migrations-{}", std::process::id()));
+    /// # std::fs::create_dir_all(root.join("app")).unwrap();
+    /// # std::fs::write(root.join("app/0001_init.up.sql"), "CREATE TABLE t (id INT);").unwrap();
+    /// let schemas = prost_db_core::source::load_root(&root).unwrap();
+    /// let c = prost_db_core::catalog::Catalog::from_migrations(&schemas, Some(&root));
+    /// assert_eq!(c.table("app", "t").unwrap().defined_at.file, "app/0001_init.up.sql");
+    /// # std::fs::remove_dir_all(&root).unwrap();
+    /// ```
     pub fn from_migrations(schemas: &[SchemaMigrations], root: Option<&Path>) -> Catalog {
         let mut catalog = Catalog::new();
         for schema in schemas {
@@ -250,27 +336,59 @@ impl Catalog {
     }
 
     /// Applies one script that runs with `search_path` set to `schema` (created if new).
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("orders", "orders/0001.up.sql", "CREATE TABLE orders (id BIGSERIAL PRIMARY KEY);");
+    /// assert!(c.table("orders", "orders").is_some());
+    /// ```
     pub fn apply_script(&mut self, schema: &str, file: &str, sql: &str) {
         self.schemas.insert(schema.to_owned());
         apply::Script::new(self, schema, file).run(sql);
     }
 
     /// The table `schema.name` (names as stored: case-folded unless quoted).
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE Products (id INT);");
+    /// assert!(c.table("s", "products").is_some());
+    /// assert!(c.table("s", "Products").is_none());
+    /// ```
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables.get(&(schema.to_owned(), name.to_owned()))
     }
 
     /// Every table, ordered by schema and name.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE b (x INT); CREATE TABLE a (x INT);");
+    /// assert_eq!(c.tables().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
     pub fn tables(&self) -> impl Iterator<Item = &Table> {
         self.tables.values()
     }
 
     /// The tables called `name` in any schema.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("a", "a/1.up.sql", "CREATE TABLE t (x INT);");
+    /// c.apply_script("b", "b/1.up.sql", "CREATE TABLE t (x INT);");
+    /// assert_eq!(c.tables_named("t").len(), 2);
+    /// ```
     pub fn tables_named(&self, name: &str) -> Vec<&Table> {
         self.tables.values().filter(|t| t.name == name).collect()
     }
 
     /// The last drop or rename of a table once called `schema.name`.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (x INT); ALTER TABLE t RENAME TO u;");
+    /// assert_eq!(c.removed_table("s", "t").unwrap().renamed_to.as_deref(), Some("u"));
+    /// ```
     pub fn removed_table(&self, schema: &str, name: &str) -> Option<&RemovedTable> {
         self.removed_tables
             .iter()
@@ -279,11 +397,23 @@ impl Catalog {
     }
 
     /// The schemas that exist.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE SCHEMA audit;");
+    /// assert_eq!(c.schemas().collect::<Vec<_>>(), ["audit", "public", "s"]);
+    /// ```
     pub fn schemas(&self) -> impl Iterator<Item = &str> {
         self.schemas.iter().map(String::as_str)
     }
 
     /// Everything the catalog could not model, in file order.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (x INT); DO $$ BEGIN NULL; END $$;");
+    /// assert_eq!(c.warnings().len(), 1);
+    /// ```
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
     }

@@ -5,6 +5,11 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 /// One statement of a script: its tokens (with their positions in the file) and the line
 /// it starts on.
+///
+/// ```
+/// let statements = prost_db_core::catalog::split_statements("SELECT 1;\nSELECT 2;").unwrap();
+/// assert_eq!(statements[1].line, 2);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Statement {
     /// The line of its first token, from 1.
@@ -14,8 +19,13 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// The statement's words, upper-cased, ignoring whitespace and comments (for the
-    /// light scan of statements that do not parse).
+    /// The statement's tokens without whitespace and comments (for the light scan of
+    /// statements that do not parse).
+    ///
+    /// ```
+    /// let statements = prost_db_core::catalog::split_statements("DO  $$ x $$").unwrap();
+    /// assert_eq!(statements[0].words().count(), 2);
+    /// ```
     pub fn words(&self) -> impl Iterator<Item = &Token> {
         self.tokens
             .iter()

@@ -26,6 +26,16 @@ pub struct SqlType {
 }
 
 /// What kind of type a [`SqlType`] is.
+///
+/// ```
+/// use prost_db_core::catalog::{Catalog, TypeKind};
+///
+/// let mut c = Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TYPE mood AS ENUM ('ok'); CREATE TABLE t (m mood, a TEXT[]);");
+/// let t = c.table("s", "t").unwrap();
+/// assert_eq!(t.column("m").unwrap().ty.kind, TypeKind::Enum { schema: "s".into() });
+/// assert!(matches!(t.column("a").unwrap().ty.kind, TypeKind::Array { .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TypeKind {
     /// A built-in (or extension) type such as `int8` or `citext`.
@@ -51,6 +61,11 @@ pub enum TypeKind {
 
 impl SqlType {
     /// A base type from its `typname` and `format_type` spelling.
+    ///
+    /// ```
+    /// let ty = prost_db_core::catalog::SqlType::builtin("text", "text");
+    /// assert_eq!(ty.display, "text");
+    /// ```
     pub fn builtin(name: &str, display: &str) -> SqlType {
         SqlType {
             name: name.to_owned(),
@@ -61,6 +76,13 @@ impl SqlType {
 
     /// The type that decides which Rust types can hold a value: the base type of a domain,
     /// the type itself otherwise.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE DOMAIN email AS VARCHAR(200); CREATE TABLE t (e email);");
+    /// let ty = &c.table("s", "t").unwrap().column("e").unwrap().ty;
+    /// assert_eq!((ty.name.as_str(), ty.storage().name.as_str()), ("email", "varchar"));
+    /// ```
     pub fn storage(&self) -> &SqlType {
         match &self.kind {
             TypeKind::Domain { base, .. } => base.storage(),
