@@ -387,3 +387,43 @@ fn builds_the_shop_catalog() {
     );
     assert_eq!(c.tables_named("inventory_reservations").len(), 2);
 }
+
+#[test]
+fn alter_schema_rename_moves_its_tables_and_type_renames_warn() {
+    let c = catalog(
+        "CREATE SCHEMA old;
+         CREATE TABLE old.t (x INT);
+         ALTER SCHEMA old RENAME TO new;
+         CREATE TYPE mood AS ENUM ('a');
+         CREATE TABLE u (m mood);
+         ALTER TYPE mood RENAME TO feeling;",
+    );
+    assert!(c.table("new", "t").is_some() && c.table("old", "t").is_none());
+    assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+    assert_eq!(c.warnings()[0].tables, ["app.u"]);
+}
+
+#[test]
+fn dropped_types_and_domains_are_forgotten() {
+    let c = catalog(
+        "CREATE TYPE mood AS ENUM ('a');
+         DROP TYPE mood;
+         CREATE DOMAIN d AS TEXT;
+         DROP DOMAIN d;
+         CREATE TABLE t (m mood, x d);",
+    );
+    let t = c.table("app", "t").unwrap();
+    assert_eq!(t.column("m").unwrap().ty.kind, TypeKind::Base);
+    assert_eq!(t.column("x").unwrap().ty.kind, TypeKind::Base);
+}
+
+#[test]
+fn a_file_that_cannot_be_tokenized_is_one_warning() {
+    let c = catalog("CREATE TABLE t (x TEXT DEFAULT 'unterminated);");
+    assert_eq!(c.warnings().len(), 1);
+    assert!(
+        c.warnings()[0].message.contains("cannot split"),
+        "{:?}",
+        c.warnings()
+    );
+}
