@@ -455,7 +455,7 @@ mod tests {
     fn reports_every_difference() {
         let rows = vec![
             row("id", "int4", false),
-            row("name", "varchar", false),
+            row("name", "varchar", true),
             row("free", "whatever", true),
             (2, None, None, None, false),
         ];
