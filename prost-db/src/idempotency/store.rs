@@ -38,14 +38,15 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The table, in the schema that replaces `{schema}` (a quoted, validated identifier).
 ///
 /// The primary key is the unique key `(event_id, service_name, action)`, so an insert
-/// maintains one B-tree; retention scans `created_at` through a BRIN index, which costs
+/// maintains one B-tree, compared byte-wise (`COLLATE "C"`: keys need equality, not
+/// linguistic order); retention scans `created_at` through a BRIN index, which costs
 /// next to nothing to maintain because records arrive in time order.
-pub(crate) const DDL: &str = "\
+pub(crate) const DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS {schema}.idempotency_records (
     id              BIGINT      GENERATED ALWAYS AS IDENTITY,
-    event_id        TEXT        NOT NULL,
-    service_name    TEXT        NOT NULL,
-    action          TEXT        NOT NULL,
+    event_id        TEXT        COLLATE "C" NOT NULL,
+    service_name    TEXT        COLLATE "C" NOT NULL,
+    action          TEXT        COLLATE "C" NOT NULL,
     payload_hash    BYTEA,
     result          JSONB,
     permanent_error BOOLEAN     NOT NULL DEFAULT false,
@@ -54,11 +55,28 @@ CREATE TABLE IF NOT EXISTS {schema}.idempotency_records (
 );
 CREATE INDEX IF NOT EXISTS idempotency_records_created_at
     ON {schema}.idempotency_records USING brin (created_at);
-";
+"#;
 
 const SELECT: &str = "SELECT payload_hash, result, permanent_error, created_at \
      FROM {schema}.idempotency_records \
      WHERE event_id = $1 AND service_name = $2 AND action = $3";
+
+/// Claims the key, or returns the committed record that holds it, in one statement. A
+/// twin that committed while this statement waited on the unique index is not in the
+/// statement's snapshot: then no row comes back, and a second `SELECT` sees it.
+const CLAIM: &str = "WITH claim AS ( \
+         INSERT INTO {schema}.idempotency_records (event_id, service_name, action, payload_hash) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (event_id, service_name, action) DO NOTHING \
+         RETURNING created_at) \
+     SELECT true AS claimed, NULL::bytea AS payload_hash, NULL::jsonb AS result, \
+            false AS permanent_error, created_at \
+     FROM claim \
+     UNION ALL \
+     SELECT false, payload_hash, result, permanent_error, created_at \
+     FROM {schema}.idempotency_records \
+     WHERE event_id = $1 AND service_name = $2 AND action = $3 \
+       AND NOT EXISTS (SELECT 1 FROM claim)";
 
 const INSERT: &str = "INSERT INTO {schema}.idempotency_records \
      (event_id, service_name, action, payload_hash, result, permanent_error) \
@@ -298,20 +316,7 @@ impl IdempotencyStore {
         key: &str,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Claim> {
-        let value = serde_json::Value::Null;
-        if insert(&self.db, tx, &self.service, action, key, fingerprint, &value, false).await? {
-            return Ok(Claim::Claimed);
-        }
-        let record = sqlx::query_as::<_, RecordRow>(sql(SELECT, &self.db))
-            .bind(key)
-            .bind(&self.service)
-            .bind(action)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        record
-            .map(|row| Claim::Duplicate(row.into()))
-            .ok_or_else(|| vanished(key, action))
+        claim(&self.db, tx, &self.service, action, key, fingerprint).await
     }
 
     /// Stores the result of a claimed key, in the claiming transaction.
@@ -556,57 +561,74 @@ impl Run<'_> {
         F: FnOnce(Tx) -> Fut,
         Fut: Future<Output = (Tx, Result<T, E>)>,
     {
-        // Fast path only: the unique index below decides.
-        if let Some(record) = get(self.db, self.service, self.action, self.key).await? {
+        let mut tx = begin(self.db, self.lock_timeout).await?;
+        let claim = claim(
+            self.db,
+            &mut tx,
+            self.service,
+            self.action,
+            self.key,
+            Some(self.fingerprint),
+        )
+        .await?;
+        if let Claim::Duplicate(record) = claim {
+            // Nothing was written: the rollback is queued and rides along with the
+            // connection's next message instead of costing a round trip now.
+            drop(tx);
             return self.replay::<P, T, E>(record);
         }
 
-        let tx = begin(self.db, self.lock_timeout).await?;
         let (mut tx, result) = body(tx).await;
         let error = match result {
             Ok(value) => {
                 let json = serde_json::to_value(&value).map_err(|e| self.codec(e))?;
-                if self.insert(&mut tx, &json, false).await? {
-                    tx.commit().await.map_err(|e| self.db.map_err(e))?;
-                    return Ok(Outcome::Processed(value));
+                // The claim already stores NULL, which is what `()` and `None` replay from.
+                if !json.is_null() {
+                    self.complete(&mut tx, &json).await?;
                 }
-                tx.rollback().await.map_err(|e| self.db.map_err(e))?;
-                return self.replay_committed::<P, T, E>().await;
+                tx.commit().await.map_err(|e| self.db.map_err(e))?;
+                return Ok(Outcome::Processed(value));
             }
             Err(error) => error,
         };
         // A failed connection has rolled back already.
         tx.rollback().await.ok();
 
-        // Record a permanent error, or find out whether a twin in flight committed the event
-        // (its effects may be why the body failed). Either way the twin's record wins.
-        let record = match P::record(&error) {
-            Some(Ok(json)) => Some(json),
+        // This delivery held the claim, so no twin can have committed: a transient error
+        // is simply returned, and a permanent one is recorded in a transaction of its own
+        // (unless a twin that claimed after the rollback got there first).
+        let json = match P::record(&error) {
+            None => return Err(HandlerError::Failed(error)),
             Some(Err(e)) => return Err(self.codec(e)),
-            None => None,
+            Some(Ok(json)) => json,
         };
-        let permanent = record.is_some();
-        let json = record.unwrap_or(serde_json::Value::Null);
-        let probe = async {
-            let mut tx = begin(self.db, self.lock_timeout).await?;
-            let inserted = self.insert(&mut tx, &json, permanent).await?;
-            if inserted && permanent {
-                tx.commit().await.map_err(|e| self.db.map_err(e))?;
-            } else {
-                tx.rollback().await.map_err(|e| self.db.map_err(e))?;
-            }
-            Ok::<bool, Error>(inserted)
-        };
-        match probe.await {
-            Ok(true) if permanent => Err(HandlerError::Permanent {
+        let mut tx = begin(self.db, self.lock_timeout).await?;
+        if self.insert(&mut tx, &json, true).await? {
+            tx.commit().await.map_err(|e| self.db.map_err(e))?;
+            return Err(HandlerError::Permanent {
                 error,
                 replayed: false,
-            }),
-            Ok(false) => self.replay_committed::<P, T, E>().await,
-            Ok(true) => Err(HandlerError::Failed(error)),
-            Err(_) if !permanent => Err(HandlerError::Failed(error)),
-            Err(e) => Err(HandlerError::Database(e)),
+            });
         }
+        let record = select(self.db, &mut tx, self.service, self.action, self.key).await?;
+        drop(tx);
+        match record {
+            Some(record) => self.replay::<P, T, E>(record),
+            None => Err(HandlerError::Database(vanished(self.key, self.action))),
+        }
+    }
+
+    async fn complete(&self, tx: &mut Tx, result: &serde_json::Value) -> Result<()> {
+        sqlx::query(sql(COMPLETE, self.db))
+            .bind(self.key)
+            .bind(self.service)
+            .bind(self.action)
+            .bind(Json(result))
+            .bind(false)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(())
     }
 
     async fn insert(&self, tx: &mut Tx, result: &serde_json::Value, permanent: bool) -> Result<bool> {
@@ -621,17 +643,6 @@ impl Run<'_> {
             permanent,
         )
         .await
-    }
-
-    async fn replay_committed<P, T, E>(&self) -> Result<Outcome<T>, HandlerError<E>>
-    where
-        P: ErrorPolicy<E>,
-        T: DeserializeOwned,
-    {
-        match get(self.db, self.service, self.action, self.key).await? {
-            Some(record) => self.replay::<P, T, E>(record),
-            None => Err(HandlerError::Database(vanished(self.key, self.action))),
-        }
     }
 
     fn replay<P, T, E>(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>>
@@ -689,6 +700,49 @@ async fn get(db: &Db, service: &str, action: &str, key: &str) -> Result<Option<S
     Ok(row.map(StoredRecord::from))
 }
 
+async fn claim(
+    db: &Db,
+    tx: &mut Tx,
+    service: &str,
+    action: &str,
+    key: &str,
+    fingerprint: Option<Fingerprint>,
+) -> Result<Claim> {
+    let row = sqlx::query_as::<_, ClaimRow>(sql(CLAIM, db))
+        .bind(key)
+        .bind(service)
+        .bind(action)
+        .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    match row {
+        Some(row) if row.claimed => Ok(Claim::Claimed),
+        Some(row) => Ok(Claim::Duplicate(row.record.into())),
+        None => select(db, tx, service, action, key)
+            .await?
+            .map(Claim::Duplicate)
+            .ok_or_else(|| vanished(key, action)),
+    }
+}
+
+async fn select(
+    db: &Db,
+    tx: &mut Tx,
+    service: &str,
+    action: &str,
+    key: &str,
+) -> Result<Option<StoredRecord>> {
+    let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, db))
+        .bind(key)
+        .bind(service)
+        .bind(action)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(row.map(StoredRecord::from))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn insert(
     db: &Db,
@@ -718,6 +772,13 @@ fn vanished(key: &str, action: &str) -> Error {
         event_id: key.to_owned(),
         action: action.to_owned(),
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    claimed: bool,
+    #[sqlx(flatten)]
+    record: RecordRow,
 }
 
 #[derive(sqlx::FromRow)]
