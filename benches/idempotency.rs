@@ -86,7 +86,10 @@ async fn run(db: &Db, events: Arc<Vec<StockReserved>>, workers: usize, mode: Mod
 }
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -145,7 +148,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("idempotent handler, new events", totals[1]),
         ("idempotent handler, duplicates", totals[2]),
     ] {
-        println!("{name:<34} {:>12.0} {:>7.2}x", rate(total), rate(total) / bare_rate);
+        println!(
+            "{name:<34} {:>12.0} {:>7.2}x",
+            rate(total),
+            rate(total) / bare_rate
+        );
     }
 
     db.close().await;

@@ -9,9 +9,9 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use tracing::Instrument;
 
+use super::Outcome;
 use super::error::{HandlerError, PermanentError};
 use super::key::{Fingerprint, IdempotencyKey};
-use super::Outcome;
 use crate::error::{Error, Result};
 use crate::pool::Db;
 
@@ -90,7 +90,9 @@ const COMPLETE: &str = "UPDATE {schema}.idempotency_records \
 const PURGE: &str = "DELETE FROM {schema}.idempotency_records WHERE created_at < now() - $1";
 
 fn sql(template: &'static str, db: &Db) -> AssertSqlSafe<String> {
-    AssertSqlSafe(template.replace("{schema}", &db.schema_ident().to_string()))
+    // The identifier's `Display` is its quoted form.
+    let schema = format!("{}", db.schema_ident());
+    AssertSqlSafe(template.replace("{schema}", &schema))
 }
 
 /// The idempotency records of one service, and the check-process-record transaction.
@@ -240,10 +242,12 @@ impl IdempotencyStore {
     pub async fn install(db: &Db) -> Result<()> {
         let mut tx = db.begin().await?;
         // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))")
-            .bind(db.schema())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))",
+        )
+        .bind(db.schema())
+        .execute(&mut *tx)
+        .await?;
         sqlx::raw_sql(sql(DDL, db)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -375,7 +379,17 @@ impl IdempotencyStore {
         fingerprint: Option<Fingerprint>,
         result: &serde_json::Value,
     ) -> Result<bool> {
-        insert(&self.db, tx, &self.service, action, key, fingerprint, result, false).await
+        insert(
+            &self.db,
+            tx,
+            &self.service,
+            action,
+            key,
+            fingerprint,
+            result,
+            false,
+        )
+        .await
     }
 
     /// Deletes records older than `horizon` (of every action of the service's schema) and
@@ -492,6 +506,7 @@ impl<E: PermanentError> ErrorPolicy<E> for RecordPermanent {
 
 /// Not public API: the payload fingerprint, with a serialization failure as a handler error.
 #[doc(hidden)]
+#[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
 pub fn fingerprint<P: Serialize + ?Sized, E>(
     key: &str,
     action: &str,
@@ -535,7 +550,10 @@ where
         fingerprint,
         lock_timeout: handler.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
     };
-    let result = run.execute::<P, T, E, F, Fut>(body).instrument(span.clone()).await;
+    let result = run
+        .execute::<P, T, E, F, Fut>(body)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(outcome) => outcome.as_str(),
         Err(error) => error.kind(),
@@ -631,7 +649,12 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn insert(&self, tx: &mut Tx, result: &serde_json::Value, permanent: bool) -> Result<bool> {
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        result: &serde_json::Value,
+        permanent: bool,
+    ) -> Result<bool> {
         insert(
             self.db,
             tx,
@@ -645,12 +668,16 @@ impl Run<'_> {
         .await
     }
 
+    #[allow(clippy::result_large_err)] // as `fingerprint`
     fn replay<P, T, E>(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>>
     where
         P: ErrorPolicy<E>,
         T: DeserializeOwned,
     {
-        if record.fingerprint.is_some_and(|stored| stored != self.fingerprint) {
+        if record
+            .fingerprint
+            .is_some_and(|stored| stored != self.fingerprint)
+        {
             return Err(HandlerError::PayloadMismatch {
                 event_id: self.key.to_owned(),
                 action: self.action.to_owned(),
