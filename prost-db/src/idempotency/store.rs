@@ -829,3 +829,66 @@ impl From<RecordRow> for StoredRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::IdempotencyStore;
+    use crate::testing::TestDb;
+
+    #[derive(Clone)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_run_is_a_span_with_event_id_action_and_outcome() -> crate::Result<()> {
+        let captured = Captured(Arc::new(Mutex::new(Vec::new())));
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let test_db = TestDb::new().await?;
+        let db = test_db.db("catalog").await?;
+        IdempotencyStore::install(&db).await?;
+        let store = IdempotencyStore::new(&db);
+        for _ in 0..2 {
+            let _ = store
+                .run("ship", "e-42", &"payload", |tx| async move {
+                    (tx, Ok::<u8, crate::Error>(1))
+                })
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        test_db.close().await?;
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let spans: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("prost_db.idempotent_handler"))
+            .collect();
+        assert_eq!(spans.len(), 2, "{logs}");
+        for (span, outcome) in spans.iter().zip(["processed", "duplicate"]) {
+            assert!(span.contains("event_id=\"e-42\""), "{span}");
+            assert!(span.contains("action=\"ship\""), "{span}");
+            assert!(span.contains("service=\"catalog\""), "{span}");
+            assert!(span.contains(&format!("outcome=\"{outcome}\"")), "{span}");
+        }
+        Ok(())
+    }
+}
