@@ -287,8 +287,9 @@ impl IdempotencyStore {
     }
 
     /// Claims `key` for `action` in `tx`: `INSERT ... ON CONFLICT DO NOTHING` of a record
-    /// without result. If a twin holds the key uncommitted, this waits for it (bounded by
-    /// the lock timeout). Claimed: run the body on `tx`, then
+    /// without result, which in the same statement returns the committed record holding the
+    /// key, if any. If a twin holds the key uncommitted, this waits for it (bounded by the
+    /// lock timeout). Claimed: run the body on `tx`, then
     /// [`complete`](Self::complete) and commit; a rollback releases the claim.
     ///
     /// ```no_run
