@@ -29,10 +29,19 @@ use crate::pool::Db;
 pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The table's name, in every service schema.
+///
+/// ```
+/// assert_eq!(prost_db::idempotency::TABLE_NAME, "idempotency_records");
+/// ```
 pub const TABLE_NAME: &str = "idempotency_records";
 
 /// How long a delivery waits for an in-flight twin (or any lock its body needs) before
 /// failing with a transient lock-timeout error.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(prost_db::idempotency::DEFAULT_LOCK_TIMEOUT, Duration::from_secs(30));
+/// ```
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The table, in the schema that replaces `{schema}` (a quoted, validated identifier).
