@@ -94,7 +94,8 @@ pub(crate) fn latest_step() -> i32 {
 
 /// `sql` with `{schema}` replaced by the quoted schema.
 pub(crate) fn render(sql: &str, schema: &Identifier) -> String {
-    sql.replace("{schema}", &schema.to_string())
+    let quoted = format!("{schema}");
+    sql.replace("{schema}", &quoted)
 }
 
 /// The statement that creates the schema and the bootstrap tables if the version table is

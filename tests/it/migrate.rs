@@ -620,3 +620,112 @@ async fn status_dry_run_redo_and_reset() {
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn eight_cli_processes_apply_each_migration_once() {
+    let test_db = TestDb::new().await.unwrap();
+    let root = root();
+    for v in 1..=5 {
+        write(
+            &root,
+            "catalog",
+            &format!("{v:04}_t{v}.up.sql"),
+            &format!("CREATE TABLE t{v} (id int);\nSELECT pg_sleep(0.02);"),
+        );
+        write(
+            &root,
+            "orders",
+            &format!("{v:04}_o{v}.up.sql"),
+            &format!("CREATE TABLE o{v} (id int);"),
+        );
+    }
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"));
+        command
+            .args(["migrate"])
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .env("DATABASE_URL", test_db.url())
+            .env("PROST_DB_APPLIED_BY", "cli-test")
+            .kill_on_drop(true);
+        command.output()
+    };
+    let outputs = futures_util::future::join_all((0..8).map(|_| cli(&["up"]))).await;
+    for output in &outputs {
+        let output = output.as_ref().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let pool = test_db.pool().await.unwrap();
+    for schema in ["catalog", "orders"] {
+        let events = log(&pool, schema).await;
+        assert_eq!(events.len(), 5, "{schema}: {events:?}");
+        assert!(events.iter().all(|e| e.0 == "applied"));
+    }
+
+    let status = cli(&["status"]).await.unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("schema catalog") && text.contains("applied"),
+        "{text}"
+    );
+
+    write(
+        &root,
+        "catalog",
+        "0006_bad.up.sql",
+        "CREATE TABLE t1 (id int);",
+    );
+    let outputs =
+        futures_util::future::join_all((0..8).map(|_| cli(&["up", "-s", "catalog"]))).await;
+    for output in &outputs {
+        let output = output.as_ref().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("0006_bad.up.sql:1") && stderr.contains("42P07"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(advisory_locks(&pool).await, 0);
+
+    let down = cli(&["down", "--to", "0", "-s", "orders"]).await.unwrap();
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("0005_o5.up.sql has no matching .down.sql")
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM orders._prost_db_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
+    assert_eq!(
+        left, 5,
+        "irreversible migrations stay: down refused as a whole"
+    );
+
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[test]
+fn cli_new_numbers_after_the_newest_migration() {
+    let root = root();
+    write(&root, "catalog", "0007_x.up.sql", "SELECT 1;");
+    let code = prost_db::migrate::cli::run([
+        "prost-db".as_ref(),
+        "migrate".as_ref(),
+        "new".as_ref(),
+        "catalog".as_ref(),
+        "add_tags".as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+    ]);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert!(root.join("catalog/0008_add_tags.up.sql").exists());
+    assert!(root.join("catalog/0008_add_tags.down.sql").exists());
+    Migrations::from_dir(&root).unwrap();
+}

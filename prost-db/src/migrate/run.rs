@@ -323,10 +323,8 @@ impl Migrator {
                     .iter()
                     .any(|m| m.no_transaction),
             };
-            if !step_by_step {
-                if let Some(report) = run.up_in_transaction(db.pool()).await? {
-                    return Ok(report);
-                }
+            if !step_by_step && let Some(report) = run.up_in_transaction(db.pool()).await? {
+                return Ok(report);
             }
             run.up_step_by_step(db.pool()).await
         }
@@ -695,15 +693,15 @@ impl<'a> Run<'a> {
                     .is_err()
             })
             .collect();
-        if let Some(early) = pending.iter().find(|m| m.version < latest) {
-            if !self.migrator.allow_out_of_order {
-                return Err(MigrateError::OutOfOrder {
-                    schema: schema.to_owned(),
-                    version: early.version,
-                    file: early.up.path.to_string(),
-                    latest_applied: latest,
-                });
-            }
+        if let Some(early) = pending.iter().find(|m| m.version < latest)
+            && !self.migrator.allow_out_of_order
+        {
+            return Err(MigrateError::OutOfOrder {
+                schema: schema.to_owned(),
+                version: early.version,
+                file: early.up.path.to_string(),
+                latest_applied: latest,
+            });
         }
         Ok(Plan { pending, changed })
     }
@@ -748,9 +746,9 @@ impl<'a> Run<'a> {
                         line_of_position(statement, 0, pos).map(|l| l + first - 1)
                     })
                     .map(|r| {
-                        r.or_else(|mut f| {
+                        r.map_err(|mut f| {
                             f.line = f.line.or(Some(first));
-                            Err(f)
+                            f
                         })
                     });
             }
