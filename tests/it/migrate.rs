@@ -729,3 +729,30 @@ fn cli_new_numbers_after_the_newest_migration() {
     assert!(root.join("catalog/0008_add_tags.down.sql").exists());
     Migrations::from_dir(&root).unwrap();
 }
+
+#[tokio::test]
+async fn embedded_migrations_match_the_directory_and_run() {
+    let embedded = prost_db::embed_migrations!("migrations/shop");
+    let loaded = Migrations::from_dir(shop_root()).unwrap();
+    for schema in loaded.schemas() {
+        let (a, b) = (embedded.get(schema).unwrap(), loaded.get(schema).unwrap());
+        let sums = |s: &prost_db::migrate::SchemaMigrations| {
+            s.migrations
+                .iter()
+                .map(|m| (m.version, m.checksum(), m.down.is_some()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sums(a), sums(b), "{schema}");
+    }
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "cart").await;
+    let report = Migrator::new(embedded).up(&db).await.unwrap();
+    assert_eq!(report.applied.len(), 2);
+    // The directory and the embedded copy agree, so the directory sees nothing to do.
+    assert_eq!(
+        migrator(&shop_root()).up(&db).await.unwrap().mode,
+        RunMode::NothingToDo
+    );
+    db.close().await;
+    test_db.close().await.unwrap();
+}
