@@ -73,6 +73,15 @@ CREATE TABLE {schema}._prost_db_migration_log (
     db_role text NOT NULL DEFAULT current_user
 );
 CREATE INDEX ON {schema}._prost_db_migration_log (deployment_id);
+CREATE FUNCTION {schema}._prost_db_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'the migration log %.% is append-only', TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$fn$;
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE OR TRUNCATE
+    ON {schema}._prost_db_migration_log
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}._prost_db_append_only();
 INSERT INTO {schema}._prost_db_framework (step, name) VALUES (1, 'migrations and log');
 "#;
 

@@ -136,6 +136,10 @@ async fn fresh_database_up_applies_everything_in_order_then_nothing() {
     let events = log(&pool, "orders").await;
     assert!(events.iter().all(|e| e.0 == "applied"));
     assert_eq!(events.len(), 5);
+    let tamper = sqlx::query("DELETE FROM orders._prost_db_migration_log")
+        .execute(&pool)
+        .await;
+    assert!(tamper.unwrap_err().to_string().contains("append-only"));
     pool.close().await;
     db.close().await;
     test_db.close().await.unwrap();
@@ -456,6 +460,27 @@ async fn bad_files_and_syntax_errors_name_the_file() {
     assert_eq!(failure.sqlstate.as_deref(), Some("42601"));
     assert_eq!(failure.line, Some(2));
     assert!(err.to_string().contains("0002_typo.up.sql:2"), "{err}");
+
+    // PostgreSQL gives no position for this one: the runner replays to find the line.
+    write(
+        &root,
+        "svc",
+        "0002_typo.up.sql",
+        "CREATE TABLE t (id int);\n\nALTER TABLE nope ADD COLUMN x int;\n",
+    );
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    let MigrateError::Failed { failure, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        (failure.line, failure.sqlstate.as_deref()),
+        (Some(3), Some("42P01")),
+        "{err}"
+    );
+    assert!(
+        !db.table_exists("ok").await.unwrap(),
+        "the whole batch was rolled back"
+    );
     db.close().await;
     test_db.close().await.unwrap();
 }

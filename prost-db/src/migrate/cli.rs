@@ -19,6 +19,13 @@ use super::{DryRunOutcome, MigrationState, Migrations, Migrator, Report, RunMode
 use crate::{Db, DbConfig, Error};
 
 /// `prost-db`: the database layer's command line.
+///
+/// ```
+/// use clap::Parser;
+///
+/// let cli = prost_db::migrate::cli::Cli::try_parse_from(["prost-db", "migrate", "new", "catalog", "add_tags"]);
+/// assert!(cli.is_ok());
+/// ```
 #[derive(Debug, Parser)]
 #[command(name = "prost-db", version, about)]
 pub struct Cli {
@@ -113,6 +120,12 @@ enum MigrateCommand {
 
 /// Parses the process arguments, runs the command and reports errors on stderr: the body
 /// of a `main`.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     prost_db::migrate::cli::main()
+/// }
+/// ```
 pub fn main() -> ExitCode {
     run(std::env::args_os())
 }

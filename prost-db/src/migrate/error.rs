@@ -122,6 +122,19 @@ pub enum MigrateError {
 }
 
 /// A script that PostgreSQL rejected, located in its file.
+///
+/// ```no_run
+/// use prost_db::migrate::MigrateError;
+///
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) {
+/// if let Err(prost_db::Error::Migrate(e)) = migrator.up(&db).await {
+///     if let MigrateError::Failed { failure, .. } = *e {
+///         eprintln!("{}:{} [{}] {}", failure.file, failure.line.unwrap_or(0),
+///                   failure.sqlstate.as_deref().unwrap_or("?"), failure.message);
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptFailure {
     /// The schema.
@@ -158,6 +171,13 @@ impl fmt::Display for ScriptFailure {
 }
 
 /// What the runner did after a script failed.
+///
+/// ```
+/// use prost_db::migrate::FailureOutcome;
+///
+/// let outcome = FailureOutcome::Reverted { versions: vec![2, 1] };
+/// assert!(outcome.to_string().contains("(2 -> 1)"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureOutcome {

@@ -44,6 +44,15 @@ pub struct Migrator {
 }
 
 /// How a run executed.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// use prost_db::migrate::RunMode;
+/// if migrator.up(&db).await?.mode == RunMode::NothingToDo {
+///     println!("schema is up to date");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RunMode {
@@ -56,6 +65,14 @@ pub enum RunMode {
 }
 
 /// One migration applied or reverted by a run.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// for step in migrator.up(&db).await?.applied {
+///     println!("{} {} took {:?}", step.version, step.name, step.duration);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepReport {
     /// The version.
@@ -67,6 +84,13 @@ pub struct StepReport {
 }
 
 /// What a run did.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// let report = migrator.up(&db).await?;
+/// println!("deployment {} applied {} migration(s) in {} queries", report.deployment_id, report.applied.len(), report.queries);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Report {
     /// The schema.
@@ -84,6 +108,15 @@ pub struct Report {
 }
 
 /// A migration's state, as [`Migrator::status`] sees it.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// use prost_db::migrate::MigrationState;
+/// let status = migrator.status(&db).await?;
+/// let pending = status.entries.iter().filter(|e| e.state == MigrationState::Pending).count();
+/// println!("{pending} pending");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MigrationState {
@@ -98,6 +131,15 @@ pub enum MigrationState {
 }
 
 /// One line of [`Status`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// for e in migrator.status(&db).await?.entries {
+///     let reversible = if e.reversible { "" } else { " (irreversible)" };
+///     println!("{} {} {:?}{reversible} {}", e.version, e.name, e.state, e.file);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StatusEntry {
     /// The version.
@@ -119,6 +161,13 @@ pub struct StatusEntry {
 }
 
 /// The result of [`Migrator::status`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// let status = migrator.status(&db).await?;
+/// println!("{}: {} migration(s)", status.schema, status.entries.len());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Status {
     /// The schema.
@@ -128,6 +177,17 @@ pub struct Status {
 }
 
 /// What happened to one step of a [`DryRun`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// use prost_db::migrate::DryRunOutcome;
+/// for step in migrator.dry_run(&db).await?.steps {
+///     if let DryRunOutcome::Failed(failure) = &step.up {
+///         eprintln!("would fail: {failure}");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DryRunOutcome {
@@ -143,6 +203,14 @@ pub enum DryRunOutcome {
 }
 
 /// One pending migration of a [`DryRun`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// for step in migrator.dry_run(&db).await?.steps {
+///     println!("{} {}: up {:?}, down {:?}", step.version, step.name, step.up, step.down);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DryRunStep {
     /// The version.
@@ -157,6 +225,13 @@ pub struct DryRunStep {
 
 /// The result of [`Migrator::dry_run`]: the pending batch was executed, then its DOWN
 /// scripts, in one transaction that was rolled back.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// let plan = migrator.dry_run(&db).await?;
+/// assert!(plan.succeeded(), "{plan:#?}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DryRun {
     /// The schema.
@@ -167,6 +242,14 @@ pub struct DryRun {
 
 impl DryRun {
     /// Whether every up and down script that was run succeeded.
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// if !migrator.dry_run(&db).await?.succeeded() {
+    ///     eprintln!("do not deploy");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn succeeded(&self) -> bool {
         self.steps.iter().all(|s| {
             !matches!(s.up, DryRunOutcome::Failed(_))
@@ -235,12 +318,27 @@ impl Migrator {
     }
 
     /// The migrations this migrator runs.
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?);
+    /// assert_eq!(migrator.migrations().schemas().count(), 4);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     pub fn migrations(&self) -> &Migrations {
         &self.migrations
     }
 
     /// Who is recorded as applying (default `$PROST_DB_APPLIED_BY`, else `$USER@$HOSTNAME`).
     /// The database role is recorded too.
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).applied_by("ci pipeline #812");
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn applied_by(mut self, who: impl Into<String>) -> Self {
         self.applied_by = who.into();
@@ -250,6 +348,13 @@ impl Migrator {
     /// Accept applied migrations whose file was edited deliberately: their new checksum is
     /// recorded and a `checksum_accepted` row is logged, instead of failing with
     /// [`MigrateError::Changed`].
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).accept_changed(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn accept_changed(mut self, accept: bool) -> Self {
         self.accept_changed = accept;
@@ -258,6 +363,13 @@ impl Migrator {
 
     /// Apply pending migrations older than the newest applied one instead of failing with
     /// [`MigrateError::OutOfOrder`].
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).allow_out_of_order(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn allow_out_of_order(mut self, allow: bool) -> Self {
         self.allow_out_of_order = allow;
@@ -265,6 +377,13 @@ impl Migrator {
     }
 
     /// Allow [`reset`](Self::reset) on a database whose name does not contain `test`.
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).allow_reset(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn allow_reset(mut self, allow: bool) -> Self {
         self.allow_reset = allow;
@@ -304,6 +423,9 @@ impl Migrator {
         async move {
             // Optimistic read without the lock: pending migrations only ever disappear, so
             // "nothing to do" read here stays true.
+            if run.everything_applied(db.pool()).await? {
+                return Ok(run.report(RunMode::NothingToDo, vec![], vec![]));
+            }
             let fast = run.read_state_unlocked(db.pool()).await?;
             let step_by_step = match &fast {
                 Some(state) => {
@@ -371,6 +493,15 @@ impl Migrator {
     /// # Errors
     ///
     /// As [`down`](Self::down) and [`up`](Self::up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let report = migrator.redo(&db).await?;
+    /// assert_eq!(report.reverted.len(), report.applied.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn redo(&self, db: &Db) -> Result<Report, Error> {
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_redo", schema = db.schema(), deployment_id = %run.deployment);
@@ -389,6 +520,15 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Database`] for connection problems.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let status = migrator.status(&db).await?;
+    /// assert!(status.entries.iter().all(|e| e.reversible));
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self, db: &Db) -> Result<Status, Error> {
         let source = self.migrations.require(db.schema())?;
         let schema = db.schema_ident();
@@ -407,7 +547,7 @@ impl Migrator {
         let mut entries = Vec::new();
         for (version, name, checksum, applied_at, applied_by) in rows {
             let (state, file, reversible, no_transaction) = match source.find(version) {
-                Some(m) if m.checksum() == checksum => (
+                Some(m) if source.checksum(m) == checksum => (
                     MigrationState::Applied,
                     m.up.path.to_string(),
                     m.down.is_some(),
@@ -466,6 +606,15 @@ impl Migrator {
     ///
     /// [`MigrateError::Changed`], [`MigrateError::Missing`], [`MigrateError::OutOfOrder`]
     /// as for `up`; script failures are reported in the result, not as errors.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let plan = migrator.dry_run(&db).await?;
+    /// println!("{} pending, rehearsal ok: {}", plan.steps.len(), plan.succeeded());
+    /// # Ok(()) }
+    /// ```
     pub async fn dry_run(&self, db: &Db) -> Result<DryRun, Error> {
         let mut run = self.start(db)?;
         let mut tx = db.pool().begin().await?;
@@ -543,6 +692,15 @@ impl Migrator {
     /// # Errors
     ///
     /// [`MigrateError::ResetRefused`]; otherwise as [`up`](Self::up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// // A test database (its name contains `test`): start from scratch.
+    /// migrator.reset(&db).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn reset(&self, db: &Db) -> Result<Report, Error> {
         if !self.allow_reset && !db.database().contains("test") {
             return Err(MigrateError::ResetRefused {
@@ -606,6 +764,29 @@ impl<'a> Run<'a> {
         Ok(state)
     }
 
+    /// One query, one short row: the tracking table's digest of `version:checksum` pairs,
+    /// compared with the files'. Equal means every file is applied unchanged and nothing
+    /// else is: the no-op `up`.
+    async fn everything_applied(&mut self, pool: &PgPool) -> Result<bool, Error> {
+        let s = self.schema;
+        let sql = format!(
+            "SELECT (SELECT coalesce(max(step), 0) FROM {s}._prost_db_framework)::int8, \
+             coalesce(encode(sha256(convert_to(string_agg(version::text || ':' || checksum, ',' \
+             ORDER BY version), 'UTF8')), 'hex'), '') FROM {s}._prost_db_migrations"
+        );
+        self.queries += 1;
+        match sqlx::raw_sql(AssertSqlSafe(sql)).fetch_one(pool).await {
+            Ok(row) => {
+                let framework: i64 = row.try_get(0)?;
+                let digest: String = row.try_get(1)?;
+                Ok(framework >= i64::from(framework::latest_step())
+                    && digest == self.source.all_applied_digest)
+            }
+            Err(e) if is_undefined(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn read_state_unlocked(&mut self, pool: &PgPool) -> Result<Option<State>, Error> {
         self.queries += 1;
         match sqlx::raw_sql(AssertSqlSafe(self.state_sql()))
@@ -667,7 +848,7 @@ impl<'a> Run<'a> {
                     file: source.expected_file(applied.version, &applied.name),
                 });
             };
-            let current = m.checksum();
+            let current = source.checksum(m).to_owned();
             if current != applied.checksum {
                 if !self.migrator.accept_changed {
                     return Err(MigrateError::Changed {
@@ -1239,7 +1420,12 @@ impl<'a> Run<'a> {
                     .map(|(m, _)| m.name.to_string())
                     .collect::<Vec<_>>(),
             )
-            .bind(steps.iter().map(|(m, _)| m.checksum()).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(m, _)| self.source.checksum(m).to_owned())
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 steps
                     .iter()
@@ -1280,7 +1466,7 @@ impl<'a> Run<'a> {
             .bind(event)
             .bind(m.version)
             .bind(m.name.as_ref())
-            .bind(m.checksum())
+            .bind(self.source.checksum(m).to_owned())
             .bind(&failure.file)
             .bind(failure.line.and_then(|l| i32::try_from(l).ok()))
             .bind(&failure.sqlstate)
@@ -1308,7 +1494,7 @@ impl<'a> Run<'a> {
         sqlx::query(AssertSqlSafe(sql))
             .bind(m.version)
             .bind(m.name.as_ref())
-            .bind(m.checksum())
+            .bind(self.source.checksum(m).to_owned())
             .bind(self.deployment)
             .bind(m.up.path.as_ref())
             .bind(format!(
