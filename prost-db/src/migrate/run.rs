@@ -775,7 +775,8 @@ impl<'a> Run<'a> {
              ORDER BY version), 'UTF8')), 'hex'), '') FROM {s}._prost_db_migrations"
         );
         self.queries += 1;
-        match sqlx::raw_sql(AssertSqlSafe(sql)).fetch_one(pool).await {
+        // Prepared (and cached per connection): the no-op path is planned once.
+        match sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await {
             Ok(row) => {
                 let framework: i64 = row.try_get(0)?;
                 let digest: String = row.try_get(1)?;
