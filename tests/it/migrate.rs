@@ -781,3 +781,36 @@ async fn embedded_migrations_match_the_directory_and_run() {
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_lock_timeout_names_the_session_holding_the_lock() {
+    let test_db = TestDb::new().await.unwrap();
+    let pool = test_db.pool().await.unwrap();
+    let db = small_db(&test_db, "users").await;
+    let mut holder = pool.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(prost_db::migrate::lock_key("users"))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
+    let err = migrate_error(m.up(&db).await.unwrap_err());
+    assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("backend pid {pid}")),
+        "{err}"
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    assert_eq!(m.up(&db).await.unwrap().applied.len(), 1);
+    db.close().await;
+    pool.close().await;
+    test_db.close().await.unwrap();
+}

@@ -54,6 +54,10 @@ struct Target {
     /// Recorded as who applied the migrations (default `$USER@$HOSTNAME`).
     #[arg(long, env = "PROST_DB_APPLIED_BY")]
     applied_by: Option<String>,
+    /// Give up waiting for a schema's migration lock after this many milliseconds, naming
+    /// the session that holds it (default: wait).
+    #[arg(long, env = "PROST_DB_LOCK_TIMEOUT_MS")]
+    lock_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -353,6 +357,9 @@ where
     let mut migrator = Migrator::new(migrations);
     if let Some(who) = &target.applied_by {
         migrator = migrator.applied_by(who.clone());
+    }
+    if let Some(ms) = target.lock_timeout_ms {
+        migrator = migrator.lock_timeout(std::time::Duration::from_millis(ms));
     }
     let migrator = std::sync::Arc::new(configure(migrator));
     let schemas: Vec<String> = if target.schemas.is_empty() {

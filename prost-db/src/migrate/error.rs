@@ -111,6 +111,22 @@ pub enum MigrateError {
         database: String,
     },
 
+    /// Another run held the schema's migration lock for longer than the lock timeout.
+    #[error(
+        "gave up after {waited:?} waiting for the migration lock of schema {schema:?}, held by {}; \
+         another deployment is migrating this schema, or a session hangs: look it up in \
+         pg_stat_activity",
+        holder.as_deref().unwrap_or("a session that has released it since")
+    )]
+    LockTimeout {
+        /// The schema.
+        schema: String,
+        /// The configured timeout.
+        waited: std::time::Duration,
+        /// Who held the lock (pid, application, user, address), if still found.
+        holder: Option<String>,
+    },
+
     /// The migrations root has no directory for the schema.
     #[error("the migrations have no directory for schema {schema:?} (known: {known})")]
     UnknownSchema {

@@ -41,6 +41,7 @@ pub struct Migrator {
     accept_changed: bool,
     allow_out_of_order: bool,
     allow_reset: bool,
+    lock_timeout: Option<Duration>,
 }
 
 /// How a run executed.
@@ -285,6 +286,7 @@ struct Plan<'s> {
 
 struct Run<'a> {
     migrator: &'a Migrator,
+    pool: &'a PgPool,
     source: &'a SchemaSource,
     schema: &'a Identifier,
     deployment: Uuid,
@@ -314,6 +316,7 @@ impl Migrator {
             accept_changed: false,
             allow_out_of_order: false,
             allow_reset: false,
+            lock_timeout: None,
         }
     }
 
@@ -390,9 +393,28 @@ impl Migrator {
         self
     }
 
+    /// Give up waiting for the schema's migration lock after `timeout` (default: wait as
+    /// long as it takes) with [`MigrateError::LockTimeout`], which names the session holding
+    /// it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use prost_db::migrate::{Migrations, Migrator};
+    ///
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).lock_timeout(Duration::from_secs(60));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
     fn start<'a>(&'a self, db: &'a Db) -> Result<Run<'a>, Error> {
         Ok(Run {
             migrator: self,
+            pool: db.pool(),
             source: self.migrations.require(db.schema())?,
             schema: db.schema_ident(),
             deployment: Uuid::now_v7(),
@@ -808,24 +830,46 @@ impl<'a> Run<'a> {
         transactional: bool,
     ) -> Result<State, Error> {
         let key = lock_key(self.schema.as_str());
-        // `key` is an integer computed here, not user input.
-        let sql = if transactional {
-            format!(
-                "SELECT pg_advisory_xact_lock({key});\n{};\n{};\nSAVEPOINT {SAVEPOINT}",
-                framework::bootstrap_sql(self.schema),
-                self.state_sql()
-            )
+        // `key` and the timeout are integers computed here, not user input.
+        let (scope, lock_fn) = if transactional {
+            ("LOCAL ", "pg_advisory_xact_lock")
         } else {
-            format!(
-                "SELECT pg_advisory_lock({key});\n{};\n{}",
-                framework::bootstrap_sql(self.schema),
-                self.state_sql()
-            )
+            ("", "pg_advisory_lock")
         };
+        let lock = match self.migrator.lock_timeout {
+            Some(timeout) => format!(
+                "SET {scope}lock_timeout = {};\nSELECT {lock_fn}({key});\nSET {scope}lock_timeout TO DEFAULT",
+                timeout.as_millis().max(1)
+            ),
+            None => format!("SELECT {lock_fn}({key})"),
+        };
+        let savepoint = if transactional {
+            format!(";\nSAVEPOINT {SAVEPOINT}")
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "{lock};\n{};\n{}{savepoint}",
+            framework::bootstrap_sql(self.schema),
+            self.state_sql()
+        );
         self.queries += 1;
-        let rows = sqlx::raw_sql(AssertSqlSafe(sql))
+        let rows = match sqlx::raw_sql(AssertSqlSafe(sql))
             .fetch_all(&mut *conn)
-            .await?;
+            .await
+        {
+            Ok(rows) => rows,
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                let holder = self.lock_holder(key).await;
+                return Err(MigrateError::LockTimeout {
+                    schema: self.schema.as_str().to_owned(),
+                    waited: self.migrator.lock_timeout.unwrap_or_default(),
+                    holder,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let state = Self::parse_state(&rows)?;
         if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
             self.queries += 1;
@@ -834,6 +878,33 @@ impl<'a> Run<'a> {
                 .await?;
         }
         Ok(state)
+    }
+
+    /// Who holds the schema's migration lock, for the timeout error.
+    async fn lock_holder(&self, key: i64) -> Option<String> {
+        // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
+        let high = key >> 32;
+        let low = key & 0xffff_ffff;
+        let row: Option<(i32, String, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+             coalesce(host(a.client_addr), 'local socket'), a.xact_start \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid = ($1::int8 & 4294967295)::oid AND l.objid = $2::int8::oid",
+        )
+        .bind(high)
+        .bind(low)
+        .fetch_optional(self.pool)
+        .await
+        .ok()
+        .flatten();
+        row.map(|(pid, app, user, addr, since)| {
+            let since = since
+                .map(|t| format!(", in a transaction since {t}"))
+                .unwrap_or_default();
+            format!("backend pid {pid} (application {app:?}, user {user:?}, from {addr}{since})")
+        })
     }
 
     /// Compares the files with the tracking table.
