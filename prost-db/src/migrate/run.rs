@@ -20,6 +20,9 @@ use prost_db_core::source::{Migration, Script, has_no_transaction_directive};
 
 const SAVEPOINT: &str = "prost_db_batch";
 
+/// pid, application, user, address, transaction start.
+type LockHolderRow = (i32, String, String, String, Option<DateTime<Utc>>);
+
 /// Runs a database's migrations; one value serves every schema of its [`Migrations`].
 ///
 /// ```no_run
@@ -885,7 +888,7 @@ impl<'a> Run<'a> {
         // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
         let high = key >> 32;
         let low = key & 0xffff_ffff;
-        let row: Option<(i32, String, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let row: Option<LockHolderRow> = sqlx::query_as(
             "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
              coalesce(host(a.client_addr), 'local socket'), a.xact_start \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
