@@ -814,3 +814,57 @@ async fn a_lock_timeout_names_the_session_holding_the_lock() {
     pool.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_runners_with_create_index_concurrently_do_not_deadlock() {
+    let test_db = TestDb::new().await.unwrap();
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_t.up.sql",
+        "CREATE TABLE t (id int, v int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 20000) g;",
+    );
+    write(
+        &root,
+        "svc",
+        "0002_t_v.up.sql",
+        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY t_v ON t (v);",
+    );
+    write(
+        &root,
+        "svc",
+        "0002_t_v.down.sql",
+        "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_v;",
+    );
+    write(
+        &root,
+        "svc",
+        "0003_t_w.up.sql",
+        "ALTER TABLE t ADD COLUMN w int;",
+    );
+    let mut dbs = vec![];
+    for _ in 0..4 {
+        dbs.push(
+            Db::connect(test_db.config("svc").min_connections(0).max_connections(1))
+                .await
+                .unwrap(),
+        );
+    }
+    let m = migrator(&root);
+    let runs = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(dbs.iter().map(|db| m.up(db))),
+    )
+    .await
+    .expect("runners deadlocked");
+    let mut applied = 0;
+    for run in runs {
+        applied += run.unwrap().applied.len();
+    }
+    assert_eq!(applied, 3);
+    for db in dbs {
+        db.close().await;
+    }
+    test_db.close().await.unwrap();
+}

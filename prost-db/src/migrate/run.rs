@@ -20,6 +20,9 @@ use prost_db_core::source::{Migration, Script, has_no_transaction_directive};
 
 const SAVEPOINT: &str = "prost_db_batch";
 
+/// The message of the error a busy migration lock raises.
+const LOCK_BUSY: &str = "prost-db: the migration lock is busy";
+
 /// pid, application, user, address, transaction start.
 type LockHolderRow = (i32, String, String, String, Option<DateTime<Utc>>);
 
@@ -833,45 +836,57 @@ impl<'a> Run<'a> {
         transactional: bool,
     ) -> Result<State, Error> {
         let key = lock_key(self.schema.as_str());
-        // `key` and the timeout are integers computed here, not user input.
-        let (scope, lock_fn) = if transactional {
-            ("LOCAL ", "pg_advisory_xact_lock")
+        // The lock is *tried* and the wait happens here, between attempts, outside any
+        // statement: a runner blocked inside `pg_advisory_lock` holds a snapshot, which
+        // `CREATE INDEX CONCURRENTLY` in the lock holder waits for, a deadlock. `key` is an
+        // integer computed here, not user input.
+        let (lock_fn, savepoint) = if transactional {
+            (
+                "pg_try_advisory_xact_lock",
+                format!(";\nSAVEPOINT {SAVEPOINT}"),
+            )
         } else {
-            ("", "pg_advisory_lock")
-        };
-        let lock = match self.migrator.lock_timeout {
-            Some(timeout) => format!(
-                "SET {scope}lock_timeout = {};\nSELECT {lock_fn}({key});\nSET {scope}lock_timeout TO DEFAULT",
-                timeout.as_millis().max(1)
-            ),
-            None => format!("SELECT {lock_fn}({key})"),
-        };
-        let savepoint = if transactional {
-            format!(";\nSAVEPOINT {SAVEPOINT}")
-        } else {
-            String::new()
+            ("pg_try_advisory_lock", String::new())
         };
         let sql = format!(
-            "{lock};\n{};\n{}{savepoint}",
+            "DO $prost_db_lock$ BEGIN IF NOT {lock_fn}({key}) THEN \
+             RAISE EXCEPTION '{LOCK_BUSY}' USING ERRCODE = 'lock_not_available'; \
+             END IF; END $prost_db_lock$;\n{};\n{}{savepoint}",
             framework::bootstrap_sql(self.schema),
             self.state_sql()
         );
-        self.queries += 1;
-        let rows = match sqlx::raw_sql(AssertSqlSafe(sql))
-            .fetch_all(&mut *conn)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                let holder = self.lock_holder(key).await;
-                return Err(MigrateError::LockTimeout {
-                    schema: self.schema.as_str().to_owned(),
-                    waited: self.migrator.lock_timeout.unwrap_or_default(),
-                    holder,
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let rows = loop {
+            self.queries += 1;
+            match sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                .fetch_all(&mut *conn)
+                .await
+            {
+                Ok(rows) => break rows,
+                Err(sqlx::Error::Database(e)) if e.message() == LOCK_BUSY => {
+                    if transactional {
+                        self.queries += 1;
+                        sqlx::raw_sql("ROLLBACK AND CHAIN")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    if let Some(timeout) = self.migrator.lock_timeout
+                        && started.elapsed() >= timeout
+                    {
+                        let holder = self.lock_holder(key).await;
+                        return Err(MigrateError::LockTimeout {
+                            schema: self.schema.as_str().to_owned(),
+                            waited: started.elapsed(),
+                            holder,
+                        }
+                        .into());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                .into());
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         };
         let state = Self::parse_state(&rows)?;
         if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
