@@ -1,1 +1,3 @@
 //! The shop.
+
+pub mod tables;

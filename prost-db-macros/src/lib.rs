@@ -1,11 +1,26 @@
 //! Implementation detail of the `prost-db` crate: its procedural macros. Use them through
-//! `prost_db` (`prost_db::embed_migrations!`).
+//! `prost_db`.
 
 mod embed;
+mod handler;
+mod schema;
 
-/// Embeds a migrations root (one directory per schema) in the binary; see
-/// `prost_db::embed_migrations!`.
+use proc_macro::TokenStream;
+
+/// See `prost_db::idempotent_handler`.
+#[proc_macro_attribute]
+pub fn idempotent_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler::expand(args.into(), item.into()).into()
+}
+
+/// See `prost_db::Schema`.
+#[proc_macro_derive(Schema, attributes(schema))]
+pub fn derive_schema(input: TokenStream) -> TokenStream {
+    schema::derive(input.into()).into()
+}
+
+/// See `prost_db::embed_migrations!`.
 #[proc_macro]
-pub fn embed_migrations(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+pub fn embed_migrations(input: TokenStream) -> TokenStream {
     embed::expand(input.into()).into()
 }

@@ -86,10 +86,28 @@ pub enum Error {
         missing: Vec<String>,
     },
 
+    /// The live database differs from the tables the code was compiled against
+    /// ([`Db::check_tables`](crate::Db::check_tables)); lists every difference.
+    #[error("the database differs from the schema the code expects:{0}")]
+    SchemaDrift(crate::schema::SchemaDrift),
+
     /// A migration could not be loaded, checked or applied; see
     /// [`MigrateError`](crate::migrate::MigrateError).
     #[error(transparent)]
     Migrate(Box<crate::migrate::MigrateError>),
+
+    /// An idempotency record that blocked this delivery was deleted before it could be read
+    /// (a purge with a horizon shorter than the handler's run time). Retry the delivery.
+    #[error(
+        "the idempotency record of event {event_id:?} for {action:?} disappeared while it was being read; \
+         retry the delivery, and keep the purge horizon longer than the broker's redelivery horizon"
+    )]
+    IdempotencyRecordVanished {
+        /// The idempotency key.
+        event_id: String,
+        /// The handler's action.
+        action: String,
+    },
 
     /// Any other database error.
     #[error("database error: {0}")]

@@ -88,8 +88,12 @@ INSERT INTO {schema}._prost_db_framework (step, name) VALUES (1, 'migrations and
 /// The framework steps after the bootstrap, in order. Each runs once per schema, in the
 /// migrator's transaction, and is recorded in `_prost_db_framework`.
 pub(crate) const STEPS: &[FrameworkStep] = &[
+    FrameworkStep {
+        step: 2,
+        name: "idempotency_records",
+        sql: crate::idempotency::DDL,
+    },
     // ---- SLOT (wired in by the lead at merge) -------------------------------------------
-    // FrameworkStep { step: 2, name: "idempotency_records", sql: crate::idempotency::DDL },
     // FrameworkStep { step: 3, name: "outbox", sql: crate::outbox::DDL },
     // Each `sql` uses `{schema}.` before every table name. Never edit a released step:
     // append a new one.

@@ -81,9 +81,14 @@ impl Identifier {
         }
     }
 
-    /// The bare name, without quotes.
+    /// The bare name, without quotes (for bind parameters and messages).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name double-quoted, for SQL text (the same as its `Display`).
+    pub fn quoted(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -91,12 +96,6 @@ impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The grammar excludes `"`, so wrapping in quotes is a complete quoting.
         write!(f, "\"{}\"", self.0)
-    }
-}
-
-impl AsRef<str> for Identifier {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 

@@ -7,6 +7,9 @@
 //! - Schema utilities on [`Db`]: [`table_exists`](Db::table_exists),
 //!   [`list_tables`](Db::list_tables), [`columns`](Db::columns),
 //!   [`require_tables`](Db::require_tables).
+//! - [`macro@Schema`]: `#[derive(Schema)]` checks structs against the migrations at compile
+//!   time; [`Db::check_tables`] compares them with the live database at startup
+//!   ([`schema`]).
 //! - [`provision_service_role`]: a least-privilege role per service.
 //! - [`testing::TestDb`]: a fresh database per test, cleaned up even after a crash.
 //!
@@ -23,11 +26,13 @@
 
 mod error;
 pub mod framework;
+pub mod idempotency;
 mod ident;
 mod inspect;
 pub mod migrate;
 mod pool;
 mod roles;
+pub mod schema;
 pub mod testing;
 
 pub use error::{Error, Result};
@@ -38,6 +43,14 @@ pub use pool::{
     DEFAULT_MIN_CONNECTIONS, Db, DbConfig, Health, PoolStats,
 };
 pub use roles::{ServiceRole, provision_service_role};
+pub use schema::Schema;
+
+#[cfg(feature = "macros")]
+#[doc = include_str!("schema/derive.md")]
+pub use prost_db_macros::Schema;
+#[cfg(feature = "macros")]
+#[doc = include_str!("idempotency/handler.md")]
+pub use prost_db_macros::idempotent_handler;
 
 /// Re-exported so users name the same sqlx version prost-db was built with.
 pub use sqlx;
@@ -46,6 +59,46 @@ pub use sqlx;
 #[doc(hidden)]
 pub mod __private {
     pub use prost_db_core::source::{Migration, SchemaMigrations, Script};
+    /// Fails to compile, on the field's type, unless `T` can hold the SQL type `S`.
+    pub const fn assert_compatible<T: ?Sized + crate::schema::CompatibleWith<S>, S>() {}
+    pub use crate::idempotency::store::{
+        ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
+    };
+    pub use core::option::Option;
+    pub use core::result::Result;
+    pub use std::time::Duration;
+
+    /// The success and error types of a handler's declared return type.
+    #[diagnostic::on_unimplemented(
+        message = "an idempotent handler must return `Result<T, E>`, not `{Self}`"
+    )]
+    pub trait HandlerResult {
+        /// `T`.
+        type Ok;
+        /// `E`.
+        type Err;
+    }
+
+    impl<T, E> HandlerResult for Result<T, E> {
+        type Ok = T;
+        type Err = E;
+    }
+
+    /// The key of an event through its [`EventId`](crate::idempotency::EventId).
+    pub fn event_key<E: crate::idempotency::EventId + ?Sized>(event: &E) -> String {
+        crate::idempotency::IdempotencyKey::to_key(event.event_id()).into_owned()
+    }
+
+    /// The key named by `key = ...`.
+    pub fn key<K: crate::idempotency::IdempotencyKey + ?Sized>(key: &K) -> String {
+        key.to_key().into_owned()
+    }
+
+    /// Pins the output type of the body's async block, so that `?` and `return` in the
+    /// body see the handler's declared return type.
+    pub fn body<R, F: core::future::Future<Output = R>>(future: F) -> F {
+        future
+    }
 }
 
 /// Embeds a migrations root in the binary at compile time: one directory per schema, files
