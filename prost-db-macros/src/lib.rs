@@ -1,5 +1,7 @@
-//! Implementation detail of the `prost-db` crate.
+//! Implementation detail of the `prost-db` crate: its procedural macros. Use them through
+//! `prost_db`.
 
+mod embed;
 mod handler;
 mod schema;
 
@@ -15,4 +17,10 @@ pub fn idempotent_handler(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Schema, attributes(schema))]
 pub fn derive_schema(input: TokenStream) -> TokenStream {
     schema::derive(input.into()).into()
+}
+
+/// See `prost_db::embed_migrations!`.
+#[proc_macro]
+pub fn embed_migrations(input: TokenStream) -> TokenStream {
+    embed::expand(input.into()).into()
 }

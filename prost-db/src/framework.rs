@@ -73,14 +73,27 @@ CREATE TABLE {schema}._prost_db_migration_log (
     db_role text NOT NULL DEFAULT current_user
 );
 CREATE INDEX ON {schema}._prost_db_migration_log (deployment_id);
+CREATE FUNCTION {schema}._prost_db_append_only() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'the migration log %.% is append-only', TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$fn$;
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE OR TRUNCATE
+    ON {schema}._prost_db_migration_log
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}._prost_db_append_only();
 INSERT INTO {schema}._prost_db_framework (step, name) VALUES (1, 'migrations and log');
 "#;
 
 /// The framework steps after the bootstrap, in order. Each runs once per schema, in the
 /// migrator's transaction, and is recorded in `_prost_db_framework`.
 pub(crate) const STEPS: &[FrameworkStep] = &[
+    FrameworkStep {
+        step: 2,
+        name: "idempotency_records",
+        sql: crate::idempotency::DDL,
+    },
     // ---- SLOT (wired in by the lead at merge) -------------------------------------------
-    // FrameworkStep { step: 2, name: "idempotency_records", sql: crate::idempotency::DDL },
     // FrameworkStep { step: 3, name: "outbox", sql: crate::outbox::DDL },
     // Each `sql` uses `{schema}.` before every table name. Never edit a released step:
     // append a new one.
@@ -94,7 +107,8 @@ pub(crate) fn latest_step() -> i32 {
 
 /// `sql` with `{schema}` replaced by the quoted schema.
 pub(crate) fn render(sql: &str, schema: &Identifier) -> String {
-    sql.replace("{schema}", &schema.to_string())
+    let quoted = format!("{schema}");
+    sql.replace("{schema}", &quoted)
 }
 
 /// The statement that creates the schema and the bootstrap tables if the version table is

@@ -58,6 +58,7 @@ pub use sqlx;
 /// Not public API: what the macros' expansions refer to. No semver guarantees.
 #[doc(hidden)]
 pub mod __private {
+    pub use prost_db_core::source::{Migration, SchemaMigrations, Script};
     /// Fails to compile, on the field's type, unless `T` can hold the SQL type `S`.
     pub const fn assert_compatible<T: ?Sized + crate::schema::CompatibleWith<S>, S>() {}
     pub use crate::idempotency::store::{
@@ -99,3 +100,17 @@ pub mod __private {
         future
     }
 }
+
+/// Embeds a migrations root in the binary at compile time: one directory per schema, files
+/// named `<version>_<name>.up.sql` / `.down.sql`, read through the same discovery as
+/// [`Migrations::from_dir`](migrate::Migrations::from_dir). The path is relative to the
+/// crate's `Cargo.toml`. A bad file name, a duplicate version or an empty file is a compile
+/// error naming the file. Editing a file rebuilds the crate; to pick up *new* files without
+/// touching the source, add a `build.rs` with `println!("cargo:rerun-if-changed=migrations");`.
+///
+/// ```
+/// let migrations = prost_db::embed_migrations!("../migrations/shop");
+/// assert_eq!(migrations.schemas().collect::<Vec<_>>(), ["cart", "catalog", "orders", "users"]);
+/// ```
+#[cfg(feature = "macros")]
+pub use prost_db_macros::embed_migrations;

@@ -136,6 +136,16 @@ async fn fresh_database_up_applies_everything_in_order_then_nothing() {
     let events = log(&pool, "orders").await;
     assert!(events.iter().all(|e| e.0 == "applied"));
     assert_eq!(events.len(), 5);
+    let framework: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM orders._prost_db_framework ORDER BY step")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(framework, ["migrations and log", "idempotency_records"]);
+    let tamper = sqlx::query("DELETE FROM orders._prost_db_migration_log")
+        .execute(&pool)
+        .await;
+    assert!(tamper.unwrap_err().to_string().contains("append-only"));
     pool.close().await;
     db.close().await;
     test_db.close().await.unwrap();
@@ -456,6 +466,27 @@ async fn bad_files_and_syntax_errors_name_the_file() {
     assert_eq!(failure.sqlstate.as_deref(), Some("42601"));
     assert_eq!(failure.line, Some(2));
     assert!(err.to_string().contains("0002_typo.up.sql:2"), "{err}");
+
+    // PostgreSQL gives no position for this one: the runner replays to find the line.
+    write(
+        &root,
+        "svc",
+        "0002_typo.up.sql",
+        "CREATE TABLE t (id int);\n\nALTER TABLE nope ADD COLUMN x int;\n",
+    );
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    let MigrateError::Failed { failure, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        (failure.line, failure.sqlstate.as_deref()),
+        (Some(3), Some("42P01")),
+        "{err}"
+    );
+    assert!(
+        !db.table_exists("ok").await.unwrap(),
+        "the whole batch was rolled back"
+    );
     db.close().await;
     test_db.close().await.unwrap();
 }
@@ -477,7 +508,7 @@ async fn shop_migrations_round_trip_to_an_identical_catalog() {
         let empty: Vec<String> = snapshot(&pool, schema)
             .await
             .into_iter()
-            .filter(|l| !l.contains("_prost_db_"))
+            .filter(|l| !l.contains("_prost_db_") && !l.contains("idempotency_records"))
             .collect();
         assert!(empty.is_empty(), "{schema}: {empty:#?}");
         migrator.up(&db).await.unwrap();
@@ -618,5 +649,228 @@ async fn status_dry_run_redo_and_reset() {
 
     pool.close().await;
     db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn eight_cli_processes_apply_each_migration_once() {
+    let test_db = TestDb::new().await.unwrap();
+    let root = root();
+    for v in 1..=5 {
+        write(
+            &root,
+            "catalog",
+            &format!("{v:04}_t{v}.up.sql"),
+            &format!("CREATE TABLE t{v} (id int);\nSELECT pg_sleep(0.02);"),
+        );
+        write(
+            &root,
+            "orders",
+            &format!("{v:04}_o{v}.up.sql"),
+            &format!("CREATE TABLE o{v} (id int);"),
+        );
+    }
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"));
+        command
+            .args(["migrate"])
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .env("DATABASE_URL", test_db.url())
+            .env("PROST_DB_APPLIED_BY", "cli-test")
+            .kill_on_drop(true);
+        command.output()
+    };
+    let outputs = futures_util::future::join_all((0..8).map(|_| cli(&["up"]))).await;
+    for output in &outputs {
+        let output = output.as_ref().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let pool = test_db.pool().await.unwrap();
+    for schema in ["catalog", "orders"] {
+        let events = log(&pool, schema).await;
+        assert_eq!(events.len(), 5, "{schema}: {events:?}");
+        assert!(events.iter().all(|e| e.0 == "applied"));
+    }
+
+    let status = cli(&["status"]).await.unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("schema catalog") && text.contains("applied"),
+        "{text}"
+    );
+
+    write(
+        &root,
+        "catalog",
+        "0006_bad.up.sql",
+        "CREATE TABLE t1 (id int);",
+    );
+    let outputs =
+        futures_util::future::join_all((0..8).map(|_| cli(&["up", "-s", "catalog"]))).await;
+    for output in &outputs {
+        let output = output.as_ref().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("0006_bad.up.sql:1") && stderr.contains("42P07"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(advisory_locks(&pool).await, 0);
+
+    let down = cli(&["down", "--to", "0", "-s", "orders"]).await.unwrap();
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("0005_o5.up.sql has no matching .down.sql")
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM orders._prost_db_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
+    assert_eq!(
+        left, 5,
+        "irreversible migrations stay: down refused as a whole"
+    );
+
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[test]
+fn cli_new_numbers_after_the_newest_migration() {
+    let root = root();
+    write(&root, "catalog", "0007_x.up.sql", "SELECT 1;");
+    let code = prost_db::migrate::cli::run([
+        "prost-db".as_ref(),
+        "migrate".as_ref(),
+        "new".as_ref(),
+        "catalog".as_ref(),
+        "add_tags".as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+    ]);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert!(root.join("catalog/0008_add_tags.up.sql").exists());
+    assert!(root.join("catalog/0008_add_tags.down.sql").exists());
+    Migrations::from_dir(&root).unwrap();
+}
+
+#[tokio::test]
+async fn embedded_migrations_match_the_directory_and_run() {
+    let embedded = prost_db::embed_migrations!("migrations/shop");
+    let loaded = Migrations::from_dir(shop_root()).unwrap();
+    for schema in loaded.schemas() {
+        let (a, b) = (embedded.get(schema).unwrap(), loaded.get(schema).unwrap());
+        let sums = |s: &prost_db::migrate::SchemaMigrations| {
+            s.migrations
+                .iter()
+                .map(|m| (m.version, m.checksum(), m.down.is_some()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sums(a), sums(b), "{schema}");
+    }
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "cart").await;
+    let report = Migrator::new(embedded).up(&db).await.unwrap();
+    assert_eq!(report.applied.len(), 2);
+    // The directory and the embedded copy agree, so the directory sees nothing to do.
+    assert_eq!(
+        migrator(&shop_root()).up(&db).await.unwrap().mode,
+        RunMode::NothingToDo
+    );
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_timeout_names_the_session_holding_the_lock() {
+    let test_db = TestDb::new().await.unwrap();
+    let pool = test_db.pool().await.unwrap();
+    let db = small_db(&test_db, "users").await;
+    let mut holder = pool.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(prost_db::migrate::lock_key("users"))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
+    let err = migrate_error(m.up(&db).await.unwrap_err());
+    assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("backend pid {pid}")),
+        "{err}"
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    assert_eq!(m.up(&db).await.unwrap().applied.len(), 1);
+    db.close().await;
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_runners_with_create_index_concurrently_do_not_deadlock() {
+    let test_db = TestDb::new().await.unwrap();
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_t.up.sql",
+        "CREATE TABLE t (id int, v int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 20000) g;",
+    );
+    write(
+        &root,
+        "svc",
+        "0002_t_v.up.sql",
+        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY t_v ON t (v);",
+    );
+    write(
+        &root,
+        "svc",
+        "0002_t_v.down.sql",
+        "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_v;",
+    );
+    write(
+        &root,
+        "svc",
+        "0003_t_w.up.sql",
+        "ALTER TABLE t ADD COLUMN w int;",
+    );
+    let mut dbs = vec![];
+    for _ in 0..4 {
+        dbs.push(
+            Db::connect(test_db.config("svc").min_connections(0).max_connections(1))
+                .await
+                .unwrap(),
+        );
+    }
+    let m = migrator(&root);
+    let runs = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(dbs.iter().map(|db| m.up(db))),
+    )
+    .await
+    .expect("runners deadlocked");
+    let mut applied = 0;
+    for run in runs {
+        applied += run.unwrap().applied.len();
+    }
+    assert_eq!(applied, 3);
+    for db in dbs {
+        db.close().await;
+    }
     test_db.close().await.unwrap();
 }

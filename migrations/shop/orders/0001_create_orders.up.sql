@@ -13,4 +13,5 @@ CREATE TABLE orders (
 );
 
 CREATE INDEX idx_orders_user_id ON orders (user_id);
-CREATE INDEX idx_orders_saga_correlation_id ON orders (saga_correlation_id);
+-- One order per checkout saga: a redelivered checkout event cannot create a second order.
+CREATE UNIQUE INDEX idx_orders_saga_correlation_id ON orders (saga_correlation_id);

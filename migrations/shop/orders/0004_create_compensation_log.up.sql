@@ -10,3 +10,4 @@ CREATE TABLE compensation_log (
 );
 
 CREATE INDEX idx_compensation_log_order_id ON compensation_log (order_id);
+CREATE INDEX idx_compensation_log_saga_correlation_id ON compensation_log (saga_correlation_id);

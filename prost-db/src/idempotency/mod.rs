@@ -82,7 +82,6 @@ pub use store::{Claim, DEFAULT_LOCK_TIMEOUT, IdempotencyStore, StoredRecord, TAB
 
 /// The DDL of `idempotency_records`, with `{schema}` standing for the quoted schema name;
 /// for the framework's table installer.
-#[allow(unused_imports)]
 pub(crate) use store::DDL;
 
 /// What a handler run ended as: the body ran now, or the event had been handled before.

@@ -19,6 +19,13 @@ use super::{DryRunOutcome, MigrationState, Migrations, Migrator, Report, RunMode
 use crate::{Db, DbConfig, Error};
 
 /// `prost-db`: the database layer's command line.
+///
+/// ```
+/// use clap::Parser;
+///
+/// let cli = prost_db::migrate::cli::Cli::try_parse_from(["prost-db", "migrate", "new", "catalog", "add_tags"]);
+/// assert!(cli.is_ok());
+/// ```
 #[derive(Debug, Parser)]
 #[command(name = "prost-db", version, about)]
 pub struct Cli {
@@ -47,6 +54,10 @@ struct Target {
     /// Recorded as who applied the migrations (default `$USER@$HOSTNAME`).
     #[arg(long, env = "PROST_DB_APPLIED_BY")]
     applied_by: Option<String>,
+    /// Give up waiting for a schema's migration lock after this many milliseconds, naming
+    /// the session that holds it (default: wait).
+    #[arg(long, env = "PROST_DB_LOCK_TIMEOUT_MS")]
+    lock_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +124,12 @@ enum MigrateCommand {
 
 /// Parses the process arguments, runs the command and reports errors on stderr: the body
 /// of a `main`.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     prost_db::migrate::cli::main()
+/// }
+/// ```
 pub fn main() -> ExitCode {
     run(std::env::args_os())
 }
@@ -340,6 +357,9 @@ where
     let mut migrator = Migrator::new(migrations);
     if let Some(who) = &target.applied_by {
         migrator = migrator.applied_by(who.clone());
+    }
+    if let Some(ms) = target.lock_timeout_ms {
+        migrator = migrator.lock_timeout(std::time::Duration::from_millis(ms));
     }
     let migrator = std::sync::Arc::new(configure(migrator));
     let schemas: Vec<String> = if target.schemas.is_empty() {

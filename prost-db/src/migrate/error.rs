@@ -111,6 +111,22 @@ pub enum MigrateError {
         database: String,
     },
 
+    /// Another run held the schema's migration lock for longer than the lock timeout.
+    #[error(
+        "gave up after {waited:?} waiting for the migration lock of schema {schema:?}, held by {}; \
+         another deployment is migrating this schema, or a session hangs: look it up in \
+         pg_stat_activity",
+        holder.as_deref().unwrap_or("a session that has released it since")
+    )]
+    LockTimeout {
+        /// The schema.
+        schema: String,
+        /// The configured timeout.
+        waited: std::time::Duration,
+        /// Who held the lock (pid, application, user, address), if still found.
+        holder: Option<String>,
+    },
+
     /// The migrations root has no directory for the schema.
     #[error("the migrations have no directory for schema {schema:?} (known: {known})")]
     UnknownSchema {
@@ -122,6 +138,19 @@ pub enum MigrateError {
 }
 
 /// A script that PostgreSQL rejected, located in its file.
+///
+/// ```no_run
+/// use prost_db::migrate::MigrateError;
+///
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) {
+/// if let Err(prost_db::Error::Migrate(e)) = migrator.up(&db).await {
+///     if let MigrateError::Failed { failure, .. } = *e {
+///         eprintln!("{}:{} [{}] {}", failure.file, failure.line.unwrap_or(0),
+///                   failure.sqlstate.as_deref().unwrap_or("?"), failure.message);
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptFailure {
     /// The schema.
@@ -158,6 +187,13 @@ impl fmt::Display for ScriptFailure {
 }
 
 /// What the runner did after a script failed.
+///
+/// ```
+/// use prost_db::migrate::FailureOutcome;
+///
+/// let outcome = FailureOutcome::Reverted { versions: vec![2, 1] };
+/// assert!(outcome.to_string().contains("(2 -> 1)"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureOutcome {

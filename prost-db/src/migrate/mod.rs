@@ -21,7 +21,8 @@
 //!   [`MigrateError::Changed`] / [`MigrateError::Missing`] naming the file.
 //! - **One runner per schema.** Runs take an advisory lock keyed on the schema
 //!   ([`lock_key`]), transaction-scoped by default, so it cannot outlive a failed run;
-//!   services in one database migrate their schemas in parallel.
+//!   services in one database migrate their schemas in parallel. Waiters retry outside any
+//!   statement, so a holder's `CREATE INDEX CONCURRENTLY` never waits for them.
 //! - **All or nothing.** A schema's pending migrations run in one transaction: a failure at
 //!   step 3 leaves the schema exactly as it was ([`FailureOutcome::RolledBack`]).
 //! - **Automatic rollback.** A migration marked `-- prost-db:no-transaction` (for `CREATE

@@ -20,6 +20,12 @@ use prost_db_core::source::{Migration, Script, has_no_transaction_directive};
 
 const SAVEPOINT: &str = "prost_db_batch";
 
+/// The message of the error a busy migration lock raises.
+const LOCK_BUSY: &str = "prost-db: the migration lock is busy";
+
+/// pid, application, user, address, transaction start.
+type LockHolderRow = (i32, String, String, String, Option<DateTime<Utc>>);
+
 /// Runs a database's migrations; one value serves every schema of its [`Migrations`].
 ///
 /// ```no_run
@@ -41,9 +47,19 @@ pub struct Migrator {
     accept_changed: bool,
     allow_out_of_order: bool,
     allow_reset: bool,
+    lock_timeout: Option<Duration>,
 }
 
 /// How a run executed.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// use prost_db::migrate::RunMode;
+/// if migrator.up(&db).await?.mode == RunMode::NothingToDo {
+///     println!("schema is up to date");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RunMode {
@@ -56,6 +72,14 @@ pub enum RunMode {
 }
 
 /// One migration applied or reverted by a run.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// for step in migrator.up(&db).await?.applied {
+///     println!("{} {} took {:?}", step.version, step.name, step.duration);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepReport {
     /// The version.
@@ -67,6 +91,13 @@ pub struct StepReport {
 }
 
 /// What a run did.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// let report = migrator.up(&db).await?;
+/// println!("deployment {} applied {} migration(s) in {} queries", report.deployment_id, report.applied.len(), report.queries);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Report {
     /// The schema.
@@ -84,6 +115,15 @@ pub struct Report {
 }
 
 /// A migration's state, as [`Migrator::status`] sees it.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// use prost_db::migrate::MigrationState;
+/// let status = migrator.status(&db).await?;
+/// let pending = status.entries.iter().filter(|e| e.state == MigrationState::Pending).count();
+/// println!("{pending} pending");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MigrationState {
@@ -98,6 +138,15 @@ pub enum MigrationState {
 }
 
 /// One line of [`Status`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// for e in migrator.status(&db).await?.entries {
+///     let reversible = if e.reversible { "" } else { " (irreversible)" };
+///     println!("{} {} {:?}{reversible} {}", e.version, e.name, e.state, e.file);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StatusEntry {
     /// The version.
@@ -119,6 +168,13 @@ pub struct StatusEntry {
 }
 
 /// The result of [`Migrator::status`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// let status = migrator.status(&db).await?;
+/// println!("{}: {} migration(s)", status.schema, status.entries.len());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Status {
     /// The schema.
@@ -128,6 +184,17 @@ pub struct Status {
 }
 
 /// What happened to one step of a [`DryRun`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// use prost_db::migrate::DryRunOutcome;
+/// for step in migrator.dry_run(&db).await?.steps {
+///     if let DryRunOutcome::Failed(failure) = &step.up {
+///         eprintln!("would fail: {failure}");
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DryRunOutcome {
@@ -143,6 +210,14 @@ pub enum DryRunOutcome {
 }
 
 /// One pending migration of a [`DryRun`].
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// for step in migrator.dry_run(&db).await?.steps {
+///     println!("{} {}: up {:?}, down {:?}", step.version, step.name, step.up, step.down);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DryRunStep {
     /// The version.
@@ -157,6 +232,13 @@ pub struct DryRunStep {
 
 /// The result of [`Migrator::dry_run`]: the pending batch was executed, then its DOWN
 /// scripts, in one transaction that was rolled back.
+///
+/// ```no_run
+/// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+/// let plan = migrator.dry_run(&db).await?;
+/// assert!(plan.succeeded(), "{plan:#?}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DryRun {
     /// The schema.
@@ -167,6 +249,14 @@ pub struct DryRun {
 
 impl DryRun {
     /// Whether every up and down script that was run succeeded.
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// if !migrator.dry_run(&db).await?.succeeded() {
+    ///     eprintln!("do not deploy");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn succeeded(&self) -> bool {
         self.steps.iter().all(|s| {
             !matches!(s.up, DryRunOutcome::Failed(_))
@@ -202,6 +292,7 @@ struct Plan<'s> {
 
 struct Run<'a> {
     migrator: &'a Migrator,
+    pool: &'a PgPool,
     source: &'a SchemaSource,
     schema: &'a Identifier,
     deployment: Uuid,
@@ -231,16 +322,32 @@ impl Migrator {
             accept_changed: false,
             allow_out_of_order: false,
             allow_reset: false,
+            lock_timeout: None,
         }
     }
 
     /// The migrations this migrator runs.
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?);
+    /// assert_eq!(migrator.migrations().schemas().count(), 4);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     pub fn migrations(&self) -> &Migrations {
         &self.migrations
     }
 
     /// Who is recorded as applying (default `$PROST_DB_APPLIED_BY`, else `$USER@$HOSTNAME`).
     /// The database role is recorded too.
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).applied_by("ci pipeline #812");
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn applied_by(mut self, who: impl Into<String>) -> Self {
         self.applied_by = who.into();
@@ -250,6 +357,13 @@ impl Migrator {
     /// Accept applied migrations whose file was edited deliberately: their new checksum is
     /// recorded and a `checksum_accepted` row is logged, instead of failing with
     /// [`MigrateError::Changed`].
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).accept_changed(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn accept_changed(mut self, accept: bool) -> Self {
         self.accept_changed = accept;
@@ -258,6 +372,13 @@ impl Migrator {
 
     /// Apply pending migrations older than the newest applied one instead of failing with
     /// [`MigrateError::OutOfOrder`].
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).allow_out_of_order(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn allow_out_of_order(mut self, allow: bool) -> Self {
         self.allow_out_of_order = allow;
@@ -265,15 +386,41 @@ impl Migrator {
     }
 
     /// Allow [`reset`](Self::reset) on a database whose name does not contain `test`.
+    ///
+    /// ```
+    /// use prost_db::migrate::{Migrations, Migrator};
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).allow_reset(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn allow_reset(mut self, allow: bool) -> Self {
         self.allow_reset = allow;
         self
     }
 
+    /// Give up waiting for the schema's migration lock after `timeout` (default: wait as
+    /// long as it takes) with [`MigrateError::LockTimeout`], which names the session holding
+    /// it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use prost_db::migrate::{Migrations, Migrator};
+    ///
+    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
+    /// let migrator = Migrator::new(Migrations::from_dir(root)?).lock_timeout(Duration::from_secs(60));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
     fn start<'a>(&'a self, db: &'a Db) -> Result<Run<'a>, Error> {
         Ok(Run {
             migrator: self,
+            pool: db.pool(),
             source: self.migrations.require(db.schema())?,
             schema: db.schema_ident(),
             deployment: Uuid::now_v7(),
@@ -304,6 +451,9 @@ impl Migrator {
         async move {
             // Optimistic read without the lock: pending migrations only ever disappear, so
             // "nothing to do" read here stays true.
+            if run.everything_applied(db.pool()).await? {
+                return Ok(run.report(RunMode::NothingToDo, vec![], vec![]));
+            }
             let fast = run.read_state_unlocked(db.pool()).await?;
             let step_by_step = match &fast {
                 Some(state) => {
@@ -323,10 +473,8 @@ impl Migrator {
                     .iter()
                     .any(|m| m.no_transaction),
             };
-            if !step_by_step {
-                if let Some(report) = run.up_in_transaction(db.pool()).await? {
-                    return Ok(report);
-                }
+            if !step_by_step && let Some(report) = run.up_in_transaction(db.pool()).await? {
+                return Ok(report);
             }
             run.up_step_by_step(db.pool()).await
         }
@@ -373,6 +521,15 @@ impl Migrator {
     /// # Errors
     ///
     /// As [`down`](Self::down) and [`up`](Self::up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let report = migrator.redo(&db).await?;
+    /// assert_eq!(report.reverted.len(), report.applied.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn redo(&self, db: &Db) -> Result<Report, Error> {
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_redo", schema = db.schema(), deployment_id = %run.deployment);
@@ -391,6 +548,15 @@ impl Migrator {
     /// # Errors
     ///
     /// [`Error::Database`] for connection problems.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let status = migrator.status(&db).await?;
+    /// assert!(status.entries.iter().all(|e| e.reversible));
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self, db: &Db) -> Result<Status, Error> {
         let source = self.migrations.require(db.schema())?;
         let schema = db.schema_ident();
@@ -409,7 +575,7 @@ impl Migrator {
         let mut entries = Vec::new();
         for (version, name, checksum, applied_at, applied_by) in rows {
             let (state, file, reversible, no_transaction) = match source.find(version) {
-                Some(m) if m.checksum() == checksum => (
+                Some(m) if source.checksum(m) == checksum => (
                     MigrationState::Applied,
                     m.up.path.to_string(),
                     m.down.is_some(),
@@ -468,6 +634,15 @@ impl Migrator {
     ///
     /// [`MigrateError::Changed`], [`MigrateError::Missing`], [`MigrateError::OutOfOrder`]
     /// as for `up`; script failures are reported in the result, not as errors.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let plan = migrator.dry_run(&db).await?;
+    /// println!("{} pending, rehearsal ok: {}", plan.steps.len(), plan.succeeded());
+    /// # Ok(()) }
+    /// ```
     pub async fn dry_run(&self, db: &Db) -> Result<DryRun, Error> {
         let mut run = self.start(db)?;
         let mut tx = db.pool().begin().await?;
@@ -545,6 +720,15 @@ impl Migrator {
     /// # Errors
     ///
     /// [`MigrateError::ResetRefused`]; otherwise as [`up`](Self::up).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// // A test database (its name contains `test`): start from scratch.
+    /// migrator.reset(&db).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn reset(&self, db: &Db) -> Result<Report, Error> {
         if !self.allow_reset && !db.database().contains("test") {
             return Err(MigrateError::ResetRefused {
@@ -608,6 +792,30 @@ impl<'a> Run<'a> {
         Ok(state)
     }
 
+    /// One query, one short row: the tracking table's digest of `version:checksum` pairs,
+    /// compared with the files'. Equal means every file is applied unchanged and nothing
+    /// else is: the no-op `up`.
+    async fn everything_applied(&mut self, pool: &PgPool) -> Result<bool, Error> {
+        let s = self.schema;
+        let sql = format!(
+            "SELECT (SELECT coalesce(max(step), 0) FROM {s}._prost_db_framework)::int8, \
+             coalesce(encode(sha256(convert_to(string_agg(version::text || ':' || checksum, ',' \
+             ORDER BY version), 'UTF8')), 'hex'), '') FROM {s}._prost_db_migrations"
+        );
+        self.queries += 1;
+        // Prepared (and cached per connection): the no-op path is planned once.
+        match sqlx::query(AssertSqlSafe(sql)).fetch_one(pool).await {
+            Ok(row) => {
+                let framework: i64 = row.try_get(0)?;
+                let digest: String = row.try_get(1)?;
+                Ok(framework >= i64::from(framework::latest_step())
+                    && digest == self.source.all_applied_digest)
+            }
+            Err(e) if is_undefined(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn read_state_unlocked(&mut self, pool: &PgPool) -> Result<Option<State>, Error> {
         self.queries += 1;
         match sqlx::raw_sql(AssertSqlSafe(self.state_sql()))
@@ -628,24 +836,58 @@ impl<'a> Run<'a> {
         transactional: bool,
     ) -> Result<State, Error> {
         let key = lock_key(self.schema.as_str());
-        // `key` is an integer computed here, not user input.
-        let sql = if transactional {
-            format!(
-                "SELECT pg_advisory_xact_lock({key});\n{};\n{};\nSAVEPOINT {SAVEPOINT}",
-                framework::bootstrap_sql(self.schema),
-                self.state_sql()
+        // The lock is *tried* and the wait happens here, between attempts, outside any
+        // statement: a runner blocked inside `pg_advisory_lock` holds a snapshot, which
+        // `CREATE INDEX CONCURRENTLY` in the lock holder waits for, a deadlock. `key` is an
+        // integer computed here, not user input.
+        let (lock_fn, savepoint) = if transactional {
+            (
+                "pg_try_advisory_xact_lock",
+                format!(";\nSAVEPOINT {SAVEPOINT}"),
             )
         } else {
-            format!(
-                "SELECT pg_advisory_lock({key});\n{};\n{}",
-                framework::bootstrap_sql(self.schema),
-                self.state_sql()
-            )
+            ("pg_try_advisory_lock", String::new())
         };
-        self.queries += 1;
-        let rows = sqlx::raw_sql(AssertSqlSafe(sql))
-            .fetch_all(&mut *conn)
-            .await?;
+        let sql = format!(
+            "DO $prost_db_lock$ BEGIN IF NOT {lock_fn}({key}) THEN \
+             RAISE EXCEPTION '{LOCK_BUSY}' USING ERRCODE = 'lock_not_available'; \
+             END IF; END $prost_db_lock$;\n{};\n{}{savepoint}",
+            framework::bootstrap_sql(self.schema),
+            self.state_sql()
+        );
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let rows = loop {
+            self.queries += 1;
+            match sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                .fetch_all(&mut *conn)
+                .await
+            {
+                Ok(rows) => break rows,
+                Err(sqlx::Error::Database(e)) if e.message() == LOCK_BUSY => {
+                    if transactional {
+                        self.queries += 1;
+                        sqlx::raw_sql("ROLLBACK AND CHAIN")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    if let Some(timeout) = self.migrator.lock_timeout
+                        && started.elapsed() >= timeout
+                    {
+                        let holder = self.lock_holder(key).await;
+                        return Err(MigrateError::LockTimeout {
+                            schema: self.schema.as_str().to_owned(),
+                            waited: started.elapsed(),
+                            holder,
+                        }
+                        .into());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let state = Self::parse_state(&rows)?;
         if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
             self.queries += 1;
@@ -654,6 +896,33 @@ impl<'a> Run<'a> {
                 .await?;
         }
         Ok(state)
+    }
+
+    /// Who holds the schema's migration lock, for the timeout error.
+    async fn lock_holder(&self, key: i64) -> Option<String> {
+        // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
+        let high = key >> 32;
+        let low = key & 0xffff_ffff;
+        let row: Option<LockHolderRow> = sqlx::query_as(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+             coalesce(host(a.client_addr), 'local socket'), a.xact_start \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid = ($1::int8 & 4294967295)::oid AND l.objid = $2::int8::oid",
+        )
+        .bind(high)
+        .bind(low)
+        .fetch_optional(self.pool)
+        .await
+        .ok()
+        .flatten();
+        row.map(|(pid, app, user, addr, since)| {
+            let since = since
+                .map(|t| format!(", in a transaction since {t}"))
+                .unwrap_or_default();
+            format!("backend pid {pid} (application {app:?}, user {user:?}, from {addr}{since})")
+        })
     }
 
     /// Compares the files with the tracking table.
@@ -669,7 +938,7 @@ impl<'a> Run<'a> {
                     file: source.expected_file(applied.version, &applied.name),
                 });
             };
-            let current = m.checksum();
+            let current = source.checksum(m).to_owned();
             if current != applied.checksum {
                 if !self.migrator.accept_changed {
                     return Err(MigrateError::Changed {
@@ -695,15 +964,15 @@ impl<'a> Run<'a> {
                     .is_err()
             })
             .collect();
-        if let Some(early) = pending.iter().find(|m| m.version < latest) {
-            if !self.migrator.allow_out_of_order {
-                return Err(MigrateError::OutOfOrder {
-                    schema: schema.to_owned(),
-                    version: early.version,
-                    file: early.up.path.to_string(),
-                    latest_applied: latest,
-                });
-            }
+        if let Some(early) = pending.iter().find(|m| m.version < latest)
+            && !self.migrator.allow_out_of_order
+        {
+            return Err(MigrateError::OutOfOrder {
+                schema: schema.to_owned(),
+                version: early.version,
+                file: early.up.path.to_string(),
+                latest_applied: latest,
+            });
         }
         Ok(Plan { pending, changed })
     }
@@ -748,9 +1017,9 @@ impl<'a> Run<'a> {
                         line_of_position(statement, 0, pos).map(|l| l + first - 1)
                     })
                     .map(|r| {
-                        r.or_else(|mut f| {
+                        r.map_err(|mut f| {
                             f.line = f.line.or(Some(first));
-                            Err(f)
+                            f
                         })
                     });
             }
@@ -1241,7 +1510,12 @@ impl<'a> Run<'a> {
                     .map(|(m, _)| m.name.to_string())
                     .collect::<Vec<_>>(),
             )
-            .bind(steps.iter().map(|(m, _)| m.checksum()).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(m, _)| self.source.checksum(m).to_owned())
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 steps
                     .iter()
@@ -1282,7 +1556,7 @@ impl<'a> Run<'a> {
             .bind(event)
             .bind(m.version)
             .bind(m.name.as_ref())
-            .bind(m.checksum())
+            .bind(self.source.checksum(m).to_owned())
             .bind(&failure.file)
             .bind(failure.line.and_then(|l| i32::try_from(l).ok()))
             .bind(&failure.sqlstate)
@@ -1310,7 +1584,7 @@ impl<'a> Run<'a> {
         sqlx::query(AssertSqlSafe(sql))
             .bind(m.version)
             .bind(m.name.as_ref())
-            .bind(m.checksum())
+            .bind(self.source.checksum(m).to_owned())
             .bind(self.deployment)
             .bind(m.up.path.as_ref())
             .bind(format!(

@@ -29,9 +29,47 @@ pub struct Migrations {
 pub(crate) struct SchemaSource {
     pub(crate) dir: Cow<'static, str>,
     pub(crate) migrations: SchemaMigrations,
+    /// The checksum of each migration, computed once.
+    checksums: Vec<String>,
+    /// What the tracking table's digest is when every migration is applied.
+    pub(crate) all_applied_digest: String,
 }
 
 impl SchemaSource {
+    fn new(dir: Cow<'static, str>, migrations: SchemaMigrations) -> Self {
+        let checksums: Vec<String> = migrations
+            .migrations
+            .iter()
+            .map(Migration::checksum)
+            .collect();
+        let listing = migrations
+            .migrations
+            .iter()
+            .zip(&checksums)
+            .map(|(m, sum)| format!("{}:{sum}", m.version))
+            .collect::<Vec<_>>()
+            .join(",");
+        let all_applied_digest = if listing.is_empty() {
+            String::new()
+        } else {
+            prost_db_core::source::checksum(&listing)
+        };
+        SchemaSource {
+            dir,
+            migrations,
+            checksums,
+            all_applied_digest,
+        }
+    }
+
+    /// The checksum of `m`, which must be one of this schema's migrations.
+    pub(crate) fn checksum(&self, m: &Migration) -> &str {
+        self.migrations
+            .migrations
+            .binary_search_by_key(&m.version, |m| m.version)
+            .map_or("", |i| &self.checksums[i])
+    }
+
     pub(crate) fn find(&self, version: i64) -> Option<&Migration> {
         self.migrations
             .migrations
@@ -58,9 +96,9 @@ impl Migrations {
         let root = root.as_ref();
         let schemas = load_root(root)?
             .into_iter()
-            .map(|migrations| SchemaSource {
-                dir: Cow::Owned(root.join(&*migrations.schema).display().to_string()),
-                migrations,
+            .map(|migrations| {
+                let dir = root.join(&*migrations.schema).display().to_string();
+                SchemaSource::new(Cow::Owned(dir), migrations)
             })
             .collect();
         Ok(Migrations { schemas })
@@ -84,10 +122,10 @@ impl Migrations {
         let dir = dir.as_ref();
         crate::Identifier::new(crate::IdentifierKind::Schema, schema)?;
         Ok(Migrations {
-            schemas: vec![SchemaSource {
-                dir: Cow::Owned(dir.display().to_string()),
-                migrations: load_schema_dir(dir, schema)?,
-            }],
+            schemas: vec![SchemaSource::new(
+                Cow::Owned(dir.display().to_string()),
+                load_schema_dir(dir, schema)?,
+            )],
         })
     }
 
@@ -98,20 +136,29 @@ impl Migrations {
         Migrations {
             schemas: schemas
                 .into_iter()
-                .map(|(dir, migrations)| SchemaSource {
-                    dir: Cow::Borrowed(dir),
-                    migrations,
-                })
+                .map(|(dir, migrations)| SchemaSource::new(Cow::Borrowed(dir), migrations))
                 .collect(),
         }
     }
 
     /// The schemas, in name order.
+    ///
+    /// ```
+    /// let migrations = prost_db::embed_migrations!("../migrations/shop");
+    /// assert_eq!(migrations.schemas().collect::<Vec<_>>(), ["cart", "catalog", "orders", "users"]);
+    /// ```
     pub fn schemas(&self) -> impl Iterator<Item = &str> {
         self.schemas.iter().map(|s| &*s.migrations.schema)
     }
 
     /// The migrations of `schema`.
+    ///
+    /// ```
+    /// let migrations = prost_db::embed_migrations!("../migrations/shop");
+    /// let orders = migrations.get("orders").unwrap();
+    /// assert_eq!(orders.migrations[0].name, "create_orders");
+    /// assert!(migrations.get("billing").is_none());
+    /// ```
     pub fn get(&self, schema: &str) -> Option<&SchemaMigrations> {
         self.source(schema).map(|s| &s.migrations)
     }
