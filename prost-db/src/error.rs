@@ -86,6 +86,39 @@ pub enum Error {
         missing: Vec<String>,
     },
 
+    /// RabbitMQ could not be reached.
+    #[cfg(feature = "amqp")]
+    #[error(
+        "cannot connect to RabbitMQ at {address}: {source}; check that the broker is running \
+         (`rabbitmq-server -detached`, or `docker run -d -p 5672:5672 rabbitmq:4`) and that \
+         AMQP_URL is right"
+    )]
+    AmqpConnect {
+        /// The broker URL without its password.
+        address: String,
+        /// The client's error.
+        #[source]
+        source: lapin::Error,
+    },
+
+    /// A RabbitMQ channel or connection failed.
+    #[cfg(feature = "amqp")]
+    #[error("RabbitMQ error: {0}")]
+    Amqp(#[from] lapin::Error),
+
+    /// The broker refused (nacked) a published message.
+    #[error("RabbitMQ did not confirm the message published to {exchange:?} with routing key {routing_key:?}")]
+    PublishNotConfirmed {
+        /// The exchange published to.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
+
+    /// An event could not be serialized to JSON.
+    #[error("cannot encode event: {0}")]
+    EventEncode(#[source] serde_json::Error),
+
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -21,9 +21,13 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 mod error;
+pub mod events;
 mod ident;
 mod inspect;
+pub mod outbox;
 mod pool;
 mod roles;
 pub mod testing;
