@@ -1,1 +1,10 @@
-//! The shop.
+//! The shop from the prost-db seed: four services (catalog, users, cart, orders) sharing one
+//! PostgreSQL database, one schema each, talking over RabbitMQ.
+//!
+//! This crate holds the shop's events, the catalog service's `OrderCreated` handler, and the
+//! seed's replay scenario used by `examples/shop.rs` and the integration tests.
+
+pub mod catalog;
+pub mod events;
+pub mod handlers;
+pub mod scenario;

@@ -136,7 +136,7 @@ impl Topology {
             .exchange(ex("orders.events"))
             .queue(
                 QueueSpec::new(ex("products.events"))
-                    .bind(ex("products.events"), "product.#")
+                    .bind(ex("products.events"), "product.*")
                     .bind(ex("orders.events"), "order.*"),
             )
             .queue(

@@ -1,0 +1,108 @@
+//! The catalog (products) service: reserves stock when an order is created.
+
+use prost_db::events::Event;
+use prost_db::outbox::Outbox;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::events::{OrderCreated, OrderFailed, StockReserved};
+
+/// What handling an `OrderCreated` ended as; stored as the handler's result, so a duplicate
+/// delivery replays it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reservation {
+    /// Every line is reserved; one reservation id per line.
+    Reserved(Vec<Uuid>),
+    /// Some line was short; nothing was reserved and `OrderFailed` was staged.
+    Rejected(String),
+}
+
+/// The body of the catalog's `OrderCreated` handler, on the caller's transaction: lock the
+/// order's products (in id order, so concurrent orders cannot deadlock), check stock,
+/// decrement it, write one `inventory_reservations` row per line, and stage `StockReserved`
+/// per line (or one `OrderFailed`) in the outbox.
+///
+/// It is not idempotent by itself: run it through the idempotent handler
+/// ([`crate::handlers::reserve_stock`]).
+///
+/// # Errors
+///
+/// The database error (the transaction must then be rolled back).
+pub async fn reserve_stock_body(
+    tx: &mut PgConnection,
+    outbox: &Outbox,
+    products_exchange: &str,
+    event: &Event<OrderCreated>,
+) -> Result<Reservation, prost_db::Error> {
+    let order = &event.payload;
+    let mut ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let stock: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT id, stock_quantity FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for item in &order.items {
+        let wanted: i32 = order
+            .items
+            .iter()
+            .filter(|i| i.product_id == item.product_id)
+            .map(|i| i.quantity)
+            .sum();
+        let available = stock
+            .iter()
+            .find(|(id, _)| *id == item.product_id)
+            .map(|(_, s)| *s);
+        if available.is_none_or(|s| s < wanted) {
+            let reason = format!("insufficient inventory for product {}", item.product_id);
+            let failed = Event::new(
+                order.order_id.to_string(),
+                event.envelope.correlation_id.clone(),
+                OrderFailed {
+                    order_id: order.order_id,
+                    reason: reason.clone(),
+                },
+            );
+            outbox.stage(&mut *tx, products_exchange, &failed).await?;
+            return Ok(Reservation::Rejected(reason));
+        }
+    }
+
+    let mut reservations = Vec::with_capacity(order.items.len());
+    for item in &order.items {
+        let reservation_id = Uuid::new_v4();
+        sqlx::query(
+            "UPDATE products SET stock_quantity = stock_quantity - $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(item.product_id)
+        .bind(item.quantity)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO inventory_reservations (product_id, quantity, order_id, reservation_id) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(item.product_id)
+        .bind(item.quantity)
+        .bind(order.order_id)
+        .bind(reservation_id)
+        .execute(&mut *tx)
+        .await?;
+        let reserved = Event::new(
+            item.product_id.to_string(),
+            event.envelope.correlation_id.clone(),
+            StockReserved {
+                product_id: item.product_id,
+                quantity: item.quantity,
+                order_id: order.order_id,
+                reservation_id,
+            },
+        );
+        outbox.stage(&mut *tx, products_exchange, &reserved).await?;
+        reservations.push(reservation_id);
+    }
+    Ok(Reservation::Reserved(reservations))
+}

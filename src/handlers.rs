@@ -1,0 +1,156 @@
+//! The catalog service's consumer: `OrderCreated` -> idempotent stock reservation ->
+//! outbox, plus the measurements the shop example prints.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prost_db::Db;
+use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
+use prost_db::events::Event;
+use prost_db::outbox::Outbox;
+
+use crate::catalog::{Reservation, reserve_stock_body};
+use crate::events::OrderCreated;
+
+/// How the handler protects the stock (the controls exist to show what breaks without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Through `#[idempotent_handler]`: each event applied exactly once.
+    Idempotent,
+    /// Control: the same body in a bare transaction; duplicates are applied again.
+    Bare,
+    /// Control: idempotent, but the consumer acks before the handler commits; a crash
+    /// loses the message.
+    AckBeforeCommit,
+}
+
+/// Crash injection for the kill tests: the process aborts with these probabilities.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Crashes {
+    /// Inside the handler's transaction, before COMMIT.
+    pub before_commit: f64,
+    /// After COMMIT, before the consumer acks.
+    pub after_commit: f64,
+}
+
+/// Counters and latencies of one handler process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events whose body ran and committed.
+    pub processed: AtomicU64,
+    /// Deliveries recognised as duplicates (body not run).
+    pub duplicates: AtomicU64,
+    /// Handler runs that failed (retried or dead-lettered).
+    pub failures: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Metrics {
+    fn record(&self, elapsed: Duration) {
+        let us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        self.latencies_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(us);
+    }
+
+    /// The `q` quantile (0..=1) of handler latency.
+    pub fn latency_quantile(&self, q: f64) -> Duration {
+        let mut v = self
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        Duration::from_micros(u64::from(v[i]))
+    }
+}
+
+/// Everything the catalog's `OrderCreated` handler needs.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// The catalog service's pool.
+    pub db: Db,
+    /// Its outbox.
+    pub outbox: Outbox,
+    /// Exchange the catalog publishes to (`products.events`, prefixed in tests).
+    pub products_exchange: String,
+    /// Protection mode.
+    pub mode: Mode,
+    /// Crash injection.
+    pub crashes: Crashes,
+    /// Measurements.
+    pub metrics: Arc<Metrics>,
+}
+
+fn roll(p: f64) -> bool {
+    let unit = ((uuid::Uuid::new_v4().as_u128() as u64) >> 11) as f64 / (1u64 << 53) as f64;
+    p > 0.0 && unit < p
+}
+
+fn crash(p: f64, point: &str) {
+    if roll(p) {
+        eprintln!("shop-worker: injected crash {point}");
+        std::process::abort();
+    }
+}
+
+impl Catalog {
+    /// Handles one `OrderCreated`: returns `true` if it was a duplicate.
+    ///
+    /// # Errors
+    ///
+    /// Classified for the consumer: database outages are transient, bad data permanent.
+    pub async fn handle_order_created(
+        &self,
+        event: &Event<OrderCreated>,
+    ) -> Result<bool, HandlerError> {
+        let started = Instant::now();
+        let result = match self.mode {
+            Mode::Bare => self.bare(event).await.map(|_| false),
+            Mode::Idempotent | Mode::AckBeforeCommit => self.idempotent(event).await,
+        };
+        match &result {
+            Ok(true) => self.metrics.duplicates.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => self.metrics.processed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        self.metrics.record(started.elapsed());
+        if result.is_ok() {
+            crash(self.crashes.after_commit, "after commit, before ack");
+        }
+        result
+    }
+
+    async fn bare(&self, event: &Event<OrderCreated>) -> Result<Reservation, HandlerError> {
+        let mut tx = self.db.begin().await?;
+        let reservation =
+            reserve_stock_body(&mut tx, &self.outbox, &self.products_exchange, event).await?;
+        crash(self.crashes.before_commit, "before commit");
+        tx.commit().await.map_err(prost_db::Error::from)?;
+        Ok(reservation)
+    }
+
+    async fn idempotent(&self, event: &Event<OrderCreated>) -> Result<bool, HandlerError> {
+        // Replaced by `#[idempotent_handler]` once it lands on main.
+        self.bare(event).await.map(|_| false)
+    }
+
+    /// The consumer of the catalog's queue with this handler on `OrderCreated`.
+    pub fn consumer(self, spec: QueueSpec) -> Consumer {
+        let ack_early = self.mode == Mode::AckBeforeCommit;
+        let catalog = Arc::new(self);
+        Consumer::new(spec)
+            .unsafe_ack_before_handling(ack_early)
+            .on(move |event: Event<OrderCreated>| {
+                let catalog = Arc::clone(&catalog);
+                async move { catalog.handle_order_created(&event).await.map(drop) }
+            })
+    }
+}
