@@ -89,8 +89,10 @@ pub struct Catalog {
     pub metrics: Arc<Metrics>,
 }
 
-fn roll(p: f64) -> bool {
-    let unit = ((uuid::Uuid::new_v4().as_u128() as u64) >> 11) as f64 / (1u64 << 53) as f64;
+/// True with probability `p` (the top 48 bits of a v4 UUID are random; its version and
+/// variant bits are lower down).
+pub fn roll(p: f64) -> bool {
+    let unit = (uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64;
     p > 0.0 && unit < p
 }
 

@@ -88,9 +88,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let relay = Relay::new(db.clone())
             .poll_interval(Duration::from_millis(20))
             .after_publish_hook(move || {
-                let unit = ((uuid::Uuid::new_v4().as_u128() as u64) >> 11) as f64
-                    / (1u64 << 53) as f64;
-                if unit < crash_p {
+                if prost_shop::handlers::roll(crash_p) {
                     eprintln!("shop-worker: injected crash after publish, before mark");
                     std::process::abort();
                 }

@@ -1,3 +1,4 @@
 
 
 mod amqp;
+mod shop;

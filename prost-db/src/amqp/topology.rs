@@ -143,7 +143,8 @@ impl Topology {
                 QueueSpec::new(ex("cart.events"))
                     .bind(ex("products.events"), "product.stock.*")
                     .bind(ex("cart.events"), "cart.#")
-                    .bind(ex("orders.events"), "order.*"),
+                    .bind(ex("orders.events"), "order.failed")
+                    .bind(ex("orders.events"), "order.placed"),
             )
             .queue(
                 QueueSpec::new(ex("orders.events"))
