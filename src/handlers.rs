@@ -12,7 +12,8 @@ use prost_db::events::Event;
 use prost_db::outbox::Outbox;
 
 use crate::catalog::{Reservation, reserve_stock_body};
-use crate::events::OrderCreated;
+use crate::events::{OrderCreated, StockReserved};
+use crate::orders::record_stock_reserved_body;
 
 /// How the handler protects the stock (the controls exist to show what breaks without it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,5 +155,52 @@ impl Catalog {
                 let catalog = Arc::clone(&catalog);
                 async move { catalog.handle_order_created(&event).await.map(drop) }
             })
+    }
+}
+
+/// The orders service's `StockReserved` handler (downstream of the catalog's outbox).
+#[derive(Debug, Clone)]
+pub struct Orders {
+    /// The orders service's pool.
+    pub db: Db,
+    /// Measurements.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Orders {
+    /// Handles one `StockReserved`: returns `true` if it was a duplicate.
+    ///
+    /// # Errors
+    ///
+    /// Classified for the consumer.
+    pub async fn handle_stock_reserved(
+        &self,
+        event: &Event<StockReserved>,
+    ) -> Result<bool, HandlerError> {
+        let started = Instant::now();
+        // Replaced by `#[idempotent_handler]` once it lands on main.
+        let result = async {
+            let mut tx = self.db.begin().await?;
+            record_stock_reserved_body(&mut tx, event).await?;
+            tx.commit().await.map_err(prost_db::Error::from)?;
+            Ok::<bool, HandlerError>(false)
+        }
+        .await;
+        match &result {
+            Ok(true) => self.metrics.duplicates.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => self.metrics.processed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        self.metrics.record(started.elapsed());
+        result
+    }
+
+    /// The consumer of the orders queue with this handler on `StockReserved`.
+    pub fn consumer(self, spec: QueueSpec) -> Consumer {
+        let orders = Arc::new(self);
+        Consumer::new(spec).on(move |event: Event<StockReserved>| {
+            let orders = Arc::clone(&orders);
+            async move { orders.handle_stock_reserved(&event).await.map(drop) }
+        })
     }
 }

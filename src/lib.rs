@@ -7,4 +7,5 @@
 pub mod catalog;
 pub mod events;
 pub mod handlers;
+pub mod orders;
 pub mod scenario;

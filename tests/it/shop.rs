@@ -380,3 +380,107 @@ async fn postgres_server_restart_mid_run_loses_nothing_and_applies_nothing_twice
     catalog.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downstream_applies_each_once()
+ {
+    use prost_db::events::Event;
+    use prost_shop::events::StockReserved;
+    use prost_shop::handlers::Orders;
+
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let orders = Db::connect(test_db.config("orders")).await.unwrap();
+    migrate(&orders, "orders").await;
+    let broker = Broker::shop().await;
+    const N: i64 = 600;
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, total, saga_correlation_id) \
+         SELECT g, gen_random_uuid(), 0, gen_random_uuid() FROM generate_series(1, $1) g",
+    )
+    .bind(N)
+    .execute(orders.pool())
+    .await
+    .unwrap();
+    // The catalog's handlers committed N events to the outbox, 10 per transaction.
+    let outbox = Outbox::new(&catalog);
+    let exchange = format!("{}products.events", broker.prefix);
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(10) {
+        let mut tx = catalog.begin().await.unwrap();
+        for &order_id in chunk {
+            let event = Event::new(
+                order_id.to_string(),
+                "saga",
+                StockReserved {
+                    product_id: 1,
+                    quantity: 1,
+                    order_id,
+                    reservation_id: uuid::Uuid::new_v4(),
+                },
+            );
+            outbox.stage(&mut tx, &exchange, &event).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    // Relay-only workers, killed at random and crashing between publish and mark.
+    let relay = Worker::new(&test_db, &broker, "relay")
+        .env("PROST_SHOP_CONSUME", "0")
+        .env("PROST_SHOP_RELAY", "1")
+        .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.1");
+    let restarts = chaos(&relay, 10, 13).await;
+    let crashes = relay.log_count("injected crash after publish");
+    let child = relay.clone_without_crashes().spawn();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            outbox.pending(catalog.pool()).await.unwrap() == 0
+        })
+        .await,
+        "the outbox was not drained"
+    );
+    Worker::stop(child).await;
+
+    // The downstream orders service consumes what was published.
+    let metrics = Arc::new(Metrics::default());
+    let consumer = Orders {
+        db: orders.clone(),
+        metrics: Arc::clone(&metrics),
+    }
+    .consumer(broker.spec(2));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connection = Arc::clone(&broker.connection);
+    let task = tokio::spawn(async move {
+        consumer
+            .run(&connection, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let queue = broker.spec(2);
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inventory_reservations")
+            .fetch_one(orders.pool())
+            .await
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(60), || async {
+        broker.depth(&queue.queue()).await == 0 && count().await == N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+
+    let published = stats.acked + stats.dead_lettered;
+    let duplicates = metrics.duplicates.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(restarts >= 10);
+    assert!(crashes >= 1, "no crash between publish and mark");
+    assert_eq!(count().await, N, "every staged event applied once");
+    assert!(published > N as u64, "crashes after publish must republish: {stats:?}");
+    assert_eq!(duplicates, published - N as u64, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    broker.cleanup().await;
+    orders.close().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
