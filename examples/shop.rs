@@ -111,7 +111,12 @@ async fn run() -> Result<bool, BoxError> {
 
     // 2. Verify the tables the catalog service uses.
     catalog
-        .require_tables(&["products", "categories", "inventory_reservations", "outbox_events"])
+        .require_tables(&[
+            "products",
+            "categories",
+            "inventory_reservations",
+            "outbox_events",
+        ])
         .await?;
     println!("== catalog tables verified");
 
@@ -146,9 +151,9 @@ async fn run() -> Result<bool, BoxError> {
         let consumer = handler.consumer(topology.queues()[0].clone()).prefetch(8);
         let connection = Arc::clone(&connection);
         let stop = stopped();
-        workers.push(tokio::spawn(
-            async move { consumer.run(&connection, stop).await },
-        ));
+        workers.push(tokio::spawn(async move {
+            consumer.run(&connection, stop).await
+        }));
     }
     let relay = {
         let relay = Relay::new(catalog.clone())
@@ -171,9 +176,8 @@ async fn run() -> Result<bool, BoxError> {
     plan.publish(&publisher, ORDERS_EXCHANGE).await?;
     let queue = topology.queues()[0].clone();
     let outbox = Outbox::new(&catalog);
-    let handled = || {
-        metrics.processed.load(Ordering::Relaxed) + metrics.duplicates.load(Ordering::Relaxed)
-    };
+    let handled =
+        || metrics.processed.load(Ordering::Relaxed) + metrics.duplicates.load(Ordering::Relaxed);
     let finished = wait_until(Duration::from_secs(600), || async {
         handled() >= plan.deliveries.len() as u64
             && channel_depth(&channel, &queue.queue()).await == 0

@@ -190,8 +190,9 @@ impl Plan {
         let bodies: Vec<Vec<u8>> = self
             .orders
             .iter()
-            .map(|o| o.to_json().map_err(prost_db::Error::EventEncode))
-            .collect::<Result<_, _>>()?;
+            .map(Event::to_json)
+            .collect::<Result<_, _>>()
+            .map_err(prost_db::Error::EventEncode)?;
         for chunk in self.deliveries[range].chunks(500) {
             let mut confirms = Vec::with_capacity(chunk.len());
             for &i in chunk {
@@ -210,7 +211,7 @@ impl Plan {
                 );
             }
             for confirm in confirms {
-                let confirmation = confirm.await.map_err(prost_db::Error::Amqp)?;
+                let confirmation = confirm.await.map_err(prost_db::Error::from)?;
                 if !confirmation.is_ack() {
                     return Err(prost_db::Error::PublishNotConfirmed {
                         exchange: exchange.to_owned(),

@@ -98,16 +98,18 @@ pub enum Error {
         address: String,
         /// The client's error.
         #[source]
-        source: lapin::Error,
+        source: Box<lapin::Error>,
     },
 
     /// A RabbitMQ channel or connection failed.
     #[cfg(feature = "amqp")]
     #[error("RabbitMQ error: {0}")]
-    Amqp(#[from] lapin::Error),
+    Amqp(#[source] Box<lapin::Error>),
 
     /// The broker refused (nacked) a published message.
-    #[error("RabbitMQ did not confirm the message published to {exchange:?} with routing key {routing_key:?}")]
+    #[error(
+        "RabbitMQ did not confirm the message published to {exchange:?} with routing key {routing_key:?}"
+    )]
     PublishNotConfirmed {
         /// The exchange published to.
         exchange: String,
@@ -122,6 +124,13 @@ pub enum Error {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+#[cfg(feature = "amqp")]
+impl From<lapin::Error> for Error {
+    fn from(error: lapin::Error) -> Self {
+        Error::Amqp(Box::new(error))
+    }
 }
 
 /// `Result` with [`Error`] as the error type.

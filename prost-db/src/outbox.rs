@@ -67,7 +67,8 @@ CREATE INDEX IF NOT EXISTS outbox_events_pending
 
 /// The outbox DDL for `schema`.
 pub(crate) fn ddl(schema: &Identifier) -> String {
-    OUTBOX_DDL.replace("{schema}", &schema.to_string())
+    let quoted = schema.to_string();
+    OUTBOX_DDL.replace("{schema}", &quoted)
 }
 
 /// Creates the outbox table in `db`'s schema if it does not exist (safe to run from several

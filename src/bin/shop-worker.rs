@@ -37,8 +37,7 @@ fn probability(name: &str) -> f64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,7 +64,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let connection = amqp::connect(&amqp::url_from_env()).await?;
     let topology = Topology::shop(&prefix);
-    topology.declare(&connection.create_channel().await?).await?;
+    topology
+        .declare(&connection.create_channel().await?)
+        .await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -95,9 +96,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         let connection = amqp::connect(&amqp::url_from_env()).await?;
         let stop = stopped();
-        Some(tokio::spawn(async move {
-            relay.run(&connection, stop).await
-        }))
+        Some(tokio::spawn(
+            async move { relay.run(&connection, stop).await },
+        ))
     } else {
         None
     };

@@ -135,17 +135,13 @@ where
             })
             .await
     });
-    assert!(
-        wait_until(Duration::from_secs(30), done).await,
-        "timed out"
-    );
+    assert!(wait_until(Duration::from_secs(30), done).await, "timed out");
     let _ = stop.send(());
     task.await.unwrap().unwrap()
 }
 
 #[tokio::test]
-async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind_them_processed()
-{
+async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind_them_processed() {
     let broker = ping_broker().await;
     let exchange = format!("{}pings", broker.prefix);
     let publisher = Publisher::new(&broker.connection).await.unwrap();
@@ -178,7 +174,9 @@ async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind
     // The handler rejects n = 13 permanently.
     let rejected = Event::new("13", "c", Ping { n: 13 });
     publisher.publish(&exchange, &rejected).await.unwrap();
-    let valid: Vec<Event<Ping>> = (100..120).map(|n| Event::new("v", "c", Ping { n })).collect();
+    let valid: Vec<Event<Ping>> = (100..120)
+        .map(|n| Event::new("v", "c", Ping { n }))
+        .collect();
     for event in &valid {
         publisher.publish(&exchange, event).await.unwrap();
     }
@@ -222,9 +220,18 @@ async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind
     assert_eq!(reasons.len(), 5, "{reasons:?}");
     assert!(reasons[0].starts_with("invalid event_id"), "{reasons:?}");
     assert_eq!(reasons[1], "missing event_id");
-    assert!(reasons[2].starts_with("permanent: 13 is unlucky"), "{reasons:?}");
-    assert!(reasons[3].starts_with("permanent: cannot decode Ping payload"), "{reasons:?}");
-    assert!(reasons[4].starts_with("undecodable: not JSON"), "{reasons:?}");
+    assert!(
+        reasons[2].starts_with("permanent: 13 is unlucky"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].starts_with("permanent: cannot decode Ping payload"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[4].starts_with("undecodable: not JSON"),
+        "{reasons:?}"
+    );
     assert_eq!(stats.acked, 20);
     assert_eq!(stats.dead_lettered, 5);
     assert_eq!(broker.depth(&broker.spec(0).queue()).await, 0);
@@ -277,7 +284,9 @@ async fn transient_failures_are_retried_with_delay_until_they_succeed_or_run_out
     assert_eq!(stats.retried, 10 * 2 + 3);
     let dead = broker.drain(&broker.spec(0).dead_letter_queue()).await;
     assert!(
-        dead[0].0.starts_with("too many attempts (4): transient: database is restarting"),
+        dead[0]
+            .0
+            .starts_with("too many attempts (4): transient: database is restarting"),
         "{:?}",
         dead[0].0
     );
@@ -318,7 +327,11 @@ async fn graceful_shutdown_finishes_in_flight_deliveries_and_requeues_the_rest()
     })
     .await;
     let finished = *finished.lock().unwrap();
-    assert_eq!(u64::from(finished), stats.acked, "every finished handler was acked");
+    assert_eq!(
+        u64::from(finished),
+        stats.acked,
+        "every finished handler was acked"
+    );
     assert_eq!(*started.lock().unwrap(), finished, "no handler was cut off");
     assert!(finished < 40);
     assert!(
@@ -354,6 +367,10 @@ async fn attempt_header_survives_the_retry_queue() {
     })
     .await;
     let dead = broker.drain(&broker.spec(0).dead_letter_queue()).await;
-    assert!(dead[0].0.starts_with("too many attempts (3)"), "{:?}", dead[0].0);
+    assert!(
+        dead[0].0.starts_with("too many attempts (3)"),
+        "{:?}",
+        dead[0].0
+    );
     broker.cleanup().await;
 }

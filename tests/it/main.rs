@@ -1,4 +1,2 @@
-
-
 mod amqp;
 mod shop;

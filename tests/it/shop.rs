@@ -137,9 +137,7 @@ async fn settle(
     catalog: &Db,
     timeout: Duration,
 ) -> Verification {
-    let child = worker
-        .clone_without_crashes()
-        .spawn();
+    let child = worker.clone_without_crashes().spawn();
     let queue = broker.spec(0);
     wait_until(timeout, || async {
         broker.depth(&queue.queue()).await == 0
@@ -191,12 +189,19 @@ async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exac
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(120)).await;
 
     assert!(restarts >= 10);
-    assert!(after_commit >= 1, "no crash hit the window between commit and ack");
+    assert!(
+        after_commit >= 1,
+        "no crash hit the window between commit and ack"
+    );
     assert_eq!(state.orders_missing, 0, "{state:?}");
     assert_eq!(state.orders_applied_twice, 0, "{state:?}");
     assert_eq!(state.expected_stock, state.actual_stock, "{state:?}");
     let queue = broker.spec(0);
-    assert_eq!(broker.depth(&queue.queue()).await, 0, "messages left unacked");
+    assert_eq!(
+        broker.depth(&queue.queue()).await,
+        0,
+        "messages left unacked"
+    );
     assert_eq!(broker.depth(&queue.dead_letter_queue()).await, 0);
     eprintln!("restarts: {restarts}, crashes after commit: {after_commit}");
     broker.cleanup().await;
@@ -215,7 +220,10 @@ async fn control_without_idempotency_duplicates_are_applied_twice() {
 
     let worker = Worker::new(&test_db, &broker, "bare").env("PROST_SHOP_MODE", "bare");
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(60)).await;
-    assert_eq!(state.orders_applied_twice, plan.failed_events as u64, "{state:?}");
+    assert_eq!(
+        state.orders_applied_twice, plan.failed_events as u64,
+        "{state:?}"
+    );
     assert!(state.actual_stock < state.expected_stock);
     broker.cleanup().await;
     catalog.close().await;
@@ -316,7 +324,10 @@ async fn database_connections_terminated_mid_run_lose_nothing_and_apply_nothing_
     wait_until(Duration::from_secs(90), || async {
         broker.depth(&queue.queue()).await == 0
             && broker.depth(&queue.retry_queue()).await == 0
-            && plan.verify(&catalog).await.is_ok_and(|v| v.orders_missing == 0)
+            && plan
+                .verify(&catalog)
+                .await
+                .is_ok_and(|v| v.orders_missing == 0)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -360,13 +371,19 @@ async fn postgres_server_restart_mid_run_loses_nothing_and_applies_nothing_twice
         .unwrap();
     assert!(status.success(), "pg_ctlcluster failed");
     let queue = broker.spec(0);
-    let catalog2 = Db::connect(DbConfig::from_connect_options(test_db.connect_options(), "catalog"))
-        .await
-        .unwrap();
+    let catalog2 = Db::connect(DbConfig::from_connect_options(
+        test_db.connect_options(),
+        "catalog",
+    ))
+    .await
+    .unwrap();
     wait_until(Duration::from_secs(120), || async {
         broker.depth(&queue.queue()).await == 0
             && broker.depth(&queue.retry_queue()).await == 0
-            && plan.verify(&catalog2).await.is_ok_and(|v| v.orders_missing == 0)
+            && plan
+                .verify(&catalog2)
+                .await
+                .is_ok_and(|v| v.orders_missing == 0)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -472,11 +489,16 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
     let stats = task.await.unwrap().unwrap();
 
     let published = stats.acked + stats.dead_lettered;
-    let duplicates = metrics.duplicates.load(std::sync::atomic::Ordering::Relaxed);
+    let duplicates = metrics
+        .duplicates
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(restarts >= 10);
     assert!(crashes >= 1, "no crash between publish and mark");
     assert_eq!(count().await, N, "every staged event applied once");
-    assert!(published > N as u64, "crashes after publish must republish: {stats:?}");
+    assert!(
+        published > N as u64,
+        "crashes after publish must republish: {stats:?}"
+    );
     assert_eq!(duplicates, published - N as u64, "{stats:?}");
     assert_eq!(stats.dead_lettered, 0, "{stats:?}");
     broker.cleanup().await;

@@ -350,7 +350,10 @@ impl Consumer {
         if failure.is_none() {
             // Stop the flow; prefetched deliveries not yet started are requeued on close.
             let _ = channel
-                .basic_cancel(ctx.consumer.tag.as_str().into(), BasicCancelOptions::default())
+                .basic_cancel(
+                    ctx.consumer.tag.as_str().into(),
+                    BasicCancelOptions::default(),
+                )
                 .await;
         }
         while let Some(done) = in_flight.join_next().await {
@@ -635,7 +638,11 @@ mod tests {
 
     #[test]
     fn poison_reasons_are_precise() {
-        assert!(decode_envelope(b"{nope").unwrap_err().starts_with("undecodable"));
+        assert!(
+            decode_envelope(b"{nope")
+                .unwrap_err()
+                .starts_with("undecodable")
+        );
         assert_eq!(
             decode_envelope(br#"{"event_type":"X"}"#).unwrap_err(),
             "missing event_id"

@@ -139,7 +139,9 @@ mod tests {
 
     #[test]
     fn sqlstates_are_classified() {
-        for code in ["08006", "40001", "40P01", "55P03", "57P01", "57014", "53300"] {
+        for code in [
+            "08006", "40001", "40P01", "55P03", "57P01", "57014", "53300",
+        ] {
             assert!(sqlstate_is_transient(code), "{code}");
         }
         for code in ["23505", "23514", "42P01", "22P02"] {

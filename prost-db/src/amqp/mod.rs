@@ -42,7 +42,8 @@ mod publisher;
 mod topology;
 
 pub use consumer::{
-    ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered, LAST_ERROR_HEADER,
+    ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered,
+    LAST_ERROR_HEADER,
 };
 pub use handler_error::HandlerError;
 pub use lapin;
@@ -81,7 +82,7 @@ pub async fn connect(url: &str) -> Result<lapin::Connection> {
         .await
         .map_err(|source| Error::AmqpConnect {
             address: redact_url(url),
-            source,
+            source: Box::new(source),
         })
 }
 

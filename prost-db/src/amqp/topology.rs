@@ -261,11 +261,7 @@ impl Topology {
     /// [`Error::Amqp`](crate::Error::Amqp) if the channel fails.
     pub async fn delete(&self, channel: &Channel) -> Result<()> {
         for spec in &self.queues {
-            for queue in [
-                spec.queue(),
-                spec.retry_queue(),
-                spec.dead_letter_queue(),
-            ] {
+            for queue in [spec.queue(), spec.retry_queue(), spec.dead_letter_queue()] {
                 channel
                     .queue_delete(queue.into(), QueueDeleteOptions::default())
                     .await?;
