@@ -121,6 +121,24 @@ pub enum Error {
     #[error("cannot encode event: {0}")]
     EventEncode(#[source] serde_json::Error),
 
+    /// A migration could not be loaded, checked or applied; see
+    /// [`MigrateError`](crate::migrate::MigrateError).
+    #[error(transparent)]
+    Migrate(Box<crate::migrate::MigrateError>),
+
+    /// An idempotency record that blocked this delivery was deleted before it could be read
+    /// (a purge with a horizon shorter than the handler's run time). Retry the delivery.
+    #[error(
+        "the idempotency record of event {event_id:?} for {action:?} disappeared while it was being read; \
+         retry the delivery, and keep the purge horizon longer than the broker's redelivery horizon"
+    )]
+    IdempotencyRecordVanished {
+        /// The idempotency key.
+        event_id: String,
+        /// The handler's action.
+        action: String,
+    },
+
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -9,8 +9,7 @@ use std::fmt;
 
 use crate::Error;
 
-/// PostgreSQL truncates identifiers longer than `NAMEDATALEN - 1` bytes.
-pub const MAX_IDENTIFIER_LEN: usize = 63;
+pub use prost_db_core::ident::MAX_IDENTIFIER_LEN;
 
 /// What an identifier names, used in error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +71,7 @@ impl Identifier {
     ///
     /// [`Error::InvalidIdentifier`] naming the kind, the rejected name and the rule it broke.
     pub fn new(kind: IdentifierKind, name: &str) -> Result<Self, Error> {
-        match check(name) {
+        match prost_db_core::ident::check(name) {
             None => Ok(Identifier(name.to_owned())),
             Some(reason) => Err(Error::InvalidIdentifier {
                 kind,
@@ -82,9 +81,14 @@ impl Identifier {
         }
     }
 
-    /// The bare name, without quotes.
+    /// The bare name, without quotes (for bind parameters and messages).
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name double-quoted, for SQL text (the same as its `Display`).
+    pub fn quoted(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -93,39 +97,6 @@ impl fmt::Display for Identifier {
         // The grammar excludes `"`, so wrapping in quotes is a complete quoting.
         write!(f, "\"{}\"", self.0)
     }
-}
-
-impl AsRef<str> for Identifier {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-fn check(name: &str) -> Option<&'static str> {
-    let Some(first) = name.bytes().next() else {
-        return Some("it is empty");
-    };
-    if name.len() > MAX_IDENTIFIER_LEN {
-        return Some("it is longer than 63 bytes, which PostgreSQL would silently truncate");
-    }
-    if first.is_ascii_digit() {
-        return Some("it starts with a digit");
-    }
-    if name.starts_with("pg_") {
-        return Some("names starting with `pg_` are reserved by PostgreSQL");
-    }
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Some(
-            "it contains upper-case letters; use lower case (PostgreSQL folds unquoted names)",
-        );
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return Some("only lower-case ASCII letters, digits and `_` are allowed");
-    }
-    None
 }
 
 #[cfg(test)]

@@ -25,8 +25,11 @@
 pub mod amqp;
 mod error;
 pub mod events;
+pub mod framework;
+pub mod idempotency;
 mod ident;
 mod inspect;
+pub mod migrate;
 pub mod outbox;
 mod pool;
 mod roles;
@@ -41,9 +44,52 @@ pub use pool::{
 };
 pub use roles::{ServiceRole, provision_service_role};
 
+#[cfg(feature = "macros")]
+#[doc = include_str!("idempotency/handler.md")]
+pub use prost_db_macros::idempotent_handler;
+
 /// Re-exported so users name the same sqlx version prost-db was built with.
 pub use sqlx;
 
 /// Not public API: what the macros' expansions refer to. No semver guarantees.
 #[doc(hidden)]
-pub mod __private {}
+pub mod __private {
+    pub use crate::idempotency::store::{
+        ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
+    };
+    pub use core::option::Option;
+    pub use core::result::Result;
+    pub use std::time::Duration;
+
+    /// The success and error types of a handler's declared return type.
+    #[diagnostic::on_unimplemented(
+        message = "an idempotent handler must return `Result<T, E>`, not `{Self}`"
+    )]
+    pub trait HandlerResult {
+        /// `T`.
+        type Ok;
+        /// `E`.
+        type Err;
+    }
+
+    impl<T, E> HandlerResult for Result<T, E> {
+        type Ok = T;
+        type Err = E;
+    }
+
+    /// The key of an event through its [`EventId`](crate::idempotency::EventId).
+    pub fn event_key<E: crate::idempotency::EventId + ?Sized>(event: &E) -> String {
+        crate::idempotency::IdempotencyKey::to_key(event.event_id()).into_owned()
+    }
+
+    /// The key named by `key = ...`.
+    pub fn key<K: crate::idempotency::IdempotencyKey + ?Sized>(key: &K) -> String {
+        key.to_key().into_owned()
+    }
+
+    /// Pins the output type of the body's async block, so that `?` and `return` in the
+    /// body see the handler's declared return type.
+    pub fn body<R, F: core::future::Future<Output = R>>(future: F) -> F {
+        future
+    }
+}

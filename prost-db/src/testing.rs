@@ -84,7 +84,7 @@ impl TestDb {
         let mut guard = maintenance_connection(&server).await?;
         SWEPT
             .get_or_try_init(|| async {
-                sweep_leaked(&server, &mut guard).await?;
+                sweep(&mut guard).await?;
                 Ok::<(), Error>(())
             })
             .await?;
@@ -252,8 +252,25 @@ async fn drop_database(conn: &mut PgConnection, name: &Identifier) -> Result<()>
     Ok(())
 }
 
-/// Drops `prost_test_*` databases whose owner is gone (its advisory lock is free).
-async fn sweep_leaked(_server: &PgConnectOptions, conn: &mut PgConnection) -> Result<()> {
+/// Drops the `prost_test_*` databases whose owner is gone, and returns their names.
+///
+/// [`TestDb::new`] runs this once per process; call it yourself to clean up without creating
+/// a database. A database is left alone while the [`TestDb`] that made it is alive, in this
+/// process or any other.
+///
+/// # Errors
+///
+/// [`Error::Connect`] if the server is unreachable.
+pub async fn sweep_leaked_databases() -> Result<Vec<String>> {
+    let server = server_options()?;
+    let mut conn = maintenance_connection(&server).await?;
+    let dropped = sweep(&mut conn).await;
+    conn.close().await.ok();
+    dropped
+}
+
+async fn sweep(conn: &mut PgConnection) -> Result<Vec<String>> {
+    let mut dropped_names = Vec::new();
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT datname::text FROM pg_catalog.pg_database WHERE datname LIKE 'prost\\_test\\_%'",
     )
@@ -275,8 +292,9 @@ async fn sweep_leaked(_server: &PgConnectOptions, conn: &mut PgConnection) -> Re
                 .await?;
             if dropped.is_ok() {
                 tracing::info!(database = name.as_str(), "dropped leaked test database");
+                dropped_names.push(name.as_str().to_owned());
             }
         }
     }
-    Ok(())
+    Ok(dropped_names)
 }

@@ -1,0 +1,156 @@
+//! Exactly-once effects under at-least-once delivery.
+//!
+//! A message broker may deliver an event twice: after a lost ack, a consumer restart, or a
+//! publisher retry. A handler wrapped by [`#[idempotent_handler]`](crate::idempotent_handler)
+//! (or run through [`IdempotencyStore::run`]) applies the event's effects once and replays
+//! the first result to every duplicate:
+//!
+//! - the body's writes and the idempotency record commit atomically, in one READ COMMITTED
+//!   transaction;
+//! - a duplicate of a committed event never runs the body: it gets
+//!   [`Outcome::Duplicate`] with the stored result;
+//! - a duplicate delivered while the first is still in flight waits on the unique index
+//!   (bounded by the lock timeout) and then either replays the first's result or, if the
+//!   first rolled back, is processed normally; it never adds a second effect;
+//! - a body that fails rolls back and leaves no record, so a redelivery retries;
+//! - a duplicate whose payload differs from the first delivery's is
+//!   [`HandlerError::PayloadMismatch`], never a silent replay;
+//! - with `permanent_errors`, errors that [`PermanentError::is_permanent`] marks are
+//!   recorded as the event's final result and replayed as errors.
+//!
+//! # How it works, and why this way
+//!
+//! Per delivery, the runtime sends:
+//!
+//! 1. `SELECT` of the record by its key, outside any transaction. Found: the event is a
+//!    duplicate of a committed delivery; check the payload hash and replay (one round trip,
+//!    no transaction, no row version).
+//! 2. `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = ...` (one round trip).
+//! 3. The body, on that transaction.
+//! 4. `INSERT` of the record with its result `ON CONFLICT DO NOTHING`, then `COMMIT`.
+//!    If a concurrent twin inserted the same key first, the unique index makes this
+//!    `INSERT` wait for the twin's transaction: twin committed, 0 rows, roll back the body's
+//!    effects and replay the twin's result; twin rolled back, 1 row, commit.
+//!
+//! The unique index on `(event_id, service_name, action)` is what decides; the `SELECT` is
+//! only a fast path. Writing the record once, with its result, right before `COMMIT` costs one
+//! index entry and one row version per event; claiming first (`INSERT` of an empty record,
+//! then `UPDATE` with the result) costs a round trip and a dead row version more, and keeps
+//! the key locked while the body runs. The price of writing last is that a twin arriving
+//! while the first is in flight runs its body too, on its own transaction, which is then
+//! rolled back: its effects never commit. Bodies must therefore keep their effects inside the
+//! transaction (no HTTP calls, no publishing outside an outbox). The store also offers
+//! [`claim`](IdempotencyStore::claim) and [`complete`](IdempotencyStore::complete) for
+//! callers that want the claim-first shape.
+//!
+//! ```no_run
+//! use prost_db::idempotency::{EventId, Outcome, Tx};
+//! use prost_db::{Db, idempotent_handler};
+//!
+//! #[derive(serde::Serialize)]
+//! struct StockReserved { event_id: uuid::Uuid, product_id: i64, quantity: i32 }
+//!
+//! impl EventId for StockReserved {
+//!     type Id = uuid::Uuid;
+//!     fn event_id(&self) -> &uuid::Uuid { &self.event_id }
+//! }
+//!
+//! #[idempotent_handler]
+//! async fn reserve_stock(tx: &mut Tx, event: &StockReserved) -> Result<i32, sqlx::Error> {
+//!     sqlx::query_scalar("UPDATE products SET stock = stock - $2 WHERE id = $1 RETURNING stock")
+//!         .bind(event.product_id)
+//!         .bind(event.quantity)
+//!         .fetch_one(&mut **tx)
+//!         .await
+//! }
+//!
+//! # async fn run(db: Db, event: StockReserved) -> Result<(), Box<dyn std::error::Error>> {
+//! match reserve_stock(&db, &event).await? {
+//!     Outcome::Processed(stock) => println!("reserved, {stock} left"),
+//!     Outcome::Duplicate(stock) => println!("already reserved, {stock} left then"),
+//! }
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod key;
+pub(crate) mod store;
+
+pub use error::{HandlerError, PermanentError};
+pub use key::{EventId, Fingerprint, IdempotencyKey};
+pub use store::{Claim, DEFAULT_LOCK_TIMEOUT, IdempotencyStore, StoredRecord, TABLE_NAME, Tx};
+
+/// The DDL of `idempotency_records`, with `{schema}` standing for the quoted schema name;
+/// for the framework's table installer.
+#[allow(unused_imports)]
+pub(crate) use store::DDL;
+
+/// What a handler run ended as: the body ran now, or the event had been handled before.
+///
+/// Both carry the handler's result: the fresh one, or the one stored by the first delivery.
+///
+/// ```
+/// use prost_db::idempotency::Outcome;
+///
+/// let outcome = Outcome::Duplicate(7);
+/// assert!(outcome.is_duplicate());
+/// assert_eq!(outcome.into_inner(), 7);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome<T> {
+    /// The body ran and its effects committed together with the record.
+    Processed(T),
+    /// An earlier delivery of the same event was processed; this is its stored result and
+    /// the body did not run (or ran and was rolled back, for a twin in flight).
+    Duplicate(T),
+}
+
+impl<T> Outcome<T> {
+    /// The result, whether fresh or replayed.
+    ///
+    /// ```
+    /// # use prost_db::idempotency::Outcome;
+    /// assert_eq!(Outcome::Processed("ok").into_inner(), "ok");
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            Outcome::Processed(value) | Outcome::Duplicate(value) => value,
+        }
+    }
+
+    /// A reference to the result.
+    ///
+    /// ```
+    /// # use prost_db::idempotency::Outcome;
+    /// assert_eq!(*Outcome::Duplicate(3).value(), 3);
+    /// ```
+    pub fn value(&self) -> &T {
+        match self {
+            Outcome::Processed(value) | Outcome::Duplicate(value) => value,
+        }
+    }
+
+    /// Whether this delivery was a duplicate.
+    ///
+    /// ```
+    /// # use prost_db::idempotency::Outcome;
+    /// assert!(!Outcome::Processed(()).is_duplicate());
+    /// ```
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Outcome::Duplicate(_))
+    }
+
+    /// The outcome's name as used in tracing spans: `"processed"` or `"duplicate"`.
+    ///
+    /// ```
+    /// # use prost_db::idempotency::Outcome;
+    /// assert_eq!(Outcome::Processed(()).as_str(), "processed");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Processed(_) => "processed",
+            Outcome::Duplicate(_) => "duplicate",
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The migration runner against a real PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prost_db::migrate::{
+    DryRunOutcome, FailureOutcome, MigrateError, MigrationState, Migrations, Migrator, RunMode,
+};
+use prost_db::testing::TestDb;
+use prost_db::{Db, Error};
+use sqlx::PgPool;
+
+static DIRS: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh migrations root in the temp directory.
+fn root() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "prost-db-it-migrate-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(root: &Path, schema: &str, file: &str, sql: &str) {
+    let dir = root.join(schema);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), sql).unwrap();
+}
+
+fn shop_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/shop")
+}
+
+fn migrator(root: &Path) -> Migrator {
+    Migrator::new(Migrations::from_dir(root).unwrap()).applied_by("it")
+}
+
+/// A small pool, so parallel tests stay within the server's connection limit.
+async fn small_db(test_db: &TestDb, schema: &str) -> Db {
+    Db::connect(test_db.config(schema).min_connections(0).max_connections(2))
+        .await
+        .unwrap()
+}
+
+fn migrate_error(error: Error) -> MigrateError {
+    match error {
+        Error::Migrate(e) => *e,
+        other => panic!("expected a migration error, got {other}"),
+    }
+}
+
+/// Tables, columns, types, defaults, nullability, indexes and constraints of `schema`.
+async fn snapshot(pool: &PgPool, schema: &str) -> Vec<String> {
+    let mut lines: Vec<String> = sqlx::query_scalar(
+        "SELECT format('column %s.%s %s %s default %s', c.relname, a.attname,
+                       format_type(a.atttypid, a.atttypmod),
+                       CASE WHEN a.attnotnull THEN 'not null' ELSE 'null' END,
+                       coalesce(pg_get_expr(d.adbin, d.adrelid), '-'))
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+          WHERE n.nspname = $1
+         UNION ALL
+         SELECT format('relation %s %s', c.relname, c.relkind)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+         UNION ALL
+         SELECT format('index %s', pg_get_indexdef(i.indexrelid))
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+         UNION ALL
+         SELECT format('constraint %s %s %s', cl.relname, co.conname, pg_get_constraintdef(co.oid))
+           FROM pg_constraint co JOIN pg_class cl ON cl.oid = co.conrelid
+           JOIN pg_namespace n ON n.oid = co.connamespace WHERE n.nspname = $1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    lines.sort();
+    lines
+}
+
+async fn log(
+    pool: &PgPool,
+    schema: &str,
+) -> Vec<(String, i64, Option<String>, Option<i32>, Option<String>)> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT event, version, file, line, sqlstate FROM {schema}._prost_db_migration_log ORDER BY id"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn advisory_locks(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+          WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn fresh_database_up_applies_everything_in_order_then_nothing() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "orders").await;
+    let migrator = migrator(&shop_root());
+
+    let first = migrator.up(&db).await.unwrap();
+    assert_eq!(first.mode, RunMode::Transactional);
+    let versions: Vec<i64> = first.applied.iter().map(|s| s.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+
+    let second = migrator.up(&db).await.unwrap();
+    assert_eq!(second.mode, RunMode::NothingToDo);
+    assert!(second.applied.is_empty());
+    assert_eq!(second.queries, 1, "a no-op up is one query");
+
+    let pool = test_db.pool().await.unwrap();
+    let tracked: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT version, name, applied_by FROM orders._prost_db_migrations ORDER BY version",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tracked.len(), 5);
+    assert_eq!(tracked[0].1, "create_orders");
+    assert_eq!(tracked[0].2, "it");
+    let events = log(&pool, "orders").await;
+    assert!(events.iter().all(|e| e.0 == "applied"));
+    assert_eq!(events.len(), 5);
+    pool.close().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+fn five_step_batch(root: &Path, failing_sql: &str) {
+    write(
+        root,
+        "svc",
+        "0003_a.up.sql",
+        "CREATE TABLE a (id int PRIMARY KEY, base_id int REFERENCES base (id));",
+    );
+    write(root, "svc", "0003_a.down.sql", "DROP TABLE a;");
+    write(
+        root,
+        "svc",
+        "0004_b.up.sql",
+        "ALTER TABLE base ADD COLUMN note text;\nCREATE INDEX base_note ON base (note);",
+    );
+    write(
+        root,
+        "svc",
+        "0004_b.down.sql",
+        "ALTER TABLE base DROP COLUMN note;",
+    );
+    write(root, "svc", "0005_c.up.sql", failing_sql);
+    write(root, "svc", "0005_c.down.sql", "DROP TABLE IF EXISTS c;");
+    write(root, "svc", "0006_d.up.sql", "CREATE TABLE d (id int);");
+    write(root, "svc", "0007_e.up.sql", "CREATE TABLE e (id int);");
+}
+
+fn baseline(root: &Path) {
+    write(
+        root,
+        "svc",
+        "0001_base.up.sql",
+        "CREATE TABLE base (id int PRIMARY KEY, name text NOT NULL);",
+    );
+    write(root, "svc", "0001_base.down.sql", "DROP TABLE base;");
+    write(
+        root,
+        "svc",
+        "0002_seed.up.sql",
+        "INSERT INTO base VALUES (1, 'one');",
+    );
+    write(root, "svc", "0002_seed.down.sql", "DELETE FROM base;");
+}
+
+#[tokio::test]
+async fn failure_at_step_3_of_5_leaves_the_schema_exactly_as_before() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let pool = test_db.pool().await.unwrap();
+    let root = root();
+    baseline(&root);
+    migrator(&root).up(&db).await.unwrap();
+    let before = snapshot(&pool, "svc").await;
+
+    five_step_batch(
+        &root,
+        "CREATE TABLE c (id int);\n\nINSERT INTO c\n  SELECT * FROM no_such_table;\n",
+    );
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    let MigrateError::Failed { failure, outcome } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*outcome, FailureOutcome::RolledBack);
+    assert_eq!(failure.version, 5);
+    assert!(
+        failure.file.ends_with("svc/0005_c.up.sql"),
+        "{}",
+        failure.file
+    );
+    assert_eq!(failure.line, Some(4), "{err}");
+    assert_eq!(failure.sqlstate.as_deref(), Some("42P01"));
+    assert!(err.to_string().contains("0005_c.up.sql:4"), "{err}");
+
+    assert_eq!(snapshot(&pool, "svc").await, before);
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM svc._prost_db_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 2);
+    let events = log(&pool, "svc").await;
+    let failed = events.last().unwrap();
+    assert_eq!(failed.0, "failed");
+    assert_eq!(failed.1, 5);
+    assert!(failed.2.as_deref().unwrap().ends_with("0005_c.up.sql"));
+    assert_eq!(failed.3, Some(4));
+    assert_eq!(failed.4.as_deref(), Some("42P01"));
+    assert_eq!(advisory_locks(&pool).await, 0);
+
+    pool.close().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_non_transactional_run_reverts_this_deployments_steps_newest_first() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let pool = test_db.pool().await.unwrap();
+    let root = root();
+    baseline(&root);
+    migrator(&root).up(&db).await.unwrap();
+    let before = snapshot(&pool, "svc").await;
+
+    write(
+        &root,
+        "svc",
+        "0003_items.up.sql",
+        "CREATE TABLE items (id int PRIMARY KEY, base_id int REFERENCES base (id));",
+    );
+    write(&root, "svc", "0003_items.down.sql", "DROP TABLE items;");
+    write(
+        &root,
+        "svc",
+        "0004_items_index.up.sql",
+        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY items_base ON items (base_id);\n",
+    );
+    write(
+        &root,
+        "svc",
+        "0004_items_index.down.sql",
+        "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS items_base;\n",
+    );
+    write(
+        &root,
+        "svc",
+        "0005_broken.up.sql",
+        "ALTER TABLE items ADD COLUMN x int;\nALTER TABLE nope ADD COLUMN y int;\n",
+    );
+    write(
+        &root,
+        "svc",
+        "0005_broken.down.sql",
+        "ALTER TABLE items DROP COLUMN x;",
+    );
+
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    let MigrateError::Failed { failure, outcome } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        *outcome,
+        FailureOutcome::Reverted {
+            versions: vec![4, 3]
+        },
+        "{err}"
+    );
+    assert_eq!(failure.line, Some(2));
+    assert_eq!(failure.sqlstate.as_deref(), Some("42P01"));
+
+    assert_eq!(snapshot(&pool, "svc").await, before);
+    let events: Vec<(String, i64)> = log(&pool, "svc")
+        .await
+        .into_iter()
+        .skip(2)
+        .map(|e| (e.0, e.1))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("applied".into(), 3),
+            ("applied".into(), 4),
+            ("failed".into(), 5),
+            ("rolled_back".into(), 4),
+            ("rolled_back".into(), 3),
+        ]
+    );
+    assert_eq!(
+        advisory_locks(&pool).await,
+        0,
+        "the session lock is released"
+    );
+
+    pool.close().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn eight_concurrent_runners_apply_each_migration_once() {
+    let test_db = TestDb::new().await.unwrap();
+    let root = root();
+    for v in 1..=6 {
+        write(
+            &root,
+            "svc",
+            &format!("{v:04}_t{v}.up.sql"),
+            &format!("CREATE TABLE t{v} (id int);\nSELECT pg_sleep(0.02);"),
+        );
+    }
+    let mut dbs = vec![];
+    for _ in 0..8 {
+        dbs.push(
+            Db::connect(test_db.config("svc").min_connections(0).max_connections(1))
+                .await
+                .unwrap(),
+        );
+    }
+    let m = migrator(&root);
+    let runs = futures_util::future::join_all(dbs.iter().map(|db| m.up(db))).await;
+    let applied: usize = runs.into_iter().map(|r| r.unwrap().applied.len()).sum();
+    assert_eq!(applied, 6);
+
+    let pool = test_db.pool().await.unwrap();
+    let events = log(&pool, "svc").await;
+    assert_eq!(events.len(), 6);
+
+    // A failing run under contention leaves no advisory lock behind.
+    write(
+        &root,
+        "svc",
+        "0007_bad.up.sql",
+        "SELECT pg_sleep(0.02);\nCREATE TABLE t1 (id int);",
+    );
+    let m = migrator(&root);
+    let runs = futures_util::future::join_all(dbs.iter().map(|db| m.up(db))).await;
+    assert!(runs.iter().all(|r| r.is_err()));
+    assert_eq!(advisory_locks(&pool).await, 0);
+    let failures = log(&pool, "svc")
+        .await
+        .iter()
+        .filter(|e| e.0 == "failed")
+        .count();
+    assert_eq!(failures, 8, "each runner tried and logged its failure");
+
+    for db in dbs {
+        db.close().await;
+    }
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn edited_and_missing_applied_migrations_are_detected() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let root = root();
+    baseline(&root);
+    migrator(&root).up(&db).await.unwrap();
+
+    write(
+        &root,
+        "svc",
+        "0002_seed.up.sql",
+        "INSERT INTO base VALUES (2, 'two');",
+    );
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    assert!(
+        matches!(err, MigrateError::Changed { version: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("0002_seed.up.sql"), "{err}");
+
+    let status = migrator(&root).status(&db).await.unwrap();
+    assert_eq!(status.entries[1].state, MigrationState::Changed);
+
+    // The deliberate override records the new checksum and logs it.
+    let report = migrator(&root).accept_changed(true).up(&db).await.unwrap();
+    assert!(report.applied.is_empty());
+    migrator(&root).up(&db).await.unwrap();
+
+    std::fs::remove_file(root.join("svc/0002_seed.up.sql")).unwrap();
+    std::fs::remove_file(root.join("svc/0002_seed.down.sql")).unwrap();
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    assert!(
+        matches!(err, MigrateError::Missing { version: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("svc/0002_seed.up.sql"), "{err}");
+    let status = migrator(&root).status(&db).await.unwrap();
+    assert_eq!(status.entries[1].state, MigrationState::Missing);
+
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_files_and_syntax_errors_name_the_file() {
+    for (files, expect) in [
+        (
+            vec![
+                ("0001_a.up.sql", "SELECT 1;"),
+                ("0001_b.up.sql", "SELECT 2;"),
+            ],
+            "0001_b.up.sql",
+        ),
+        (
+            vec![("create_things.sql", "SELECT 1;")],
+            "create_things.sql",
+        ),
+        (vec![("0001_a.up.sql", "-- nothing yet\n")], "0001_a.up.sql"),
+    ] {
+        let root = root();
+        for (file, sql) in &files {
+            write(&root, "svc", file, sql);
+        }
+        let err = Migrations::from_dir(&root).unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let root = root();
+    write(&root, "svc", "0001_ok.up.sql", "CREATE TABLE ok (id int);");
+    write(
+        &root,
+        "svc",
+        "0002_typo.up.sql",
+        "CREATE TABLE t (id int);\nCRATE TABLE u (id int);\n",
+    );
+    let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
+    let MigrateError::Failed { failure, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(failure.sqlstate.as_deref(), Some("42601"));
+    assert_eq!(failure.line, Some(2));
+    assert!(err.to_string().contains("0002_typo.up.sql:2"), "{err}");
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn shop_migrations_round_trip_to_an_identical_catalog() {
+    let test_db = TestDb::new().await.unwrap();
+    let pool = test_db.pool().await.unwrap();
+    let migrator = migrator(&shop_root());
+    for schema in ["catalog", "users", "cart", "orders"] {
+        let db = small_db(&test_db, schema).await;
+        migrator.up(&db).await.unwrap();
+        let first = snapshot(&pool, schema).await;
+        let down = migrator.down(&db, 0).await.unwrap();
+        assert_eq!(
+            down.reverted.len(),
+            migrator.migrations().get(schema).unwrap().migrations.len()
+        );
+        let empty: Vec<String> = snapshot(&pool, schema)
+            .await
+            .into_iter()
+            .filter(|l| !l.contains("_prost_db_"))
+            .collect();
+        assert!(empty.is_empty(), "{schema}: {empty:#?}");
+        migrator.up(&db).await.unwrap();
+        assert_eq!(snapshot(&pool, schema).await, first, "{schema}");
+        db.close().await;
+    }
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn analytics_is_its_own_database_with_public_reports() {
+    let test_db = TestDb::new().await.unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/analytics");
+    let db = small_db(&test_db, "public").await;
+    let m = migrator(&root);
+    m.up(&db).await.unwrap();
+    assert!(db.table_exists("reports").await.unwrap());
+    m.down(&db, 0).await.unwrap();
+    assert!(!db.table_exists("reports").await.unwrap());
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_services_migrate_without_waiting_on_each_other() {
+    let test_db = TestDb::new().await.unwrap();
+    let pool = test_db.pool().await.unwrap();
+    // Someone holds the catalog lock; orders must not care.
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(prost_db::migrate::lock_key("catalog"))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let migrator = migrator(&shop_root());
+    let orders = small_db(&test_db, "orders").await;
+    let catalog = small_db(&test_db, "catalog").await;
+    let report = tokio::time::timeout(Duration::from_secs(20), migrator.up(&orders))
+        .await
+        .expect("orders did not wait for catalog's lock")
+        .unwrap();
+    assert_eq!(report.applied.len(), 5);
+    let blocked = tokio::time::timeout(Duration::from_millis(300), migrator.up(&catalog)).await;
+    assert!(blocked.is_err(), "catalog waits for its own lock");
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(prost_db::migrate::lock_key("catalog"))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    // Both schemas at once.
+    let (a, b) = tokio::join!(migrator.up(&catalog), migrator.up(&orders));
+    assert_eq!(a.unwrap().applied.len(), 3);
+    assert_eq!(b.unwrap().mode, RunMode::NothingToDo);
+    orders.close().await;
+    catalog.close().await;
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn status_dry_run_redo_and_reset() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let pool = test_db.pool().await.unwrap();
+    let root = root();
+    baseline(&root);
+    write(
+        &root,
+        "svc",
+        "0003_irreversible.up.sql",
+        "CREATE TABLE kept (id int);",
+    );
+
+    let status = migrator(&root).status(&db).await.unwrap();
+    assert!(
+        status
+            .entries
+            .iter()
+            .all(|e| e.state == MigrationState::Pending)
+    );
+    assert!(!status.entries[2].reversible);
+
+    let dry = migrator(&root).dry_run(&db).await.unwrap();
+    assert!(dry.succeeded(), "{dry:#?}");
+    assert!(matches!(dry.steps[0].up, DryRunOutcome::Ok { .. }));
+    assert!(matches!(dry.steps[0].down, Some(DryRunOutcome::Ok { .. })));
+    assert!(dry.steps[2].down.is_none());
+    assert!(
+        !db.table_exists("base").await.unwrap(),
+        "the dry run changed nothing"
+    );
+
+    migrator(&root).up(&db).await.unwrap();
+    let err = migrate_error(migrator(&root).down(&db, 0).await.unwrap_err());
+    assert!(
+        matches!(err, MigrateError::Irreversible { version: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        db.table_exists("base").await.unwrap(),
+        "nothing was reverted"
+    );
+
+    std::fs::write(
+        root.join("svc/0003_irreversible.down.sql"),
+        "DROP TABLE kept;",
+    )
+    .unwrap();
+    let redo = migrator(&root).redo(&db).await.unwrap();
+    assert_eq!(redo.reverted[0].version, 3);
+    assert_eq!(redo.applied[0].version, 3);
+    let down = migrator(&root).down(&db, 1).await.unwrap();
+    let reverted: Vec<i64> = down.reverted.iter().map(|s| s.version).collect();
+    assert_eq!(reverted, [3, 2]);
+    let status = migrator(&root).status(&db).await.unwrap();
+    let states: Vec<_> = status.entries.iter().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        [
+            MigrationState::Applied,
+            MigrationState::Pending,
+            MigrationState::Pending
+        ]
+    );
+
+    let dry = migrator(&root).dry_run(&db).await.unwrap();
+    assert_eq!(dry.steps.len(), 2);
+
+    let reset = migrator(&root).reset(&db).await.unwrap();
+    assert_eq!(reset.applied.len(), 3);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM svc.base")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    pool.close().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
