@@ -18,7 +18,7 @@
 //! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `SHOP_EVENTS` (default 10000),
 //! `SHOP_CONSUMERS` (default 4).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use prost_db::amqp::lapin::options::QueuePurgeOptions;
 use prost_db::amqp::{self, Publisher, Topology};
+use prost_db::idempotency::IdempotencyStore;
+use prost_db::migrate::{Migrations, Migrator};
 use prost_db::outbox::{self, Outbox, Relay};
 use prost_db::{Db, DbConfig};
 use prost_shop::events::{ORDERS_EXCHANGE, PRODUCTS_EXCHANGE};
@@ -93,7 +95,7 @@ async fn run() -> Result<bool, BoxError> {
                 .acquire_timeout(Duration::from_secs(10)),
         )
         .await?;
-        let applied = migrate(&db, &root.join("shop").join(service)).await?;
+        let applied = migrate(&db, &root.join("shop")).await?;
         println!("   {service:<10} {applied} migration(s) applied");
         dbs.push(db);
     }
@@ -104,7 +106,7 @@ async fn run() -> Result<bool, BoxError> {
             .max_connections(2),
     )
     .await?;
-    let applied = migrate(&analytics, &root.join("analytics").join("public")).await?;
+    let applied = migrate(&analytics, &root.join("analytics")).await?;
     println!("   {:<10} {applied} migration(s) applied", "analytics");
     let catalog = dbs.swap_remove(0);
     outbox::install(&catalog).await?;
@@ -324,20 +326,10 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), Bo
     Ok(())
 }
 
-// Until the migration runner lands: apply the up scripts not yet applied.
-async fn migrate(db: &Db, dir: &PathBuf) -> Result<usize, BoxError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|p| p.to_string_lossy().ends_with(".up.sql"));
-    files.sort();
-    if !db.list_tables().await?.is_empty() {
-        return Ok(0);
-    }
-    for file in &files {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(std::fs::read_to_string(file)?))
-            .execute(db.pool())
-            .await?;
-    }
-    Ok(files.len())
+/// Applies the pending migrations of `db`'s schema from `root` and installs the framework
+/// tables the handlers use.
+async fn migrate(db: &Db, root: &Path) -> Result<usize, BoxError> {
+    let report = Migrator::new(Migrations::from_dir(root)?).up(db).await?;
+    IdempotencyStore::install(db).await?;
+    Ok(report.applied.len())
 }

@@ -6,14 +6,57 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prost_db::Db;
 use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
 use prost_db::events::Event;
+use prost_db::idempotency::{HandlerError as IdempotencyError, Tx};
 use prost_db::outbox::Outbox;
+use prost_db::{Db, idempotent_handler};
 
 use crate::catalog::{Reservation, reserve_stock_body};
 use crate::events::{OrderCreated, StockReserved};
 use crate::orders::record_stock_reserved_body;
+
+/// The catalog's `OrderCreated` handler: the seed's flow, "idempotency check -> connection
+/// from the pool in the catalog schema -> transaction -> mark processed -> publish" (through
+/// the outbox, in the same transaction). `crash_before_commit` is crash injection for tests.
+///
+/// # Errors
+///
+/// [`IdempotencyError`]; the transaction is rolled back.
+#[idempotent_handler(action = "reserve_stock")]
+pub async fn reserve_stock(
+    tx: &mut Tx,
+    event: &Event<OrderCreated>,
+    outbox: &Outbox,
+    products_exchange: &str,
+    crash_before_commit: f64,
+) -> Result<Reservation, prost_db::Error> {
+    let reservation = reserve_stock_body(tx, outbox, products_exchange, event).await?;
+    crash(crash_before_commit, "before commit");
+    Ok(reservation)
+}
+
+/// The orders service's `StockReserved` handler, downstream of the catalog's outbox.
+///
+/// # Errors
+///
+/// [`IdempotencyError`]; the transaction is rolled back.
+#[idempotent_handler(action = "record_stock_reserved")]
+pub async fn record_stock_reserved(
+    tx: &mut Tx,
+    event: &Event<StockReserved>,
+) -> Result<(), prost_db::Error> {
+    record_stock_reserved_body(tx, event).await
+}
+
+/// Maps the idempotency runtime's error to the consumer's: the body's own database errors
+/// are classified by cause (a constraint violation is permanent, a lost connection is not).
+fn classify(error: IdempotencyError<prost_db::Error>) -> HandlerError {
+    match error {
+        IdempotencyError::Failed(e) => HandlerError::from(e),
+        other => HandlerError::from(other),
+    }
+}
 
 /// How the handler protects the stock (the controls exist to show what breaks without it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +184,16 @@ impl Catalog {
     }
 
     async fn idempotent(&self, event: &Event<OrderCreated>) -> Result<bool, HandlerError> {
-        // Replaced by `#[idempotent_handler]` once it lands on main.
-        self.bare(event).await.map(|_| false)
+        let outcome = reserve_stock(
+            &self.db,
+            event,
+            &self.outbox,
+            &self.products_exchange,
+            self.crashes.before_commit,
+        )
+        .await
+        .map_err(classify)?;
+        Ok(outcome.is_duplicate())
     }
 
     /// The consumer of the catalog's queue with this handler on `OrderCreated`.
@@ -178,14 +229,10 @@ impl Orders {
         event: &Event<StockReserved>,
     ) -> Result<bool, HandlerError> {
         let started = Instant::now();
-        // Replaced by `#[idempotent_handler]` once it lands on main.
-        let result = async {
-            let mut tx = self.db.begin().await?;
-            record_stock_reserved_body(&mut tx, event).await?;
-            tx.commit().await.map_err(prost_db::Error::from)?;
-            Ok::<bool, HandlerError>(false)
-        }
-        .await;
+        let result = record_stock_reserved(&self.db, event)
+            .await
+            .map(|outcome| outcome.is_duplicate())
+            .map_err(classify);
         match &result {
             Ok(true) => self.metrics.duplicates.fetch_add(1, Ordering::Relaxed),
             Ok(false) => self.metrics.processed.fetch_add(1, Ordering::Relaxed),

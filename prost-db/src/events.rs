@@ -212,3 +212,20 @@ impl<P: EventPayload> Event<P> {
         serde_json::to_vec(self)
     }
 }
+
+/// Idempotent handlers deduplicate events on the envelope's `event_id`.
+///
+/// ```
+/// use prost_db::events::{Envelope, Event};
+/// use prost_db::idempotency::EventId;
+///
+/// let event = Event { envelope: Envelope::new("Ping", "1", "ping", "c"), payload: () };
+/// assert_eq!(event.event_id(), &event.envelope.event_id);
+/// ```
+impl<P> crate::idempotency::EventId for Event<P> {
+    type Id = Uuid;
+
+    fn event_id(&self) -> &Uuid {
+        &self.envelope.event_id
+    }
+}

@@ -46,8 +46,9 @@ pub use relay::Relay;
 /// Name of the outbox table in each service schema.
 pub const OUTBOX_TABLE: &str = "outbox_events";
 
-/// The outbox table; `{schema}` is replaced by the quoted service schema.
-pub(crate) const OUTBOX_DDL: &str = "
+/// The outbox table; `{schema}` is replaced by the quoted service schema. The migrator's
+/// framework steps install it with the other framework tables; [`install`] does it alone.
+pub(crate) const DDL: &str = "
 CREATE TABLE IF NOT EXISTS {schema}.outbox_events (
     id BIGSERIAL PRIMARY KEY,
     event_id UUID NOT NULL,
@@ -68,7 +69,7 @@ CREATE INDEX IF NOT EXISTS outbox_events_pending
 /// The outbox DDL for `schema`.
 pub(crate) fn ddl(schema: &Identifier) -> String {
     let quoted = schema.to_string();
-    OUTBOX_DDL.replace("{schema}", &quoted)
+    DDL.replace("{schema}", &quoted)
 }
 
 /// Creates the outbox table in `db`'s schema if it does not exist (safe to run from several

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost_db::amqp::Publisher;
+use prost_db::idempotency::IdempotencyStore;
+use prost_db::migrate::{Migrations, Migrator};
 use prost_db::outbox::{self, Outbox};
 use prost_db::testing::TestDb;
 use prost_db::{Db, DbConfig};
@@ -30,22 +32,15 @@ async fn catalog_db(test_db: &TestDb) -> Db {
     db
 }
 
-// Until the migration runner lands on main: apply the up scripts in order.
-async fn migrate(db: &Db, schema: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("migrations/shop/{schema}"));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".up.sql"))
-        .collect();
-    files.sort();
-    for file in files {
-        let sql = std::fs::read_to_string(file).unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(db.pool())
-            .await
-            .unwrap();
-    }
+/// Migrates `db`'s schema from `migrations/shop` and installs the framework tables the
+/// handlers use.
+async fn migrate(db: &Db, _schema: &str) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations/shop");
+    Migrator::new(Migrations::from_dir(root).unwrap())
+        .up(db)
+        .await
+        .unwrap();
+    IdempotencyStore::install(db).await.unwrap();
 }
 
 struct Worker {

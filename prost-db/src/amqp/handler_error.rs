@@ -127,6 +127,34 @@ impl From<crate::Error> for HandlerError {
     }
 }
 
+/// An idempotent handler's error, classified as the idempotency runtime prescribes:
+/// [`Failed`](crate::idempotency::HandlerError::Failed) (rolled back) and transient
+/// database errors are retried; permanent errors, payload mismatches and undecodable
+/// stored results are dead-lettered.
+///
+/// ```
+/// use prost_db::amqp::HandlerError;
+/// use prost_db::idempotency::HandlerError as IdempotencyError;
+///
+/// let mismatch: IdempotencyError<std::io::Error> = IdempotencyError::PayloadMismatch {
+///     event_id: "e1".into(),
+///     action: "reserve".into(),
+/// };
+/// assert!(!HandlerError::from(mismatch).is_transient());
+/// ```
+impl<E> From<crate::idempotency::HandlerError<E>> for HandlerError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    fn from(error: crate::idempotency::HandlerError<E>) -> Self {
+        if error.should_retry() {
+            HandlerError::Transient(error.into())
+        } else {
+            HandlerError::Permanent(error.into())
+        }
+    }
+}
+
 impl From<serde_json::Error> for HandlerError {
     fn from(error: serde_json::Error) -> Self {
         HandlerError::Permanent(error.into())
