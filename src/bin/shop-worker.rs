@@ -9,6 +9,7 @@
 //! | `PROST_SHOP_MODE` | `idempotent`, `bare`, `ack-before-commit` | `idempotent` |
 //! | `PROST_SHOP_CONSUME` | run the consumer (`0` = relay only) | `1` |
 //! | `PROST_SHOP_RELAY` | run the outbox relay | `0` |
+//! | `PROST_SHOP_RELAY_BATCH` | relay batch size | `100` |
 //! | `PROST_SHOP_PREFETCH` | consumer prefetch | `16` |
 //! | `PROST_SHOP_CRASH_BEFORE_COMMIT` | abort probability inside the transaction | `0` |
 //! | `PROST_SHOP_CRASH_AFTER_COMMIT` | abort probability between commit and ack | `0` |
@@ -86,7 +87,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let relay = if var("PROST_SHOP_RELAY").as_deref() == Some("1") {
         let crash_p = probability("PROST_SHOP_CRASH_AFTER_PUBLISH");
+        let batch = var("PROST_SHOP_RELAY_BATCH")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
         let relay = Relay::new(db.clone())
+            .batch_size(batch)
             .poll_interval(Duration::from_millis(20))
             .after_publish_hook(move || {
                 if prost_shop::handlers::roll(crash_p) {

@@ -439,7 +439,8 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
     let relay = Worker::new(&test_db, &broker, "relay")
         .env("PROST_SHOP_CONSUME", "0")
         .env("PROST_SHOP_RELAY", "1")
-        .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.1");
+        .env("PROST_SHOP_RELAY_BATCH", "10")
+        .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.15");
     let restarts = chaos(&relay, 10, 13).await;
     let crashes = relay.log_count("injected crash after publish");
     let child = relay.clone_without_crashes().spawn();
