@@ -32,7 +32,7 @@ use prost_db::outbox::{self, Outbox, Relay};
 use prost_db::{Db, DbConfig};
 use prost_shop::events::{ORDERS_EXCHANGE, PRODUCTS_EXCHANGE};
 use prost_shop::handlers::{Catalog, Crashes, Metrics, Mode};
-use prost_shop::scenario::{Plan, wait_until};
+use prost_shop::scenario::{Plan, Verification, wait_until};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -122,128 +122,76 @@ async fn run() -> Result<bool, BoxError> {
         .await?;
     println!("== catalog tables verified");
 
-    // 3. RabbitMQ: topology, handlers, relay.
+    // 3. RabbitMQ: topology, then the scenario with the catalog's handlers.
     let connection = Arc::new(amqp::connect(&amqp::url_from_env()).await?);
     let topology = Topology::shop("");
     let channel = connection.create_channel().await?;
     topology.declare(&channel).await?;
-    purge(&channel, &topology).await?;
-    reset_catalog(&catalog).await?;
-
     let plan = Plan::new(events, 0.02, 3, 100, 2026);
-    plan.seed_products(&catalog).await?;
-    let metrics = Arc::new(Metrics::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let mut workers = Vec::new();
-    for _ in 0..consumers {
-        let handler = Catalog {
-            db: catalog.clone(),
-            outbox: Outbox::new(&catalog),
-            products_exchange: PRODUCTS_EXCHANGE.to_owned(),
-            mode: Mode::Idempotent,
-            crashes: Crashes::default(),
-            metrics: Arc::clone(&metrics),
-        };
-        let consumer = handler.consumer(topology.queues()[0].clone()).prefetch(8);
-        let connection = Arc::clone(&connection);
-        let stop = stopped();
-        workers.push(tokio::spawn(async move {
-            consumer.run(&connection, stop).await
-        }));
-    }
-    let relay = {
-        let relay = Relay::new(catalog.clone())
-            .batch_size(500)
-            .poll_interval(Duration::from_millis(20));
-        let connection = Arc::clone(&connection);
-        let stop = stopped();
-        tokio::spawn(async move { relay.run(&connection, stop).await })
-    };
     println!(
         "== replaying: {} orders, {} with a network failure, {} duplicate deliveries, {consumers} consumers",
         plan.orders.len(),
         plan.failed_events,
         plan.duplicates()
     );
-
-    // 4. The scenario.
-    let started = Instant::now();
-    let publisher = Publisher::new(&connection).await?;
-    plan.publish(&publisher, ORDERS_EXCHANGE).await?;
-    let queue = topology.queues()[0].clone();
-    let outbox = Outbox::new(&catalog);
-    let handled =
-        || metrics.processed.load(Ordering::Relaxed) + metrics.duplicates.load(Ordering::Relaxed);
-    let finished = wait_until(Duration::from_secs(600), || async {
-        handled() >= plan.deliveries.len() as u64
-            && channel_depth(&channel, &queue.queue()).await == 0
-    })
-    .await;
-    let elapsed = started.elapsed();
-    wait_until(Duration::from_secs(30), || async {
-        outbox.pending(catalog.pool()).await.is_ok_and(|n| n == 0)
-    })
-    .await;
-    let _ = stop_tx.send(true);
-    let mut stats = Vec::new();
-    for worker in workers {
-        stats.push(worker.await??);
+    let mut modes = vec![Mode::Idempotent];
+    if env_or("SHOP_CONTROL", "1") != "0" {
+        modes.push(Mode::Bare);
     }
-    let published = relay.await??;
-    let state = plan.verify(&catalog).await?;
-    let dead = channel_depth(&channel, &queue.dead_letter_queue()).await;
-    purge(&channel, &topology).await?;
+    let mut runs = Vec::new();
+    for mode in modes {
+        let ctx = Replay {
+            catalog: &catalog,
+            connection: &connection,
+            channel: &channel,
+            topology: &topology,
+            plan: &plan,
+            consumers,
+        };
+        let run = ctx.run(mode).await?;
+        println!("   {:<22} {:.1} s", run.title, run.elapsed.as_secs_f64());
+        runs.push(run);
+    }
 
-    let processed = metrics.processed.load(Ordering::Relaxed);
-    let skipped = metrics.duplicates.load(Ordering::Relaxed);
-    let ok = finished
-        && state.is_consistent()
-        && skipped == plan.duplicates() as u64
-        && processed == plan.orders.len() as u64
-        && dead == 0;
-    let throughput = plan.deliveries.len() as f64 / elapsed.as_secs_f64();
-    let rows = [
-        ("events (orders)", plan.orders.len().to_string()),
-        ("network failures (2%)", plan.failed_events.to_string()),
-        ("duplicates delivered", plan.duplicates().to_string()),
-        ("duplicates skipped", skipped.to_string()),
-        ("events applied", processed.to_string()),
-        (
-            "erroneous state changes",
-            state.erroneous_state_changes().to_string(),
-        ),
-        ("expected stock", state.expected_stock.to_string()),
-        ("actual stock", state.actual_stock.to_string()),
-        ("dead-lettered", dead.to_string()),
-        ("outbox events published", published.to_string()),
-        ("throughput", format!("{throughput:.0} deliveries/s")),
-        (
-            "handler latency p50",
-            format!("{:.1} ms", ms(metrics.latency_quantile(0.5))),
-        ),
-        (
-            "handler latency p99",
-            format!("{:.1} ms", ms(metrics.latency_quantile(0.99))),
-        ),
-    ];
+    // 4. The table.
+    let ok = runs[0].consistent(&plan);
     println!();
-    println!("| {:<26} | {:>20} |", "", "prost-db");
-    println!("|{:-<28}|{:->22}|", "", "");
-    for (name, value) in rows {
-        println!("| {name:<26} | {value:>20} |");
+    print!("| {:<26} |", "");
+    for run in &runs {
+        print!(" {:>22} |", run.title);
+    }
+    println!();
+    print!("|{:-<28}|", "");
+    for _ in &runs {
+        print!("{:->24}|", "");
+    }
+    println!();
+    let names = [
+        "events (orders)",
+        "network failures (2%)",
+        "duplicates delivered",
+        "duplicates skipped",
+        "erroneous state changes",
+        "expected stock",
+        "actual stock",
+        "dead-lettered",
+        "outbox events published",
+        "throughput (deliveries/s)",
+        "handler latency p50",
+        "handler latency p99",
+    ];
+    let columns: Vec<[String; 12]> = runs.iter().map(|r| r.column(&plan)).collect();
+    for (i, name) in names.iter().enumerate() {
+        print!("| {name:<26} |");
+        for column in &columns {
+            print!(" {:>22} |", column[i]);
+        }
+        println!();
     }
     println!();
     println!(
-        "{} in {:.1} s; consumers: {:?}",
+        "{}: every order applied exactly once, every duplicate skipped",
         if ok { "CONSISTENT" } else { "INCONSISTENT" },
-        elapsed.as_secs_f64(),
-        stats.iter().map(|s| s.acked).collect::<Vec<_>>()
     );
     for db in dbs {
         db.close().await;
@@ -332,4 +280,140 @@ async fn migrate(db: &Db, root: &Path) -> Result<usize, BoxError> {
     let report = Migrator::new(Migrations::from_dir(root)?).up(db).await?;
     IdempotencyStore::install(db).await?;
     Ok(report.applied.len())
+}
+
+/// One replay of the plan against the catalog.
+struct Replay<'a> {
+    catalog: &'a Db,
+    connection: &'a Arc<amqp::lapin::Connection>,
+    channel: &'a amqp::lapin::Channel,
+    topology: &'a Topology,
+    plan: &'a Plan,
+    consumers: usize,
+}
+
+/// What one replay measured.
+struct Run {
+    title: &'static str,
+    finished: bool,
+    elapsed: Duration,
+    metrics: Arc<Metrics>,
+    state: Verification,
+    dead: u32,
+    published: u64,
+}
+
+impl Replay<'_> {
+    async fn run(&self, mode: Mode) -> Result<Run, BoxError> {
+        let title = match mode {
+            Mode::Idempotent => "prost-db",
+            _ => "no idempotency (seed)",
+        };
+        purge(self.channel, self.topology).await?;
+        reset_catalog(self.catalog).await?;
+        self.plan.seed_products(self.catalog).await?;
+
+        let metrics = Arc::new(Metrics::default());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let queue = self.topology.queues()[0].clone();
+        let mut workers = Vec::new();
+        for _ in 0..self.consumers {
+            let handler = Catalog {
+                db: self.catalog.clone(),
+                outbox: Outbox::new(self.catalog),
+                products_exchange: PRODUCTS_EXCHANGE.to_owned(),
+                mode,
+                crashes: Crashes::default(),
+                metrics: Arc::clone(&metrics),
+            };
+            let consumer = handler.consumer(queue.clone()).prefetch(4);
+            let connection = Arc::clone(self.connection);
+            let stop = stopped();
+            workers.push(tokio::spawn(async move {
+                consumer.run(&connection, stop).await
+            }));
+        }
+        let relay = {
+            let relay = Relay::new(self.catalog.clone())
+                .batch_size(500)
+                .poll_interval(Duration::from_millis(20));
+            let connection = Arc::clone(self.connection);
+            let stop = stopped();
+            tokio::spawn(async move { relay.run(&connection, stop).await })
+        };
+
+        let started = Instant::now();
+        let publisher = Publisher::new(self.connection).await?;
+        self.plan.publish(&publisher, ORDERS_EXCHANGE).await?;
+        let handled = || {
+            metrics.processed.load(Ordering::Relaxed)
+                + metrics.duplicates.load(Ordering::Relaxed)
+                + metrics.failures.load(Ordering::Relaxed)
+        };
+        let finished = wait_until(Duration::from_secs(600), || async {
+            handled() >= self.plan.deliveries.len() as u64
+                && channel_depth(self.channel, &queue.queue()).await == 0
+        })
+        .await;
+        let elapsed = started.elapsed();
+        let outbox = Outbox::new(self.catalog);
+        wait_until(Duration::from_secs(30), || async {
+            outbox
+                .pending(self.catalog.pool())
+                .await
+                .is_ok_and(|n| n == 0)
+        })
+        .await;
+        let _ = stop_tx.send(true);
+        for worker in workers {
+            worker.await??;
+        }
+        let published = relay.await??;
+        let state = self.plan.verify(self.catalog).await?;
+        let dead = channel_depth(self.channel, &queue.dead_letter_queue()).await;
+        purge(self.channel, self.topology).await?;
+        Ok(Run {
+            title,
+            finished,
+            elapsed,
+            metrics,
+            state,
+            dead,
+            published,
+        })
+    }
+}
+
+impl Run {
+    fn consistent(&self, plan: &Plan) -> bool {
+        self.finished
+            && self.state.is_consistent()
+            && self.metrics.duplicates.load(Ordering::Relaxed) == plan.duplicates() as u64
+            && self.metrics.processed.load(Ordering::Relaxed) == plan.orders.len() as u64
+            && self.dead == 0
+    }
+
+    fn column(&self, plan: &Plan) -> [String; 12] {
+        let throughput = plan.deliveries.len() as f64 / self.elapsed.as_secs_f64();
+        [
+            plan.orders.len().to_string(),
+            plan.failed_events.to_string(),
+            plan.duplicates().to_string(),
+            self.metrics.duplicates.load(Ordering::Relaxed).to_string(),
+            self.state.erroneous_state_changes().to_string(),
+            self.state.expected_stock.to_string(),
+            self.state.actual_stock.to_string(),
+            self.dead.to_string(),
+            self.published.to_string(),
+            format!("{throughput:.0}"),
+            format!("{:.1} ms", ms(self.metrics.latency_quantile(0.5))),
+            format!("{:.1} ms", ms(self.metrics.latency_quantile(0.99))),
+        ]
+    }
 }
