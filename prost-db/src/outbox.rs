@@ -44,6 +44,10 @@ mod relay;
 pub use relay::Relay;
 
 /// Name of the outbox table in each service schema.
+///
+/// ```
+/// assert_eq!(prost_db::outbox::OUTBOX_TABLE, "outbox_events");
+/// ```
 pub const OUTBOX_TABLE: &str = "outbox_events";
 
 /// The outbox table; `{schema}` is replaced by the quoted service schema. The migrator's
@@ -114,11 +118,23 @@ pub struct Outbox {
 
 impl Outbox {
     /// The outbox of `db`'s schema.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let outbox = prost_db::outbox::Outbox::new(&db);
+    /// # }
+    /// ```
     pub fn new(db: &Db) -> Self {
         Self::for_schema(db.schema_ident())
     }
 
     /// The outbox of `schema`.
+    ///
+    /// ```
+    /// use prost_db::{Identifier, IdentifierKind, outbox::Outbox};
+    /// let outbox = Outbox::for_schema(&Identifier::new(IdentifierKind::Schema, "catalog")?);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     pub fn for_schema(schema: &Identifier) -> Self {
         Outbox {
             insert: format!(
@@ -141,6 +157,8 @@ impl Outbox {
     /// # Errors
     ///
     /// [`Error::EventEncode`] or the database error.
+    ///
+    /// See [the module](self) for an example.
     pub async fn stage<P: EventPayload>(
         &self,
         conn: &mut PgConnection,
@@ -160,6 +178,12 @@ impl Outbox {
     }
 
     /// How many staged events are not yet published.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> prost_db::Result<()> {
+    /// let pending = prost_db::outbox::Outbox::new(&db).pending(db.pool()).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///

@@ -26,10 +26,22 @@ use crate::error::Result;
 use crate::events::{Envelope, Event, EventPayload};
 
 /// Header holding the delivery attempt (1 on first publish; absent means 1).
+///
+/// ```
+/// assert_eq!(prost_db::amqp::ATTEMPT_HEADER, "x-prost-attempt");
+/// ```
 pub const ATTEMPT_HEADER: &str = "x-prost-attempt";
 /// Header on retry and dead-lettered copies: the handler's last error.
+///
+/// ```
+/// assert_eq!(prost_db::amqp::LAST_ERROR_HEADER, "x-prost-last-error");
+/// ```
 pub const LAST_ERROR_HEADER: &str = "x-prost-last-error";
 /// Header on dead-lettered copies: why the message was given up.
+///
+/// ```
+/// assert_eq!(prost_db::amqp::DEAD_LETTER_REASON_HEADER, "x-prost-dead-letter-reason");
+/// ```
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-prost-dead-letter-reason";
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
@@ -61,6 +73,13 @@ pub struct Delivered {
 
 impl Delivered {
     /// A delivery of `body` with `envelope`, first attempt (for tests and direct calls).
+    ///
+    /// ```
+    /// use prost_db::amqp::Delivered;
+    /// use prost_db::events::Envelope;
+    /// let delivered = Delivered::new(Envelope::new("Ping", "1", "ping", "c"), b"{}".to_vec());
+    /// assert!(!delivered.redelivered);
+    /// ```
     pub fn new(envelope: Envelope, body: Vec<u8>) -> Self {
         Delivered {
             envelope,
@@ -191,6 +210,12 @@ impl Consumer {
     }
 
     /// Deliveries in flight at once (the channel's `basic.qos` prefetch).
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let consumer = Consumer::new(QueueSpec::new("cart.events")).prefetch(64);
+    /// assert!(format!("{consumer:?}").contains("prefetch: 64"));
+    /// ```
     #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = prefetch.max(1);
@@ -198,6 +223,12 @@ impl Consumer {
     }
 
     /// Attempts before a transiently failing message is dead-lettered.
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let consumer = Consumer::new(QueueSpec::new("cart.events")).max_attempts(3);
+    /// assert!(format!("{consumer:?}").contains("max_attempts: 3"));
+    /// ```
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
@@ -205,6 +236,14 @@ impl Consumer {
     }
 
     /// Delay before the first retry and the cap of its doubling.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let consumer = Consumer::new(QueueSpec::new("cart.events"))
+    ///     .retry_delay(Duration::from_secs(1), Duration::from_secs(60));
+    /// # let _ = consumer;
+    /// ```
     #[must_use]
     pub fn retry_delay(mut self, base: Duration, max: Duration) -> Self {
         self.retry_base = base;
@@ -214,6 +253,12 @@ impl Consumer {
 
     /// Dead-letter deliveries whose `event_type` has no handler, instead of acking them
     /// (topic bindings such as `order.*` usually bring types a service ignores).
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let strict = Consumer::new(QueueSpec::new("cart.events")).dead_letter_unknown(true);
+    /// # let _ = strict;
+    /// ```
     #[must_use]
     pub fn dead_letter_unknown(mut self, yes: bool) -> Self {
         self.dead_letter_unknown = yes;
@@ -294,6 +339,16 @@ impl Consumer {
     ///
     /// [`Error::Amqp`](crate::Error::Amqp) if the channel cannot be set up or the connection
     /// is lost; deliveries not yet settled are redelivered by the broker.
+    ///
+    /// ```no_run
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// # async fn run(connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
+    /// let stats = Consumer::new(QueueSpec::new("cart.events"))
+    ///     .run(&connection, async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .await?;
+    /// assert_eq!(stats.unsettled, 0);
+    /// # Ok(()) }
+    /// ```
     #[tracing::instrument(name = "prost_db.consume", skip_all, fields(queue = %self.spec.queue()))]
     pub async fn run(
         self,

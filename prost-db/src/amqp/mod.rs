@@ -54,6 +54,10 @@ pub use topology::{QueueSpec, Topology};
 use crate::error::{Error, Result};
 
 /// The broker URL when `AMQP_URL` is not set: the local RabbitMQ with its default user.
+///
+/// ```
+/// assert!(prost_db::amqp::DEFAULT_AMQP_URL.contains("127.0.0.1:5672"));
+/// ```
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// `AMQP_URL`, or [`DEFAULT_AMQP_URL`].

@@ -44,6 +44,12 @@ impl Publisher {
     /// # Errors
     ///
     /// [`Error::Amqp`] if the channel cannot be opened.
+    ///
+    /// ```no_run
+    /// # async fn run(connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
+    /// let publisher = prost_db::amqp::Publisher::new(&connection).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn new(connection: &Connection) -> Result<Self> {
         let channel = connection.create_channel().await?;
         channel
@@ -53,6 +59,12 @@ impl Publisher {
     }
 
     /// The channel (in confirm mode).
+    ///
+    /// ```no_run
+    /// # fn run(publisher: prost_db::amqp::Publisher) {
+    /// assert!(publisher.channel().status().connected());
+    /// # }
+    /// ```
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
@@ -64,6 +76,8 @@ impl Publisher {
     ///
     /// [`Error::Amqp`] if the channel fails, [`Error::PublishNotConfirmed`] if the broker
     /// nacks, [`Error::EventEncode`] if the payload cannot be serialized.
+    ///
+    /// See [`Publisher`] for an example.
     pub async fn publish<P: EventPayload>(&self, exchange: &str, event: &Event<P>) -> Result<()> {
         let body = event.to_json().map_err(Error::EventEncode)?;
         let confirm = self
@@ -116,6 +130,15 @@ impl Publisher {
     /// # Errors
     ///
     /// [`Error::Amqp`] if the channel fails.
+    ///
+    /// ```no_run
+    /// # async fn run(publisher: prost_db::amqp::Publisher) -> prost_db::Result<()> {
+    /// let confirm = publisher
+    ///     .send("orders.events", "order.confirmed", b"{}", "id-1", "OrderConfirmed", Default::default())
+    ///     .await?;
+    /// assert!(confirm.await.map_err(prost_db::Error::from)?.is_ack());
+    /// # Ok(()) }
+    /// ```
     pub async fn send(
         &self,
         exchange: &str,

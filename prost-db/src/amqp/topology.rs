@@ -60,31 +60,59 @@ impl QueueSpec {
     }
 
     /// The base name.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::amqp::QueueSpec::new("cart.events").base(), "cart.events");
+    /// ```
     pub fn base(&self) -> &str {
         &self.base
     }
 
     /// The work queue consumers read: `<base>.queue`.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::amqp::QueueSpec::new("cart.events").queue(), "cart.events.queue");
+    /// ```
     pub fn queue(&self) -> String {
         format!("{}.queue", self.base)
     }
 
     /// The dead-letter exchange: `<base>.dlx`.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("cart.events");
+    /// assert_eq!(spec.dead_letter_exchange(), "cart.events.dlx");
+    /// ```
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.base)
     }
 
     /// The dead-letter queue: `<base>.dlq`.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("cart.events");
+    /// assert_eq!(spec.dead_letter_queue(), "cart.events.dlq");
+    /// ```
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dlq", self.base)
     }
 
     /// The delay queue for retries: `<base>.retry`.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("cart.events");
+    /// assert_eq!(spec.retry_queue(), "cart.events.retry");
+    /// ```
     pub fn retry_queue(&self) -> String {
         format!("{}.retry", self.base)
     }
 
     /// The `(exchange, pattern)` bindings of the work queue.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("cart.events").bind("cart.events", "cart.#");
+    /// assert_eq!(spec.bindings(), &[("cart.events".to_owned(), "cart.#".to_owned())]);
+    /// ```
     pub fn bindings(&self) -> &[(String, String)] {
         &self.bindings
     }
@@ -114,6 +142,10 @@ pub struct Topology {
 
 impl Topology {
     /// An empty topology.
+    ///
+    /// ```
+    /// assert!(prost_db::amqp::Topology::new().queues().is_empty());
+    /// ```
     pub fn new() -> Self {
         Topology::default()
     }
@@ -155,6 +187,11 @@ impl Topology {
     }
 
     /// Adds a durable topic exchange.
+    ///
+    /// ```
+    /// let topology = prost_db::amqp::Topology::new().exchange("orders.events");
+    /// assert_eq!(topology.exchanges(), &["orders.events".to_owned()]);
+    /// ```
     #[must_use]
     pub fn exchange(mut self, name: impl Into<String>) -> Self {
         self.exchanges.push(name.into());
@@ -162,6 +199,12 @@ impl Topology {
     }
 
     /// Adds a queue family.
+    ///
+    /// ```
+    /// use prost_db::amqp::{QueueSpec, Topology};
+    /// let topology = Topology::new().queue(QueueSpec::new("orders.events"));
+    /// assert_eq!(topology.queues().len(), 1);
+    /// ```
     #[must_use]
     pub fn queue(mut self, spec: QueueSpec) -> Self {
         self.queues.push(spec);
@@ -169,11 +212,19 @@ impl Topology {
     }
 
     /// The exchanges.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::amqp::Topology::shop("").exchanges()[0], "products.events");
+    /// ```
     pub fn exchanges(&self) -> &[String] {
         &self.exchanges
     }
 
     /// The queue families.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::amqp::Topology::shop("").queues().len(), 3);
+    /// ```
     pub fn queues(&self) -> &[QueueSpec] {
         &self.queues
     }
@@ -183,6 +234,12 @@ impl Topology {
     /// # Errors
     ///
     /// [`Error::Amqp`](crate::Error::Amqp), e.g. when a queue exists with other arguments.
+    ///
+    /// ```no_run
+    /// # async fn run(channel: prost_db::amqp::lapin::Channel) -> prost_db::Result<()> {
+    /// prost_db::amqp::Topology::shop("").declare(&channel).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn declare(&self, channel: &Channel) -> Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
@@ -259,6 +316,12 @@ impl Topology {
     /// # Errors
     ///
     /// [`Error::Amqp`](crate::Error::Amqp) if the channel fails.
+    ///
+    /// ```no_run
+    /// # async fn run(channel: prost_db::amqp::lapin::Channel) -> prost_db::Result<()> {
+    /// prost_db::amqp::Topology::shop("test-1.").delete(&channel).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(&self, channel: &Channel) -> Result<()> {
         for spec in &self.queues {
             for queue in [spec.queue(), spec.retry_queue(), spec.dead_letter_queue()] {

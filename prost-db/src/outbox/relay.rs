@@ -57,6 +57,12 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// A relay for `db`'s outbox: batches of 100, polling every 100 ms when idle.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db);
+    /// # }
+    /// ```
     pub fn new(db: Db) -> Self {
         let schema = db.schema_ident();
         Relay {
@@ -80,6 +86,12 @@ impl Relay {
     }
 
     /// Rows per batch.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db).batch_size(500);
+    /// # }
+    /// ```
     #[must_use]
     pub fn batch_size(mut self, n: u32) -> Self {
         self.batch_size = i64::from(n.max(1));
@@ -87,6 +99,12 @@ impl Relay {
     }
 
     /// Sleep between polls when the outbox is empty.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db).poll_interval(std::time::Duration::from_millis(20));
+    /// # }
+    /// ```
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
@@ -107,6 +125,14 @@ impl Relay {
     /// # Errors
     ///
     /// The database or broker error; nothing is marked then, so the batch is retried.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db, connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
+    /// let publisher = prost_db::amqp::Publisher::new(&connection).await?;
+    /// let relay = prost_db::outbox::Relay::new(db);
+    /// while relay.publish_pending(&publisher).await? > 0 {}
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_pending(&self, publisher: &Publisher) -> Result<usize> {
         let mut tx = self.db.begin().await?;
         let rows: Vec<(i64, String, String, String, String, String)> =
@@ -157,6 +183,8 @@ impl Relay {
     /// # Errors
     ///
     /// [`Error::Amqp`](crate::Error::Amqp) if the broker connection fails.
+    ///
+    /// See [`Relay`] for an example.
     #[tracing::instrument(name = "prost_db.outbox_relay", skip_all, fields(schema = %self.db.schema()))]
     pub async fn run(
         &self,
