@@ -390,7 +390,21 @@ async fn postgres_server_restart_mid_run_loses_nothing_and_applies_nothing_twice
     broker.cleanup().await;
     catalog2.close().await;
     catalog.close().await;
-    test_db.close().await.unwrap();
+    // The restart killed the TestDb's own session; drop the database over a new one.
+    let name = test_db.name().to_owned();
+    if test_db.close().await.is_err() {
+        let admin = sqlx::PgPool::connect(&prost_db::testing::server_url())
+            .await
+            .unwrap();
+        let name = prost_db::Identifier::new(prost_db::IdentifierKind::Database, &name).unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
