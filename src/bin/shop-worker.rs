@@ -63,6 +63,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .acquire_timeout(Duration::from_secs(5)),
     )
     .await?;
+    db.require_tables(&["products", "inventory_reservations", "outbox_events"])
+        .await?;
     let connection = amqp::connect(&amqp::url_from_env()).await?;
     let topology = Topology::shop(&prefix);
     topology

@@ -197,6 +197,7 @@ async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exac
         0,
         "messages left unacked"
     );
+    assert_eq!(broker.depth(&queue.retry_queue()).await, 0);
     assert_eq!(broker.depth(&queue.dead_letter_queue()).await, 0);
     eprintln!("restarts: {restarts}, crashes after commit: {after_commit}");
     broker.cleanup().await;
