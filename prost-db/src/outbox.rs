@@ -114,6 +114,7 @@ pub async fn install(db: &Db) -> Result<()> {
 pub struct Outbox {
     insert: Arc<str>,
     pending: Arc<str>,
+    purge: Arc<str>,
 }
 
 impl Outbox {
@@ -145,6 +146,11 @@ impl Outbox {
             .into(),
             pending: format!(
                 "SELECT count(*) FROM {schema}.outbox_events WHERE published_at IS NULL"
+            )
+            .into(),
+            purge: format!(
+                "DELETE FROM {schema}.outbox_events \
+                 WHERE published_at < now() - make_interval(secs => $1)"
             )
             .into(),
         }
@@ -195,6 +201,37 @@ impl Outbox {
         Ok(sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.pending)))
             .fetch_one(executor)
             .await?)
+    }
+}
+
+impl Outbox {
+    /// Deletes events published more than `horizon` ago (unpublished ones are kept) and
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// The database error.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> prost_db::Result<()> {
+    /// use std::time::Duration;
+    /// let outbox = prost_db::outbox::Outbox::new(&db);
+    /// let deleted = outbox.purge_published(db.pool(), Duration::from_secs(7 * 86_400)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge_published<'c, E>(
+        &self,
+        executor: E,
+        horizon: std::time::Duration,
+    ) -> Result<u64>
+    where
+        E: sqlx::PgExecutor<'c>,
+    {
+        Ok(sqlx::query(AssertSqlSafe(Arc::clone(&self.purge)))
+            .bind(horizon.as_secs_f64())
+            .execute(executor)
+            .await?
+            .rows_affected())
     }
 }
 

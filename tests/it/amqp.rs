@@ -374,3 +374,59 @@ async fn attempt_header_survives_the_retry_queue() {
     );
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn outbox_publishes_only_committed_events_once_each_and_purges_published_rows() {
+    use prost_db::outbox::{self, Outbox, Relay};
+    use prost_db::testing::TestDb;
+
+    let test_db = TestDb::new().await.unwrap();
+    let db = test_db.db("catalog").await.unwrap();
+    outbox::install(&db).await.unwrap();
+    outbox::install(&db).await.unwrap(); // idempotent
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let outbox = Outbox::new(&db);
+
+    let committed = Event::new("1", "c", Ping { n: 1 });
+    for _ in 0..2 {
+        let mut tx = db.begin().await.unwrap();
+        outbox.stage(&mut tx, &exchange, &committed).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut tx = db.begin().await.unwrap();
+    outbox
+        .stage(&mut tx, &exchange, &Event::new("2", "c", Ping { n: 2 }))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(outbox.pending(db.pool()).await.unwrap(), 1);
+
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let relay = Relay::new(db.clone());
+    assert_eq!(relay.publish_pending(&publisher).await.unwrap(), 1);
+    assert_eq!(relay.publish_pending(&publisher).await.unwrap(), 0);
+    assert_eq!(outbox.pending(db.pool()).await.unwrap(), 0);
+    let queued = broker.drain(&broker.spec(0).queue()).await;
+    assert_eq!(queued.len(), 1);
+    let received: Event<Ping> = serde_json::from_slice(&queued[0].1).unwrap();
+    assert_eq!(received, committed);
+
+    assert_eq!(
+        outbox
+            .purge_published(db.pool(), Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        outbox
+            .purge_published(db.pool(), Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}

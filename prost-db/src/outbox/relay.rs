@@ -40,6 +40,7 @@ pub struct Relay {
     db: Db,
     select: Arc<str>,
     mark: Arc<str>,
+    mark_failed: Arc<str>,
     batch_size: i64,
     poll_interval: Duration,
     after_publish: Option<Hook>,
@@ -75,6 +76,12 @@ impl Relay {
             mark: format!(
                 "UPDATE {schema}.outbox_events \
                  SET published_at = now(), publish_attempts = publish_attempts + 1 \
+                 WHERE id = ANY($1)"
+            )
+            .into(),
+            mark_failed: format!(
+                "UPDATE {schema}.outbox_events \
+                 SET publish_attempts = publish_attempts + 1, last_error = $2 \
                  WHERE id = ANY($1)"
             )
             .into(),
@@ -159,11 +166,24 @@ impl Relay {
             confirms.push((*id, exchange, routing_key, confirm));
         }
         let mut confirmed = Vec::with_capacity(rows.len());
+        let mut refused = Vec::new();
+        let mut last_error = String::new();
         for (id, exchange, routing_key, confirm) in confirms {
             match crate::amqp::publisher_wait_confirm(confirm, exchange, routing_key).await {
                 Ok(()) => confirmed.push(id),
-                Err(e) => tracing::warn!(error = %e, id, "outbox event not confirmed; will retry"),
+                Err(e) => {
+                    tracing::warn!(error = %e, id, "outbox event not confirmed; will retry");
+                    last_error = e.to_string();
+                    refused.push(id);
+                }
             }
+        }
+        if !refused.is_empty() {
+            sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
+                .bind(&refused)
+                .bind(&last_error)
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some(hook) = &self.after_publish {
             hook();
