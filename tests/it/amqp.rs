@@ -430,3 +430,58 @@ async fn outbox_publishes_only_committed_events_once_each_and_purges_published_r
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_message_that_kills_its_consumer_every_time_is_dead_lettered_by_the_delivery_limit() {
+    use prost_db::amqp::lapin::options::BasicNackOptions;
+
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let topology = Topology::new().exchange(format!("{prefix}pings")).queue(
+        QueueSpec::new(format!("{prefix}pong"))
+            .bind(format!("{prefix}pings"), "ping.#")
+            .quorum(2),
+    );
+    let broker = Broker::with(topology, prefix).await;
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    publisher
+        .publish(
+            &format!("{}pings", broker.prefix),
+            &Event::new("p", "c", Ping { n: 1 }),
+        )
+        .await
+        .unwrap();
+    let queue = broker.spec(0).queue();
+    // Each round is a consumer that dies before settling: the message goes back unsettled.
+    let mut deliveries = 0;
+    for _ in 0..5 {
+        let channel = broker.connection.create_channel().await.unwrap();
+        let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        deliveries += 1;
+        message
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .unwrap();
+        channel.close(200, "died".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(deliveries <= 3, "{deliveries} deliveries");
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            broker.depth(&broker.spec(0).dead_letter_queue()).await == 1
+        })
+        .await,
+        "not dead-lettered"
+    );
+    broker.cleanup().await;
+}

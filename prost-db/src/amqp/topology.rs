@@ -34,6 +34,7 @@ use crate::error::Result;
 pub struct QueueSpec {
     base: String,
     bindings: Vec<(String, String)>,
+    delivery_limit: Option<u32>,
 }
 
 impl QueueSpec {
@@ -42,7 +43,35 @@ impl QueueSpec {
         QueueSpec {
             base: base.into(),
             bindings: Vec::new(),
+            delivery_limit: None,
         }
+    }
+
+    /// Makes the work queue a quorum queue that dead-letters a message after it was
+    /// returned to the queue `limit` times without being settled (`x-delivery-limit`).
+    ///
+    /// The consumer's attempt count only sees handler failures; this bounds the other kind
+    /// of poison message, one that kills the consumer process before it can settle. The
+    /// broker dead-letters such a message with `x-first-death-reason: delivery_limit`.
+    /// A queue's type cannot change once declared: choose before the first deployment.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("orders.events").quorum(20);
+    /// assert_eq!(spec.delivery_limit(), Some(20));
+    /// ```
+    #[must_use]
+    pub fn quorum(mut self, limit: u32) -> Self {
+        self.delivery_limit = Some(limit);
+        self
+    }
+
+    /// The quorum queue's delivery limit, if [`quorum`](Self::quorum) was chosen.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::amqp::QueueSpec::new("orders.events").delivery_limit(), None);
+    /// ```
+    pub fn delivery_limit(&self) -> Option<u32> {
+        self.delivery_limit
     }
 
     /// Also receive messages published to `exchange` whose routing key matches `pattern`
@@ -271,6 +300,16 @@ impl Topology {
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(dlx.as_str().into()),
             );
+            if let Some(limit) = spec.delivery_limit {
+                work_args.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString("quorum".into()),
+                );
+                work_args.insert(
+                    "x-delivery-limit".into(),
+                    AMQPValue::LongLongInt(i64::from(limit)),
+                );
+            }
             declare_queue(channel, &spec.queue(), work_args).await?;
             declare_queue(channel, &spec.dead_letter_queue(), FieldTable::default()).await?;
             channel
