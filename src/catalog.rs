@@ -71,38 +71,50 @@ pub async fn reserve_stock_body(
         }
     }
 
-    let mut reservations = Vec::with_capacity(order.items.len());
-    for item in &order.items {
-        let reservation_id = Uuid::new_v4();
-        sqlx::query(
-            "UPDATE products SET stock_quantity = stock_quantity - $2, updated_at = now() WHERE id = $1",
-        )
-        .bind(item.product_id)
-        .bind(item.quantity)
-        .execute(&mut *tx)
+    let product_ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
+    let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
+    let reservations: Vec<Uuid> = order.items.iter().map(|_| Uuid::new_v4()).collect();
+    sqlx::query(
+        "UPDATE products p SET stock_quantity = p.stock_quantity - x.quantity, updated_at = now() \
+         FROM (SELECT product_id, sum(quantity)::int AS quantity \
+               FROM unnest($1::bigint[], $2::int[]) AS t(product_id, quantity) \
+               GROUP BY product_id) x \
+         WHERE p.id = x.product_id",
+    )
+    .bind(&product_ids)
+    .bind(&quantities)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO inventory_reservations (product_id, quantity, order_id, reservation_id) \
+         SELECT t.product_id, t.quantity, $3, t.reservation_id \
+         FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS t(product_id, quantity, reservation_id)",
+    )
+    .bind(&product_ids)
+    .bind(&quantities)
+    .bind(order.order_id)
+    .bind(&reservations)
+    .execute(&mut *tx)
+    .await?;
+    let reserved: Vec<Event<StockReserved>> = order
+        .items
+        .iter()
+        .zip(&reservations)
+        .map(|(item, &reservation_id)| {
+            Event::new(
+                item.product_id.to_string(),
+                event.envelope.correlation_id.clone(),
+                StockReserved {
+                    product_id: item.product_id,
+                    quantity: item.quantity,
+                    order_id: order.order_id,
+                    reservation_id,
+                },
+            )
+        })
+        .collect();
+    outbox
+        .stage_all(&mut *tx, products_exchange, &reserved)
         .await?;
-        sqlx::query(
-            "INSERT INTO inventory_reservations (product_id, quantity, order_id, reservation_id) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(item.product_id)
-        .bind(item.quantity)
-        .bind(order.order_id)
-        .bind(reservation_id)
-        .execute(&mut *tx)
-        .await?;
-        let reserved = Event::new(
-            item.product_id.to_string(),
-            event.envelope.correlation_id.clone(),
-            StockReserved {
-                product_id: item.product_id,
-                quantity: item.quantity,
-                order_id: order.order_id,
-                reservation_id,
-            },
-        );
-        outbox.stage(&mut *tx, products_exchange, &reserved).await?;
-        reservations.push(reservation_id);
-    }
     Ok(Reservation::Reserved(reservations))
 }

@@ -113,6 +113,7 @@ pub async fn install(db: &Db) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Outbox {
     insert: Arc<str>,
+    insert_many: Arc<str>,
     pending: Arc<str>,
     purge: Arc<str>,
 }
@@ -142,6 +143,14 @@ impl Outbox {
                 "INSERT INTO {schema}.outbox_events \
                  (event_id, event_type, exchange, routing_key, payload) \
                  VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (event_id, exchange) DO NOTHING"
+            )
+            .into(),
+            insert_many: format!(
+                "INSERT INTO {schema}.outbox_events \
+                 (event_id, event_type, exchange, routing_key, payload) \
+                 SELECT e.id, $2, $3, $4, e.payload::jsonb \
+                 FROM unnest($1::uuid[], $5::text[]) AS e(id, payload) \
+                 ON CONFLICT (event_id, exchange) DO NOTHING"
             )
             .into(),
             pending: format!(
@@ -178,6 +187,54 @@ impl Outbox {
             .bind(exchange)
             .bind(P::ROUTING_KEY)
             .bind(payload)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Stages many events of one type in one statement (see [`stage`](Self::stage)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EventEncode`] or the database error.
+    ///
+    /// ```no_run
+    /// # use prost_db::events::{Event, EventPayload};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Ping { n: u32 }
+    /// # impl EventPayload for Ping {
+    /// #     const EVENT_TYPE: &'static str = "Ping";
+    /// #     const AGGREGATE_TYPE: &'static str = "ping";
+    /// #     const ROUTING_KEY: &'static str = "ping";
+    /// # }
+    /// # async fn run(db: prost_db::Db) -> prost_db::Result<()> {
+    /// let events: Vec<Event<Ping>> = (0..3).map(|n| Event::new("1", "c", Ping { n })).collect();
+    /// let mut tx = db.begin().await?;
+    /// prost_db::outbox::Outbox::new(&db).stage_all(&mut tx, "pings", &events).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn stage_all<P: EventPayload>(
+        &self,
+        conn: &mut PgConnection,
+        exchange: &str,
+        events: &[Event<P>],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
+        let payloads: Vec<String> = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Error::EventEncode)?;
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.insert_many)))
+            .bind(&ids)
+            .bind(P::EVENT_TYPE)
+            .bind(exchange)
+            .bind(P::ROUTING_KEY)
+            .bind(&payloads)
             .execute(conn)
             .await?;
         Ok(())
