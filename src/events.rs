@@ -1,5 +1,14 @@
 //! The shop's events (the seed's `shared/events`), with its type quirks fixed: order ids are
 //! always `i64`, reservation ids are UUIDs, money is a decimal.
+//!
+//! ```
+//! use prost_db::events::{Event, EventPayload};
+//! use prost_shop::events::OrderConfirmed;
+//!
+//! let event = Event::new("1001", "saga-1", OrderConfirmed { order_id: 1001 });
+//! assert_eq!(OrderConfirmed::ROUTING_KEY, "order.confirmed");
+//! assert_eq!(serde_json::to_value(&event).unwrap()["event_type"], "OrderConfirmed");
+//! ```
 
 use chrono::{DateTime, Utc};
 use prost_db::events::EventPayload;

@@ -80,6 +80,11 @@ pub struct Crashes {
 }
 
 /// Counters and latencies of one handler process.
+///
+/// ```
+/// let metrics = prost_shop::handlers::Metrics::default();
+/// assert_eq!(metrics.latency_quantile(0.99), std::time::Duration::ZERO);
+/// ```
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Events whose body ran and committed.
@@ -135,6 +140,11 @@ pub struct Catalog {
 
 /// True with probability `p` (the top 48 bits of a v4 UUID are random; its version and
 /// variant bits are lower down).
+///
+/// ```
+/// assert!(!prost_shop::handlers::roll(0.0));
+/// assert!(prost_shop::handlers::roll(1.0));
+/// ```
 pub fn roll(p: f64) -> bool {
     let unit = (uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64;
     p > 0.0 && unit < p

@@ -13,6 +13,13 @@ use uuid::Uuid;
 use crate::events::{OrderCreated, OrderItem};
 
 /// A deterministic pseudo-random generator (splitmix64), so a run can be replayed.
+///
+/// ```
+/// use prost_shop::scenario::Rng;
+/// let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// assert!(a.below(10) < 10);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -43,6 +50,15 @@ impl Rng {
 }
 
 /// What to replay.
+///
+/// ```
+/// use prost_shop::scenario::Plan;
+/// // The seed's numbers: 10,000 orders, 2% failures, 3 redeliveries each.
+/// let plan = Plan::new(10_000, 0.02, 3, 100, 1);
+/// assert_eq!(plan.failed_events, 200);
+/// assert_eq!(plan.duplicates(), 600);
+/// assert_eq!(plan.deliveries.len(), 10_600);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Products seeded in `catalog.products`, ids `1..=products`.
@@ -270,6 +286,16 @@ impl Plan {
 }
 
 /// The catalog's state compared with the plan.
+///
+/// ```
+/// use prost_shop::scenario::Verification;
+/// let v = Verification {
+///     expected_stock: 10, actual_stock: 8, orders_applied_twice: 1,
+///     extra_applications: 1, extra_reservations: 2, orders_missing: 0,
+/// };
+/// assert_eq!(v.erroneous_state_changes(), 1);
+/// assert!(!v.is_consistent());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verification {
     /// Sum of stock if every order was applied exactly once.
@@ -300,6 +326,13 @@ impl Verification {
 }
 
 /// Waits until `done` returns true, polling every 100 ms, for at most `timeout`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// assert!(prost_shop::scenario::wait_until(Duration::from_secs(1), || async { true }).await);
+/// # }
+/// ```
 pub async fn wait_until<F, Fut>(timeout: Duration, mut done: F) -> bool
 where
     F: FnMut() -> Fut,
