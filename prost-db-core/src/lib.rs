@@ -1,7 +1,11 @@
 //! Implementation detail of the `prost-db` crate: what the runtime and the macros share.
 //!
 //! - [`ident`]: the identifier grammar;
-//! - [`source`]: migration files on disk (names, order, directives, checksums).
+//! - [`source`]: migration files on disk (names, order, directives, checksums);
+//! - `catalog` (feature `catalog`): the tables and columns the migrations create, built
+//!   without a database, for `#[derive(Schema)]`.
 
+#[cfg(feature = "catalog")]
+pub mod catalog;
 pub mod ident;
 pub mod source;

@@ -1,6 +1,7 @@
 //! Implementation detail of the `prost-db` crate.
 
 mod handler;
+mod schema;
 
 use proc_macro::TokenStream;
 
@@ -8,4 +9,10 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn idempotent_handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::expand(args.into(), item.into()).into()
+}
+
+/// See `prost_db::Schema`.
+#[proc_macro_derive(Schema, attributes(schema))]
+pub fn derive_schema(input: TokenStream) -> TokenStream {
+    schema::derive(input.into()).into()
 }

@@ -120,6 +120,10 @@ pub enum Error {
     /// An event could not be serialized to JSON.
     #[error("cannot encode event: {0}")]
     EventEncode(#[source] serde_json::Error),
+    /// The live database differs from the tables the code was compiled against
+    /// ([`Db::check_tables`](crate::Db::check_tables)); lists every difference.
+    #[error("the database differs from the schema the code expects:{0}")]
+    SchemaDrift(crate::schema::SchemaDrift),
 
     /// A migration could not be loaded, checked or applied; see
     /// [`MigrateError`](crate::migrate::MigrateError).

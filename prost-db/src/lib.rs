@@ -7,6 +7,9 @@
 //! - Schema utilities on [`Db`]: [`table_exists`](Db::table_exists),
 //!   [`list_tables`](Db::list_tables), [`columns`](Db::columns),
 //!   [`require_tables`](Db::require_tables).
+//! - [`macro@Schema`]: `#[derive(Schema)]` checks structs against the migrations at compile
+//!   time; [`Db::check_tables`] compares them with the live database at startup
+//!   ([`schema`]).
 //! - [`provision_service_role`]: a least-privilege role per service.
 //! - [`testing::TestDb`]: a fresh database per test, cleaned up even after a crash.
 //!
@@ -33,6 +36,7 @@ pub mod migrate;
 pub mod outbox;
 mod pool;
 mod roles;
+pub mod schema;
 pub mod testing;
 
 pub use error::{Error, Result};
@@ -43,7 +47,11 @@ pub use pool::{
     DEFAULT_MIN_CONNECTIONS, Db, DbConfig, Health, PoolStats,
 };
 pub use roles::{ServiceRole, provision_service_role};
+pub use schema::Schema;
 
+#[cfg(feature = "macros")]
+#[doc = include_str!("schema/derive.md")]
+pub use prost_db_macros::Schema;
 #[cfg(feature = "macros")]
 #[doc = include_str!("idempotency/handler.md")]
 pub use prost_db_macros::idempotent_handler;
@@ -54,6 +62,8 @@ pub use sqlx;
 /// Not public API: what the macros' expansions refer to. No semver guarantees.
 #[doc(hidden)]
 pub mod __private {
+    /// Fails to compile, on the field's type, unless `T` can hold the SQL type `S`.
+    pub const fn assert_compatible<T: ?Sized + crate::schema::CompatibleWith<S>, S>() {}
     pub use crate::idempotency::store::{
         ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
     };

@@ -7,4 +7,5 @@ mod amqp;
 mod idempotency;
 mod migrate;
 mod pool;
+mod schema;
 mod shop;

@@ -1,0 +1,169 @@
+//! Finding the migrations and parsing them once per crate.
+//!
+//! rustc keeps the proc-macro library loaded for a whole crate (rust-analyzer even longer,
+//! across crates), so the parsed catalog is cached per migrations root and re-parsed only
+//! when a file or directory under it changes (sqlx's approach, after its bug #3738).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use prost_db_core::catalog::Catalog;
+
+/// The environment variable naming the migrations root (relative to the crate's manifest
+/// directory unless absolute).
+pub(crate) const ROOT_VAR: &str = "PROST_DB_MIGRATIONS";
+
+pub(crate) struct Loaded {
+    pub catalog: Arc<Catalog>,
+    /// Every up script, absolute, for `include_bytes!`.
+    pub files: Arc<Vec<PathBuf>>,
+}
+
+type Stamp = Vec<(PathBuf, Option<SystemTime>)>;
+
+struct Entry {
+    stamp: Stamp,
+    catalog: Arc<Catalog>,
+    files: Arc<Vec<PathBuf>>,
+}
+
+static CACHE: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
+
+static TRACKED: Mutex<Option<std::collections::HashSet<(String, PathBuf)>>> = Mutex::new(None);
+
+/// Whether this derive should `include_bytes!` the migrations of `root`: only the first
+/// derive of a crate does. One include per file is enough for rustc to rebuild the crate
+/// when the file changes, and 100 files times 50 structs would be 5000 includes.
+pub(crate) fn first_use_in_crate(root: &Path) -> bool {
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
+    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    tracked
+        .get_or_insert_with(Default::default)
+        .insert((krate, root.to_path_buf()))
+}
+
+/// The migrations root: the attribute (relative to `source_dir`), else `PROST_DB_MIGRATIONS`,
+/// else `$CARGO_MANIFEST_DIR/migrations`.
+pub(crate) fn root(attribute: Option<(&str, Option<PathBuf>)>) -> PathBuf {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let path = match attribute {
+        Some((path, source_dir)) => {
+            let base = source_dir.unwrap_or_else(|| manifest.clone());
+            base.join(path)
+        }
+        None => match std::env::var_os(ROOT_VAR) {
+            Some(value) => manifest.join(value),
+            None => manifest.join("migrations"),
+        },
+    };
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    path.canonicalize().unwrap_or(path)
+}
+
+/// The catalog of `root`, parsed at most once per change of its files.
+pub(crate) fn load(root: &Path) -> Result<Loaded, String> {
+    if !root.is_dir() {
+        return Err(format!(
+            "migrations directory `{}` does not exist; set {ROOT_VAR} (relative to the crate's Cargo.toml) or #[schema(migrations = \"...\")] (relative to this file)",
+            display_root(root)
+        ));
+    }
+    let stamp = stamp(root);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(entry) = cache.get(root).filter(|e| e.stamp == stamp) {
+        return Ok(Loaded {
+            catalog: entry.catalog.clone(),
+            files: entry.files.clone(),
+        });
+    }
+    let schemas = prost_db_core::source::load_root(root).map_err(|e| {
+        let text = e.to_string();
+        text.replace(&format!("{}/", root.display()), "")
+    })?;
+    let files: Vec<PathBuf> = schemas
+        .iter()
+        .flat_map(|s| &s.migrations)
+        .map(|m| PathBuf::from(m.up.path.as_ref()))
+        .collect();
+    let catalog = Arc::new(Catalog::from_migrations(&schemas, Some(root)));
+    let files = Arc::new(files);
+    cache.insert(
+        root.to_path_buf(),
+        Entry {
+            stamp,
+            catalog: catalog.clone(),
+            files: files.clone(),
+        },
+    );
+    Ok(Loaded { catalog, files })
+}
+
+fn stamp(root: &Path) -> Stamp {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        if path.is_dir()
+            && let Ok(entries) = std::fs::read_dir(&path)
+        {
+            stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+        out.push((path, modified));
+    }
+    out.sort();
+    out
+}
+
+/// The root as shown in messages: relative to the manifest directory, never absolute.
+pub(crate) fn display_root(root: &Path) -> String {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let manifest = manifest.canonicalize().unwrap_or(manifest);
+    match root.strip_prefix(&manifest) {
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => root
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_once_until_a_migration_is_added_or_edited() {
+        let root =
+            std::env::temp_dir().join(format!("prost-db-macros-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(root.join("app/0001_a.up.sql"), "CREATE TABLE a (x INT);").unwrap();
+
+        let first = load(&root).unwrap();
+        let second = load(&root).unwrap();
+        assert!(Arc::ptr_eq(&first.catalog, &second.catalog), "parsed twice");
+
+        std::fs::write(root.join("app/0002_b.up.sql"), "CREATE TABLE b (x INT);").unwrap();
+        let third = load(&root).unwrap();
+        assert!(!Arc::ptr_eq(&first.catalog, &third.catalog));
+        assert!(third.catalog.table("app", "b").is_some());
+        assert_eq!(third.files.len(), 2);
+
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error_without_absolute_paths() {
+        let error = load(Path::new("/nonexistent/prost-db/migrations"))
+            .err()
+            .unwrap();
+        assert!(error.contains("does not exist"), "{error}");
+        assert!(!error.contains("/nonexistent"), "{error}");
+    }
+}

@@ -1,0 +1,21 @@
+//! What a failed derive emits: the errors, plus an impl with an empty description so the
+//! rest of the crate does not fail a second time with "trait `Schema` not implemented".
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+pub(crate) fn expand(input: &syn::DeriveInput, errors: TokenStream) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        #errors
+        #[automatically_derived]
+        impl #impl_generics ::prost_db::schema::Schema for #ident #ty_generics #where_clause {
+            const TABLE: &'static ::prost_db::schema::TableDescription = &::prost_db::schema::TableDescription {
+                schema: "",
+                name: "",
+                columns: &[],
+            };
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! Tables described in Rust: `#[derive(Schema)]`, the type-compatibility trait, and the
+//! startup check against the live database.
+//!
+//! `#[derive(Schema)]` checks a struct at compile time against the catalog built from the
+//! migration files (see [`Schema`](macro@crate::Schema)), and implements [`Schema`] with the
+//! table's [`TableDescription`]. At startup, [`Db::check_tables`] compares the descriptions
+//! with `pg_catalog` in one round trip and reports every difference at once.
+//!
+//! ```no_run
+//! use prost_db::schema::Schema;
+//! use prost_db::Db;
+//!
+//! #[derive(prost_db::Schema)]
+//! #[schema(schema = "catalog", table = "categories")]
+//! struct Category {
+//!     id: i64,
+//!     name: String,
+//!     description: Option<String>,
+//! }
+//!
+//! # async fn run(db: Db) -> Result<(), prost_db::Error> {
+//! db.check_tables(&[Category::TABLE]).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::pool::Db;
+
+/// A struct that maps to a table. Implement it with `#[derive(Schema)]`, which checks the
+/// struct against the migrations at compile time.
+///
+/// ```
+/// use prost_db::schema::{ColumnDescription, Schema, TableDescription};
+///
+/// // What `#[derive(Schema)]` generates, written by hand:
+/// struct Category { id: i64 }
+/// impl Schema for Category {
+///     const TABLE: &'static TableDescription = &TableDescription {
+///         schema: "catalog",
+///         name: "categories",
+///         columns: &[ColumnDescription { name: "id", sql_type: Some("int8"), nullable: Some(false) }],
+///     };
+/// }
+/// assert_eq!(Category::TABLE.qualified_name(), "catalog.categories");
+/// ```
+pub trait Schema {
+    /// The table, as the migrations define it, restricted to the struct's fields.
+    const TABLE: &'static TableDescription;
+}
+
+/// A table as the code expects it: qualified name and the columns the code uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableDescription {
+    /// The schema.
+    pub schema: &'static str,
+    /// The table name.
+    pub name: &'static str,
+    /// The columns, in field order.
+    pub columns: &'static [ColumnDescription],
+}
+
+impl TableDescription {
+    /// `schema.name`.
+    ///
+    /// ```
+    /// let t = prost_db::schema::TableDescription { schema: "orders", name: "orders", columns: &[] };
+    /// assert_eq!(t.qualified_name(), "orders.orders");
+    /// ```
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// A column as the code expects it.
+///
+/// ```
+/// use prost_db::schema::ColumnDescription;
+///
+/// let id = ColumnDescription { name: "id", sql_type: Some("int8"), nullable: Some(false) };
+/// assert_eq!(id.sql_type, Some("int8"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ColumnDescription {
+    /// The column name.
+    pub name: &'static str,
+    /// Its type as `pg_type.typname` (`int8`, `varchar`, `timestamptz`, `_text`, an enum's
+    /// name); `None` for `#[schema(unchecked)]` fields, whose type is not compared.
+    pub sql_type: Option<&'static str>,
+    /// Whether it accepts NULL; `None` for `#[schema(unchecked)]` fields.
+    pub nullable: Option<bool>,
+}
+
+/// One way the live database differs from a [`TableDescription`].
+///
+/// ```
+/// use prost_db::schema::SchemaDifference;
+///
+/// let d = SchemaDifference::MissingColumn { table: "catalog.products".into(), column: "sku".into() };
+/// assert_eq!(d.to_string(), "column `sku` of `catalog.products` does not exist");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaDifference {
+    /// The table does not exist.
+    MissingTable {
+        /// `schema.table`.
+        table: String,
+    },
+    /// The table exists but has no such column.
+    MissingColumn {
+        /// `schema.table`.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// The column's type differs.
+    TypeMismatch {
+        /// `schema.table`.
+        table: String,
+        /// The column.
+        column: String,
+        /// `typname` the code expects.
+        expected: String,
+        /// `typname` the database has.
+        actual: String,
+    },
+    /// The column's nullability differs.
+    NullabilityMismatch {
+        /// `schema.table`.
+        table: String,
+        /// The column.
+        column: String,
+        /// Whether the code expects it to accept NULL.
+        expected_nullable: bool,
+    },
+}
+
+impl fmt::Display for SchemaDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaDifference::MissingTable { table } => write!(f, "table `{table}` does not exist"),
+            SchemaDifference::MissingColumn { table, column } => {
+                write!(f, "column `{column}` of `{table}` does not exist")
+            }
+            SchemaDifference::TypeMismatch {
+                table,
+                column,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "column `{column}` of `{table}` is `{actual}`, the code expects `{expected}`"
+            ),
+            SchemaDifference::NullabilityMismatch {
+                table,
+                column,
+                expected_nullable,
+            } => {
+                let (actual, expected) = if *expected_nullable {
+                    ("NOT NULL", "NULL")
+                } else {
+                    ("NULL", "NOT NULL")
+                };
+                write!(
+                    f,
+                    "column `{column}` of `{table}` is {actual}, the code expects {expected}"
+                )
+            }
+        }
+    }
+}
+
+/// The differences of one [`Db::check_tables`] run, shown one per line.
+///
+/// ```
+/// use prost_db::schema::{SchemaDifference, SchemaDrift};
+///
+/// let drift = SchemaDrift(vec![SchemaDifference::MissingTable { table: "orders.orders".into() }]);
+/// assert_eq!(drift.to_string(), "\n  - table `orders.orders` does not exist");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaDrift(pub Vec<SchemaDifference>);
+
+impl fmt::Display for SchemaDrift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for difference in &self.0 {
+            write!(f, "\n  - {difference}")?;
+        }
+        Ok(())
+    }
+}
+
+const CHECK_TABLES: &str = "\
+SELECT w.ord, a.attname::text, t.typname::text, a.attnotnull, c.oid IS NOT NULL \
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(nspname, relname, ord) \
+LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = w.nspname \
+LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.relname \
+     AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid";
+
+type LiveRow = (i64, Option<String>, Option<String>, Option<bool>, bool);
+
+/// Per described table (by position): whether it exists, and its columns' `(typname, not null)`.
+type LiveTables<'r> = HashMap<i64, (bool, HashMap<&'r str, (&'r str, bool)>)>;
+
+impl Db {
+    /// Compares tables described by `#[derive(Schema)]` with the live database in one round
+    /// trip, and reports every missing table or column and every type or nullability
+    /// difference at once. Call it at startup to catch drift (a hand-made change, a
+    /// migration that did not run, the wrong database) before the first request.
+    ///
+    /// ```no_run
+    /// use prost_db::schema::Schema;
+    ///
+    /// #[derive(prost_db::Schema)]
+    /// #[schema(schema = "users", table = "users")]
+    /// struct User { id: uuid::Uuid, email: String }
+    ///
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// if let Err(prost_db::Error::SchemaDrift(drift)) = db.check_tables(&[User::TABLE]).await {
+    ///     for difference in &drift.0 {
+    ///         eprintln!("{difference}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SchemaDrift`] listing every difference; a database error otherwise.
+    pub async fn check_tables(&self, tables: &[&TableDescription]) -> Result<()> {
+        let schemas: Vec<&str> = tables.iter().map(|t| t.schema).collect();
+        let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
+        let rows: Vec<LiveRow> = sqlx::query_as(CHECK_TABLES)
+            .bind(&schemas)
+            .bind(&names)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let differences = compare(tables, &rows);
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::SchemaDrift(SchemaDrift(differences)))
+        }
+    }
+}
+
+fn compare(tables: &[&TableDescription], rows: &[LiveRow]) -> Vec<SchemaDifference> {
+    let mut live: LiveTables<'_> = HashMap::new();
+    for (ord, column, ty, not_null, exists) in rows {
+        let entry = live
+            .entry(*ord)
+            .or_insert_with(|| (*exists, HashMap::new()));
+        if let (Some(column), Some(ty), Some(not_null)) = (column, ty, not_null) {
+            entry.1.insert(column.as_str(), (ty.as_str(), *not_null));
+        }
+    }
+    let mut differences = Vec::new();
+    for (ord, description) in (1..).zip(tables) {
+        let table = description.qualified_name();
+        let Some((true, columns)) = live.get(&ord) else {
+            differences.push(SchemaDifference::MissingTable { table });
+            continue;
+        };
+        for column in description.columns {
+            let Some(&(actual, not_null)) = columns.get(column.name) else {
+                differences.push(SchemaDifference::MissingColumn {
+                    table: table.clone(),
+                    column: column.name.to_owned(),
+                });
+                continue;
+            };
+            if let Some(expected) = column.sql_type.filter(|&e| e != actual) {
+                differences.push(SchemaDifference::TypeMismatch {
+                    table: table.clone(),
+                    column: column.name.to_owned(),
+                    expected: expected.to_owned(),
+                    actual: actual.to_owned(),
+                });
+            }
+            if let Some(nullable) = column.nullable.filter(|&n| n == not_null) {
+                differences.push(SchemaDifference::NullabilityMismatch {
+                    table: table.clone(),
+                    column: column.name.to_owned(),
+                    expected_nullable: nullable,
+                });
+            }
+        }
+    }
+    differences
+}
+
+/// Marks `Self` as able to hold values of the PostgreSQL type `S` (a marker from [`pg`]).
+///
+/// `#[derive(Schema)]` requires `FieldType: CompatibleWith<pg::column_type>` for every
+/// checked field. Opt your own types in with an empty impl:
+///
+/// ```
+/// use prost_db::schema::{pg, CompatibleWith};
+///
+/// /// Cents stored in a `NUMERIC(10, 2)` column.
+/// struct Money(rust_decimal::Decimal);
+/// impl CompatibleWith<pg::numeric> for Money {}
+///
+/// /// A `CREATE TYPE order_status AS ENUM (...)` column.
+/// #[derive(sqlx::Type)]
+/// #[sqlx(type_name = "order_status", rename_all = "snake_case")]
+/// enum OrderStatus { Pending, Paid }
+/// impl CompatibleWith<pg::Enum> for OrderStatus {}
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot hold a PostgreSQL `{S}` column",
+    label = "the migrations give this column the SQL type `{S}`",
+    note = "change the field's type, implement `prost_db::schema::CompatibleWith<{S}>` for it, or mark the field `#[schema(unchecked)]`"
+)]
+pub trait CompatibleWith<S> {}
+
+/// PostgreSQL types as marker types, named after `pg_type.typname`.
+///
+/// ```
+/// use prost_db::schema::{pg, CompatibleWith};
+///
+/// fn holds<T: CompatibleWith<S>, S>() {}
+/// holds::<i64, pg::int8>();
+/// holds::<Option<String>, pg::varchar>();
+/// holds::<Vec<uuid::Uuid>, pg::Array<pg::uuid>>();
+/// ```
+#[allow(non_camel_case_types)]
+pub mod pg {
+    use std::marker::PhantomData;
+
+    macro_rules! markers {
+        ($($name:ident),* $(,)?) => {$(
+            #[doc = concat!("The PostgreSQL type `", stringify!($name), "`.")]
+            #[derive(Debug, Clone, Copy)]
+            pub struct $name;
+        )*};
+    }
+
+    markers!(
+        int2,
+        int4,
+        int8,
+        float4,
+        float8,
+        numeric,
+        varchar,
+        bpchar,
+        text,
+        citext,
+        name,
+        bool,
+        uuid,
+        date,
+        time,
+        timestamp,
+        timestamptz,
+        interval,
+        json,
+        jsonb,
+        bytea
+    );
+
+    /// Any enum type made with `CREATE TYPE ... AS ENUM`.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Enum;
+
+    /// An array of `S` (`typname` `_s`).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Array<S>(PhantomData<S>);
+}
+
+impl CompatibleWith<pg::int2> for i16 {}
+impl CompatibleWith<pg::int4> for i32 {}
+impl CompatibleWith<pg::int8> for i64 {}
+impl CompatibleWith<pg::float4> for f32 {}
+impl CompatibleWith<pg::float8> for f64 {}
+impl CompatibleWith<pg::bool> for bool {}
+impl CompatibleWith<pg::varchar> for String {}
+impl CompatibleWith<pg::bpchar> for String {}
+impl CompatibleWith<pg::text> for String {}
+impl CompatibleWith<pg::citext> for String {}
+impl CompatibleWith<pg::name> for String {}
+impl CompatibleWith<pg::Enum> for String {}
+impl CompatibleWith<pg::numeric> for rust_decimal::Decimal {}
+impl CompatibleWith<pg::uuid> for uuid::Uuid {}
+impl CompatibleWith<pg::date> for chrono::NaiveDate {}
+impl CompatibleWith<pg::time> for chrono::NaiveTime {}
+impl CompatibleWith<pg::timestamp> for chrono::NaiveDateTime {}
+impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::Utc> {}
+impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::Local> {}
+impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::FixedOffset> {}
+impl CompatibleWith<pg::interval> for sqlx::postgres::types::PgInterval {}
+impl CompatibleWith<pg::json> for serde_json::Value {}
+impl CompatibleWith<pg::jsonb> for serde_json::Value {}
+impl CompatibleWith<pg::bytea> for Vec<u8> {}
+
+impl<T> CompatibleWith<pg::json> for sqlx::types::Json<T> {}
+impl<T> CompatibleWith<pg::jsonb> for sqlx::types::Json<T> {}
+impl<T: CompatibleWith<S>, S> CompatibleWith<S> for Option<T> {}
+impl<T: CompatibleWith<S>, S> CompatibleWith<pg::Array<S>> for Vec<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRODUCTS: TableDescription = TableDescription {
+        schema: "catalog",
+        name: "products",
+        columns: &[
+            ColumnDescription {
+                name: "id",
+                sql_type: Some("int8"),
+                nullable: Some(false),
+            },
+            ColumnDescription {
+                name: "name",
+                sql_type: Some("varchar"),
+                nullable: Some(false),
+            },
+            ColumnDescription {
+                name: "gone",
+                sql_type: Some("text"),
+                nullable: Some(true),
+            },
+            ColumnDescription {
+                name: "free",
+                sql_type: None,
+                nullable: None,
+            },
+        ],
+    };
+    const MISSING: TableDescription = TableDescription {
+        schema: "catalog",
+        name: "nope",
+        columns: &[],
+    };
+
+    fn row(column: &str, ty: &str, not_null: bool) -> LiveRow {
+        (
+            1,
+            Some(column.into()),
+            Some(ty.into()),
+            Some(not_null),
+            true,
+        )
+    }
+
+    #[test]
+    fn reports_every_difference() {
+        let rows = vec![
+            row("id", "int4", false),
+            row("name", "varchar", true),
+            row("free", "whatever", true),
+            (2, None, None, None, false),
+        ];
+        let differences = compare(&[&PRODUCTS, &MISSING], &rows);
+        let text: Vec<String> = differences.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "column `id` of `catalog.products` is `int4`, the code expects `int8`",
+                "column `id` of `catalog.products` is NULL, the code expects NOT NULL",
+                "column `gone` of `catalog.products` does not exist",
+                "table `catalog.nope` does not exist",
+            ]
+        );
+    }
+}

@@ -1,0 +1,8 @@
+#[derive(prost_db::Schema)]
+#[schema(schema = "catalog", table = "products")]
+struct Product {
+    id: i64,
+    description: String,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[derive(prost_db::Schema)]
+#[schema(schema = "catalog", table = "prodcts")]
+struct Product {
+    id: i64,
+}
+
+fn main() {}

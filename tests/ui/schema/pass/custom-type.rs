@@ -1,0 +1,37 @@
+use prost_db::schema::{pg, CompatibleWith};
+
+/// Money in a NUMERIC column.
+struct Money(#[allow(dead_code)] rust_decimal::Decimal);
+impl CompatibleWith<pg::numeric> for Money {}
+
+/// The fixture's `item_state` enum.
+enum ItemState {
+    New,
+    Sold,
+}
+impl CompatibleWith<pg::Enum> for ItemState {}
+
+#[derive(prost_db::Schema)]
+#[schema(schema = "catalog", table = "products")]
+struct Product {
+    id: i64,
+    price: Money,
+}
+
+#[derive(prost_db::Schema)]
+#[schema(migrations = "../migrations", table = "items")]
+struct Item {
+    id: i64,
+    name: String,
+    state: ItemState,
+    price: Money,
+    tags: Vec<String>,
+}
+
+fn main() {
+    use prost_db::schema::Schema;
+    assert_eq!(Item::TABLE.qualified_name(), "app.items");
+    assert_eq!(Item::TABLE.columns[2].sql_type, Some("item_state"));
+    assert_eq!(Item::TABLE.columns[4].sql_type, Some("_text"));
+    let _ = (Product::TABLE, [ItemState::New, ItemState::Sold]);
+}
