@@ -33,6 +33,7 @@ use prost_db::{Db, DbConfig};
 use prost_shop::events::{ORDERS_EXCHANGE, PRODUCTS_EXCHANGE};
 use prost_shop::handlers::{Catalog, Crashes, Metrics, Mode};
 use prost_shop::scenario::{Plan, Verification, wait_until};
+use prost_shop::tables;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -111,16 +112,21 @@ async fn run() -> Result<bool, BoxError> {
     let catalog = dbs.swap_remove(0);
     outbox::install(&catalog).await?;
 
-    // 2. Verify the tables the catalog service uses.
+    // 2. Verify the live tables against the `#[derive(Schema)]` structs (one round trip,
+    //    every difference at once), and the framework tables the catalog's handlers use.
+    catalog.check_tables(tables::ALL).await?;
     catalog
-        .require_tables(&[
-            "products",
-            "categories",
-            "inventory_reservations",
-            "outbox_events",
-        ])
+        .require_tables(&["idempotency_records", "outbox_events"])
         .await?;
-    println!("== catalog tables verified");
+    println!(
+        "== {} tables verified against #[derive(Schema)]: {}",
+        tables::ALL.len(),
+        tables::ALL
+            .iter()
+            .map(|t| t.qualified_name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // 3. RabbitMQ: topology, then the scenario with the catalog's handlers.
     let connection = Arc::new(amqp::connect(&amqp::url_from_env()).await?);

@@ -22,8 +22,10 @@ use std::time::Duration;
 
 use prost_db::amqp::{self, Topology};
 use prost_db::outbox::{Outbox, Relay};
+use prost_db::schema::Schema;
 use prost_db::{Db, DbConfig};
 use prost_shop::handlers::{Catalog, Crashes, Metrics, Mode};
+use prost_shop::tables::{Product, StockReservation};
 use tokio::signal::unix::{SignalKind, signal};
 
 fn var(name: &str) -> Option<String> {
@@ -63,7 +65,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .acquire_timeout(Duration::from_secs(5)),
     )
     .await?;
-    db.require_tables(&["products", "inventory_reservations", "outbox_events"])
+    // The seed's "verify tables" step: the structs the handler relies on, checked against
+    // the live schema, and the framework tables.
+    db.check_tables(&[Product::TABLE, StockReservation::TABLE])
+        .await?;
+    db.require_tables(&["idempotency_records", "outbox_events"])
         .await?;
     let connection = amqp::connect(&amqp::url_from_env()).await?;
     let topology = Topology::shop(&prefix);
