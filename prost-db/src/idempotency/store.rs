@@ -9,9 +9,9 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use tracing::Instrument;
 
-use super::Outcome;
 use super::error::{HandlerError, PermanentError};
 use super::key::{Fingerprint, IdempotencyKey};
+use super::Outcome;
 use crate::error::{Error, Result};
 use crate::pool::Db;
 
@@ -222,12 +222,10 @@ impl IdempotencyStore {
     pub async fn install(db: &Db) -> Result<()> {
         let mut tx = db.begin().await?;
         // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))",
-        )
-        .bind(db.schema())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))")
+            .bind(db.schema())
+            .execute(&mut *tx)
+            .await?;
         sqlx::raw_sql(sql(DDL, db)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -301,18 +299,7 @@ impl IdempotencyStore {
         fingerprint: Option<Fingerprint>,
     ) -> Result<Claim> {
         let value = serde_json::Value::Null;
-        if insert(
-            &self.db,
-            tx,
-            &self.service,
-            action,
-            key,
-            fingerprint,
-            &value,
-            false,
-        )
-        .await?
-        {
+        if insert(&self.db, tx, &self.service, action, key, fingerprint, &value, false).await? {
             return Ok(Claim::Claimed);
         }
         let record = sqlx::query_as::<_, RecordRow>(sql(SELECT, &self.db))
@@ -383,17 +370,7 @@ impl IdempotencyStore {
         fingerprint: Option<Fingerprint>,
         result: &serde_json::Value,
     ) -> Result<bool> {
-        insert(
-            &self.db,
-            tx,
-            &self.service,
-            action,
-            key,
-            fingerprint,
-            result,
-            false,
-        )
-        .await
+        insert(&self.db, tx, &self.service, action, key, fingerprint, result, false).await
     }
 
     /// Deletes records older than `horizon` (of every action of the service's schema) and
@@ -553,10 +530,7 @@ where
         fingerprint,
         lock_timeout: handler.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
     };
-    let result = run
-        .execute::<P, T, E, F, Fut>(body)
-        .instrument(span.clone())
-        .await;
+    let result = run.execute::<P, T, E, F, Fut>(body).instrument(span.clone()).await;
     let outcome = match &result {
         Ok(outcome) => outcome.as_str(),
         Err(error) => error.kind(),
@@ -635,12 +609,7 @@ impl Run<'_> {
         }
     }
 
-    async fn insert(
-        &self,
-        tx: &mut Tx,
-        result: &serde_json::Value,
-        permanent: bool,
-    ) -> Result<bool> {
+    async fn insert(&self, tx: &mut Tx, result: &serde_json::Value, permanent: bool) -> Result<bool> {
         insert(
             self.db,
             tx,
@@ -670,10 +639,7 @@ impl Run<'_> {
         P: ErrorPolicy<E>,
         T: DeserializeOwned,
     {
-        if record
-            .fingerprint
-            .is_some_and(|stored| stored != self.fingerprint)
-        {
+        if record.fingerprint.is_some_and(|stored| stored != self.fingerprint) {
             return Err(HandlerError::PayloadMismatch {
                 event_id: self.key.to_owned(),
                 action: self.action.to_owned(),
