@@ -177,8 +177,8 @@ async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exac
     publish_plan(&broker, &plan).await;
 
     let worker = Worker::new(&test_db, &broker, "kill")
-        .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.004")
-        .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.002");
+        .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.01")
+        .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.005");
     let restarts = chaos(&worker, 10, 11).await;
     let after_commit = worker.log_count("injected crash after commit");
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(120)).await;
