@@ -337,6 +337,7 @@ impl Replay<'_> {
                 mode,
                 crashes: Crashes::default(),
                 metrics: Arc::clone(&metrics),
+                publisher: None,
             };
             let consumer = handler.consumer(queue.clone()).prefetch(4);
             let connection = Arc::clone(self.connection);

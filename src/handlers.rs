@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
+use prost_db::amqp::{Consumer, HandlerError, Publisher, QueueSpec};
 use prost_db::events::Event;
-use prost_db::idempotency::{HandlerError as IdempotencyError, Tx};
+use prost_db::idempotency::{HandlerError as IdempotencyError, Outcome, Tx};
 use prost_db::outbox::Outbox;
 use prost_db::{Db, idempotent_handler};
 
@@ -68,6 +68,11 @@ pub enum Mode {
     /// Control: idempotent, but the consumer acks before the handler commits; a crash
     /// loses the message.
     AckBeforeCommit,
+    /// Control: idempotent, but `StockReserved` is published straight to the broker after
+    /// COMMIT, when the event was processed (the seed's shape), instead of through the
+    /// outbox. A crash between COMMIT and publish loses the events: the redelivery is a
+    /// duplicate, so nothing publishes them again.
+    PublishAfterCommit,
 }
 
 /// Crash injection for the kill tests: the process aborts with these probabilities.
@@ -136,6 +141,8 @@ pub struct Catalog {
     pub crashes: Crashes,
     /// Measurements.
     pub metrics: Arc<Metrics>,
+    /// The broker, for [`Mode::PublishAfterCommit`] only.
+    pub publisher: Option<Publisher>,
 }
 
 /// True with probability `p` (the top 48 bits of a v4 UUID are random; its version and
@@ -171,6 +178,7 @@ impl Catalog {
         let result = match self.mode {
             Mode::Bare => self.bare(event).await.map(|_| false),
             Mode::Idempotent | Mode::AckBeforeCommit => self.idempotent(event).await,
+            Mode::PublishAfterCommit => self.publish_after_commit(event).await,
         };
         match &result {
             Ok(true) => self.metrics.duplicates.fetch_add(1, Ordering::Relaxed),
@@ -191,6 +199,46 @@ impl Catalog {
         crash(self.crashes.before_commit, "before commit");
         tx.commit().await.map_err(prost_db::Error::from)?;
         Ok(reservation)
+    }
+
+    async fn publish_after_commit(
+        &self,
+        event: &Event<OrderCreated>,
+    ) -> Result<bool, HandlerError> {
+        let outcome = reserve_stock(
+            &self.db,
+            event,
+            &self.outbox,
+            &self.products_exchange,
+            self.crashes.before_commit,
+        )
+        .await
+        .map_err(classify)?;
+        let Outcome::Processed(Reservation::Reserved(ids)) = &outcome else {
+            return Ok(outcome.is_duplicate());
+        };
+        crash(self.crashes.after_commit, "after commit, before publish");
+        let publisher = self
+            .publisher
+            .as_ref()
+            .ok_or_else(|| HandlerError::permanent("PublishAfterCommit needs a publisher"))?;
+        for (item, &reservation_id) in event.payload.items.iter().zip(ids) {
+            let reserved = Event::new(
+                item.product_id.to_string(),
+                event.envelope.correlation_id.clone(),
+                StockReserved {
+                    product_id: item.product_id,
+                    quantity: item.quantity,
+                    order_id: event.payload.order_id,
+                    reservation_id,
+                },
+            );
+            publisher
+                .publish(&self.products_exchange, &reserved)
+                .await
+                .map_err(HandlerError::transient)?;
+        }
+        Ok(false)
     }
 
     async fn idempotent(&self, event: &Event<OrderCreated>) -> Result<bool, HandlerError> {

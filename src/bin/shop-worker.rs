@@ -6,7 +6,7 @@
 //! | `DATABASE_URL` | the shop database | `postgres://postgres@127.0.0.1:5432/prost` |
 //! | `AMQP_URL` | the broker | `amqp://guest:guest@127.0.0.1:5672/%2f` |
 //! | `PROST_SHOP_PREFIX` | prefix of every exchange and queue name | empty |
-//! | `PROST_SHOP_MODE` | `idempotent`, `bare`, `ack-before-commit` | `idempotent` |
+//! | `PROST_SHOP_MODE` | `idempotent`, `bare`, `ack-before-commit`, `publish-after-commit` | `idempotent` |
 //! | `PROST_SHOP_CONSUME` | run the consumer (`0` = relay only) | `1` |
 //! | `PROST_SHOP_RELAY` | run the outbox relay | `0` |
 //! | `PROST_SHOP_RELAY_BATCH` | relay batch size | `100` |
@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None | Some("idempotent") => Mode::Idempotent,
         Some("bare") => Mode::Bare,
         Some("ack-before-commit") => Mode::AckBeforeCommit,
+        Some("publish-after-commit") => Mode::PublishAfterCommit,
         Some(other) => return Err(format!("unknown PROST_SHOP_MODE {other:?}").into()),
     };
     let prefetch: u16 = var("PROST_SHOP_PREFETCH")
@@ -117,6 +118,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     if var("PROST_SHOP_CONSUME").as_deref() != Some("0") {
+        let publisher = match mode {
+            Mode::PublishAfterCommit => Some(amqp::Publisher::new(&connection).await?),
+            _ => None,
+        };
         let catalog = Catalog {
             outbox: Outbox::new(&db),
             db: db.clone(),
@@ -127,6 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 after_commit: probability("PROST_SHOP_CRASH_AFTER_COMMIT"),
             },
             metrics: Arc::new(Metrics::default()),
+            publisher,
         };
         let spec = topology.queues()[0].clone();
         let stats = catalog

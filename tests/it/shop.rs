@@ -278,6 +278,7 @@ async fn in_process_catalog(catalog: &Db, broker: &Broker) -> (Arc<Metrics>, Cat
         mode: Mode::Idempotent,
         crashes: Crashes::default(),
         metrics: Arc::clone(&metrics),
+        publisher: None,
     };
     (metrics, handler)
 }
@@ -514,6 +515,48 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
     assert_eq!(stats.dead_lettered, 0, "{stats:?}");
     broker.cleanup().await;
     orders.close().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_publishing_after_commit_without_an_outbox_loses_events_when_the_process_dies_in_between()
+ {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(300, 0.0, 0, 20, 14);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let worker = Worker::new(&test_db, &broker, "direct")
+        .env("PROST_SHOP_MODE", "publish-after-commit")
+        .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.05");
+    let queue = broker.spec(0);
+    for _ in 0..100 {
+        if broker.depth(&queue.queue()).await == 0 {
+            break;
+        }
+        let mut child = worker.spawn();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let _ = child.kill().await;
+    }
+    let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(10)).await;
+    let lines: i64 = plan
+        .orders
+        .iter()
+        .map(|o| o.payload.items.len() as i64)
+        .sum();
+    // The cart service's queue receives every `StockReserved` (and no `OrderCreated`).
+    let published = i64::from(broker.depth(&broker.spec(1).queue()).await);
+
+    assert!(state.is_consistent(), "idempotency still holds: {state:?}");
+    assert!(worker.log_count("injected crash after commit, before publish") >= 1);
+    assert!(
+        published < lines,
+        "{published} of {lines} StockReserved published: the crashes lost none?"
+    );
+    broker.cleanup().await;
     catalog.close().await;
     test_db.close().await.unwrap();
 }
