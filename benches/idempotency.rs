@@ -1,1 +1,168 @@
-fn main() {}
+//! The idempotent handler against the same body in a bare transaction, side by side.
+//!
+//! `cargo bench --bench idempotency` (needs PostgreSQL; see `prost_db::testing`).
+//! Environment: `BENCH_EVENTS` per mode and round (default 2000), `BENCH_ROUNDS` (default 8),
+//! `BENCH_WORKERS` (default 16). The modes alternate in short rounds, so that load from other
+//! processes on the machine hits all three alike.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use prost_db::idempotency::{EventId, IdempotencyStore, Outcome, Tx};
+use prost_db::testing::TestDb;
+use prost_db::{Db, idempotent_handler};
+use serde::Serialize;
+use uuid::Uuid;
+
+const PRODUCTS: i64 = 1_000;
+
+#[derive(Clone, Serialize)]
+struct StockReserved {
+    event_id: Uuid,
+    product_id: i64,
+}
+
+impl EventId for StockReserved {
+    type Id = Uuid;
+    fn event_id(&self) -> &Uuid {
+        &self.event_id
+    }
+}
+
+async fn reserve(tx: &mut Tx, product_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = $1")
+        .bind(product_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[idempotent_handler]
+async fn reserve_stock(tx: &mut Tx, event: &StockReserved) -> Result<(), sqlx::Error> {
+    reserve(tx, event.product_id).await
+}
+
+async fn bare(db: &Db, event: &StockReserved) {
+    let mut tx = db.begin().await.expect("begin");
+    reserve(&mut tx, event.product_id).await.expect("update");
+    tx.commit().await.expect("commit");
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Bare,
+    New,
+    Duplicate,
+}
+
+async fn run(db: &Db, events: Arc<Vec<StockReserved>>, workers: usize, mode: Mode) -> Duration {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (db, events, next) = (db.clone(), events.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(event) = events.get(i) else { break };
+                    match mode {
+                        Mode::Bare => bare(&db, event).await,
+                        Mode::New | Mode::Duplicate => {
+                            let outcome = reserve_stock(&db, event).await.expect("handler");
+                            assert_eq!(
+                                matches!(outcome, Outcome::Duplicate(())),
+                                mode == Mode::Duplicate
+                            );
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("worker");
+    }
+    started.elapsed()
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let per_round = env("BENCH_EVENTS", 2_000);
+    let rounds = env("BENCH_ROUNDS", 8);
+    let workers = env("BENCH_WORKERS", 16);
+
+    let test_db = TestDb::new().await?;
+    let config = test_db
+        .config("catalog")
+        .min_connections(workers as u32)
+        .max_connections(workers as u32);
+    let db = Db::connect(config).await?;
+    IdempotencyStore::install(&db).await?;
+    sqlx::query("CREATE TABLE products (id BIGINT PRIMARY KEY, stock BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await?;
+    sqlx::query("INSERT INTO products SELECT g, 1000000000 FROM generate_series(1, $1) g")
+        .bind(PRODUCTS)
+        .execute(db.pool())
+        .await?;
+
+    let events = |round: usize| -> Arc<Vec<StockReserved>> {
+        Arc::new(
+            (0..per_round)
+                .map(|i| StockReserved {
+                    event_id: Uuid::new_v4(),
+                    product_id: ((i * 7919 + round) as i64 % PRODUCTS) + 1,
+                })
+                .collect(),
+        )
+    };
+    // Warm up connections and prepared statements.
+    let warm = events(usize::MAX / 2);
+    run(&db, warm.clone(), workers, Mode::Bare).await;
+    run(&db, warm.clone(), workers, Mode::New).await;
+
+    let mut totals = [Duration::ZERO; 3];
+    for round in 0..rounds {
+        let batch = events(round);
+        // New events must precede their duplicates; the bare run moves around them.
+        if round % 2 == 0 {
+            totals[0] += run(&db, batch.clone(), workers, Mode::Bare).await;
+        }
+        totals[1] += run(&db, batch.clone(), workers, Mode::New).await;
+        if round % 2 == 1 {
+            totals[0] += run(&db, batch.clone(), workers, Mode::Bare).await;
+        }
+        totals[2] += run(&db, batch.clone(), workers, Mode::Duplicate).await;
+    }
+
+    let count = (per_round * rounds) as f64;
+    let rate = |d: Duration| count / d.as_secs_f64();
+    let bare_rate = rate(totals[0]);
+    println!(
+        "idempotency benchmark: {workers} workers, {rounds} rounds x {per_round} events per mode, body = one UPDATE of a product's stock"
+    );
+    println!("{:<34} {:>12} {:>8}", "mode", "events/s", "ratio");
+    for (name, total) in [
+        ("bare transaction", totals[0]),
+        ("idempotent handler, new events", totals[1]),
+        ("idempotent handler, duplicates", totals[2]),
+    ] {
+        println!(
+            "{name:<34} {:>12.0} {:>7.2}x",
+            rate(total),
+            rate(total) / bare_rate
+        );
+    }
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}

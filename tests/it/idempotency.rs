@@ -212,14 +212,25 @@ async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_fir
     let processed = processed.lock().unwrap().clone();
     let replayed = replayed.lock().unwrap().clone();
     assert_eq!(processed.len(), EVENTS);
-    assert_eq!(replayed.len(), delivered - EVENTS, "every duplicate is counted");
+    assert_eq!(
+        replayed.len(),
+        delivered - EVENTS,
+        "every duplicate is counted"
+    );
     for (event_id, stock) in &replayed {
-        assert_eq!(processed.get(event_id), Some(stock), "replayed result of {event_id}");
+        assert_eq!(
+            processed.get(event_id),
+            Some(stock),
+            "replayed result of {event_id}"
+        );
     }
 
     let applied = applied_per_event(&db).await?;
     assert_eq!(applied.len(), EVENTS);
-    assert!(applied.values().all(|&n| n == 1), "an effect was applied twice");
+    assert!(
+        applied.values().all(|&n| n == 1),
+        "an effect was applied twice"
+    );
     for event in &events {
         assert_eq!(applied.get(&event.event_id), Some(&1));
     }
@@ -239,12 +250,23 @@ async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_fir
         let control = control.clone();
         deliver_all(queue, WORKERS, move |event| {
             let control = control.clone();
-            async move { reserve_stock_check_then_insert(&control, &event).await.unwrap() }
+            async move {
+                reserve_stock_check_then_insert(&control, &event)
+                    .await
+                    .unwrap()
+            }
         })
         .await;
     }
-    let doubled = applied_per_event(&control).await?.values().filter(|&&n| n > 1).count();
-    assert!(doubled > 0, "the control should show double effects; the test setup cannot catch a race");
+    let doubled = applied_per_event(&control)
+        .await?
+        .values()
+        .filter(|&&n| n > 1)
+        .count();
+    assert!(
+        doubled > 0,
+        "the control should show double effects; the test setup cannot catch a race"
+    );
     eprintln!("control (check-then-insert): {doubled} events applied twice");
 
     db.close().await;
@@ -281,16 +303,31 @@ async fn a_failed_body_leaves_no_record_and_the_retry_succeeds() -> TestResult {
     let event = StockReserved::new(1);
 
     let error = reserve_or_fail(&db, &event, true).await.unwrap_err();
-    assert!(matches!(error, HandlerError::Failed(ReserveError::Flaky(_))), "{error:?}");
+    assert!(
+        matches!(error, HandlerError::Failed(ReserveError::Flaky(_))),
+        "{error:?}"
+    );
     assert!(error.should_retry());
     let store = IdempotencyStore::new(&db);
-    assert!(store.get("reserve_or_fail", &event.event_id.to_string()).await?.is_none());
-    assert!(applied_per_event(&db).await?.is_empty(), "the failed body's effect rolled back");
+    assert!(
+        store
+            .get("reserve_or_fail", &event.event_id.to_string())
+            .await?
+            .is_none()
+    );
+    assert!(
+        applied_per_event(&db).await?.is_empty(),
+        "the failed body's effect rolled back"
+    );
 
     let outcome = reserve_or_fail(&db, &event, false).await?;
     assert_eq!(outcome, Outcome::Processed(INITIAL_STOCK - 1));
     let again = reserve_or_fail(&db, &event, true).await?;
-    assert_eq!(again, Outcome::Duplicate(INITIAL_STOCK - 1), "a duplicate never runs the body");
+    assert_eq!(
+        again,
+        Outcome::Duplicate(INITIAL_STOCK - 1),
+        "a duplicate never runs the body"
+    );
     assert_eq!(applied_per_event(&db).await?.len(), 1);
 
     db.close().await;
@@ -341,24 +378,54 @@ async fn a_permanent_error_is_recorded_and_replayed_as_an_error() -> TestResult 
     let unknown = StockReserved::new(PRODUCTS + 1);
     let first = reserve_checked(&db, &unknown, &runs).await.unwrap_err();
     assert!(
-        matches!(first, HandlerError::Permanent { error: Rejection::UnknownProduct(101), replayed: false }),
+        matches!(
+            first,
+            HandlerError::Permanent {
+                error: Rejection::UnknownProduct(101),
+                replayed: false
+            }
+        ),
         "{first:?}"
     );
     assert!(!first.should_retry());
     let second = reserve_checked(&db, &unknown, &runs).await.unwrap_err();
     assert!(
-        matches!(second, HandlerError::Permanent { error: Rejection::UnknownProduct(101), replayed: true }),
+        matches!(
+            second,
+            HandlerError::Permanent {
+                error: Rejection::UnknownProduct(101),
+                replayed: true
+            }
+        ),
         "{second:?}"
     );
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the replay did not run the body");
-    assert!(applied_per_event(&db).await?.is_empty(), "a permanent error's effects roll back");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the replay did not run the body"
+    );
+    assert!(
+        applied_per_event(&db).await?.is_empty(),
+        "a permanent error's effects roll back"
+    );
 
     // An error the type calls transient is not recorded.
-    let busy = StockReserved { quantity: 0, ..StockReserved::new(1) };
+    let busy = StockReserved {
+        quantity: 0,
+        ..StockReserved::new(1)
+    };
     let error = reserve_checked(&db, &busy, &runs).await.unwrap_err();
-    assert!(matches!(error, HandlerError::Failed(Rejection::Busy)), "{error:?}");
+    assert!(
+        matches!(error, HandlerError::Failed(Rejection::Busy)),
+        "{error:?}"
+    );
     let store = IdempotencyStore::new(&db);
-    assert!(store.get("reserve_checked", &busy.event_id.to_string()).await?.is_none());
+    assert!(
+        store
+            .get("reserve_checked", &busy.event_id.to_string())
+            .await?
+            .is_none()
+    );
 
     db.close().await;
     test_db.close().await?;
@@ -370,9 +437,15 @@ async fn the_same_event_id_with_a_different_payload_is_a_mismatch() -> TestResul
     let test_db = TestDb::new().await?;
     let db = setup(&test_db, "catalog", 4).await?;
     let event = StockReserved::new(1);
-    assert!(matches!(reserve_stock(&db, &event).await?, Outcome::Processed(_)));
+    assert!(matches!(
+        reserve_stock(&db, &event).await?,
+        Outcome::Processed(_)
+    ));
 
-    let altered = StockReserved { quantity: 5, ..event.clone() };
+    let altered = StockReserved {
+        quantity: 5,
+        ..event.clone()
+    };
     let error = reserve_stock(&db, &altered).await.unwrap_err();
     match &error {
         HandlerError::PayloadMismatch { event_id, action } => {
@@ -402,13 +475,17 @@ async fn purge_deletes_only_records_older_than_the_horizon() -> TestResult {
         .bind(&old)
         .execute(db.pool())
         .await?;
-    sqlx::query("UPDATE idempotency_records SET created_at = now() - interval '6 days' WHERE event_id = $1")
-        .bind(events[2].event_id.to_string())
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "UPDATE idempotency_records SET created_at = now() - interval '6 days' WHERE event_id = $1",
+    )
+    .bind(events[2].event_id.to_string())
+    .execute(db.pool())
+    .await?;
 
     let store = IdempotencyStore::new(&db);
-    let deleted = store.purge_older_than(Duration::from_secs(7 * 24 * 3600)).await?;
+    let deleted = store
+        .purge_older_than(Duration::from_secs(7 * 24 * 3600))
+        .await?;
     assert_eq!(deleted, 2);
     let left: Vec<String> =
         sqlx::query_scalar("SELECT event_id FROM idempotency_records ORDER BY created_at")
@@ -462,7 +539,9 @@ async fn a_twin_in_flight_waits_then_replays_or_takes_over_after_a_rollback() ->
         let first = first.await?;
         let twin = twin.await??;
         if first_fails {
-            let Outcome::Processed(stock) = twin else { panic!("{twin:?}") };
+            let Outcome::Processed(stock) = twin else {
+                panic!("{twin:?}")
+            };
             // The failed first delivery reports its error, or, if the twin committed before
             // it could tell, that the event is handled.
             match first {
@@ -471,7 +550,9 @@ async fn a_twin_in_flight_waits_then_replays_or_takes_over_after_a_rollback() ->
                 other => panic!("{other:?}"),
             }
         } else {
-            let Ok(Outcome::Processed(stock)) = first else { panic!("{first:?}") };
+            let Ok(Outcome::Processed(stock)) = first else {
+                panic!("{first:?}")
+            };
             assert_eq!(twin, Outcome::Duplicate(stock));
         }
         assert_eq!(applied_per_event(&db).await?[&event.event_id], 1);
@@ -552,13 +633,32 @@ async fn methods_generic_handlers_keys_and_services() -> TestResult {
 
     let first = inventory.restock(&db, event.clone()).await?;
     assert_eq!(first, Outcome::Processed("north restocked 4".into()));
-    assert_eq!(inventory.restock(&db, event.clone()).await?, Outcome::Duplicate("north restocked 4".into()));
+    assert_eq!(
+        inventory.restock(&db, event.clone()).await?,
+        Outcome::Duplicate("north restocked 4".into())
+    );
     let store = IdempotencyStore::new(&db).with_service("inventory");
-    assert!(store.get("restock", &event.event_id.to_string()).await?.is_some());
-    assert!(IdempotencyStore::new(&db).get("restock", &event.event_id.to_string()).await?.is_none());
+    assert!(
+        store
+            .get("restock", &event.event_id.to_string())
+            .await?
+            .is_some()
+    );
+    assert!(
+        IdempotencyStore::new(&db)
+            .get("restock", &event.event_id.to_string())
+            .await?
+            .is_none()
+    );
 
-    assert_eq!(count_generic(&db, &event).await?, Outcome::Processed(INITIAL_STOCK - 1));
-    assert_eq!(count_generic(&db, &event).await?, Outcome::Duplicate(INITIAL_STOCK - 1));
+    assert_eq!(
+        count_generic(&db, &event).await?,
+        Outcome::Processed(INITIAL_STOCK - 1)
+    );
+    assert_eq!(
+        count_generic(&db, &event).await?,
+        Outcome::Duplicate(INITIAL_STOCK - 1)
+    );
 
     db.close().await;
     test_db.close().await?;
@@ -572,8 +672,13 @@ async fn the_store_claims_completes_and_runs_without_the_macro() -> TestResult {
     let store = IdempotencyStore::new(&db);
 
     let mut tx = store.begin().await?;
-    assert_eq!(store.claim(&mut tx, "manual", "k-1", None).await?, Claim::Claimed);
-    store.complete(&mut tx, "manual", "k-1", &serde_json::json!({"ok": true})).await?;
+    assert_eq!(
+        store.claim(&mut tx, "manual", "k-1", None).await?,
+        Claim::Claimed
+    );
+    store
+        .complete(&mut tx, "manual", "k-1", &serde_json::json!({"ok": true}))
+        .await?;
     tx.commit().await?;
     let mut tx = store.begin().await?;
     match store.claim(&mut tx, "manual", "k-1", None).await? {
@@ -587,7 +692,9 @@ async fn the_store_claims_completes_and_runs_without_the_macro() -> TestResult {
 
     let payload = serde_json::json!({"order": 9});
     let run = |n: u64| {
-        store.run("closure", "k-2", &payload, move |tx| async move { (tx, Ok::<u64, sqlx::Error>(n)) })
+        store.run("closure", "k-2", &payload, move |tx| async move {
+            (tx, Ok::<u64, sqlx::Error>(n))
+        })
     };
     assert_eq!(run(1).await?, Outcome::Processed(1));
     assert_eq!(run(2).await?, Outcome::Duplicate(1));

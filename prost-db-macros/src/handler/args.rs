@@ -7,8 +7,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, Lit, LitInt, LitStr, Meta, Path, Token};
 
-const EXPECTED: &str =
-    "expected one of: `action = \"...\"`, `key = <expr>`, `service = <expr>`, `permanent_errors`, `lock_timeout_ms = <integer>`, `crate = <path>`";
+const EXPECTED: &str = "expected one of: `action = \"...\"`, `key = <expr>`, `service = <expr>`, `permanent_errors`, `lock_timeout_ms = <integer>`, `crate = <path>`";
 
 #[derive(Default)]
 pub(super) struct HandlerArgs {
@@ -36,10 +35,15 @@ pub(super) fn parse(tokens: TokenStream) -> (HandlerArgs, Option<syn::Error>) {
             // #[idempotent_handler(action = "reserve_stock")]
             (Some("action"), Meta::NameValue(nv)) => match string(&nv.value) {
                 Some(lit) => set(&mut args.action, lit, &nv.path, &mut errors),
-                None => errors.error(&nv.value, "expected a string literal: `action = \"reserve_stock\"`"),
+                None => errors.error(
+                    &nv.value,
+                    "expected a string literal: `action = \"reserve_stock\"`",
+                ),
             },
             // #[idempotent_handler(key = event.order_id)]
-            (Some("key"), Meta::NameValue(nv)) => set(&mut args.key, nv.value, &nv.path, &mut errors),
+            (Some("key"), Meta::NameValue(nv)) => {
+                set(&mut args.key, nv.value, &nv.path, &mut errors)
+            }
             // #[idempotent_handler(service = "billing")]
             (Some("service"), Meta::NameValue(nv)) => {
                 set(&mut args.service, nv.value, &nv.path, &mut errors);
@@ -50,23 +54,37 @@ pub(super) fn parse(tokens: TokenStream) -> (HandlerArgs, Option<syn::Error>) {
             }
             // #[idempotent_handler(lock_timeout_ms = 5000)]
             (Some("lock_timeout_ms"), Meta::NameValue(nv)) => match &nv.value {
-                Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. })
-                    if int.base10_parse::<u64>().is_ok() =>
-                {
-                    set(&mut args.lock_timeout_ms, int.clone(), &nv.path, &mut errors);
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Int(int), ..
+                }) if int.base10_parse::<u64>().is_ok() => {
+                    set(
+                        &mut args.lock_timeout_ms,
+                        int.clone(),
+                        &nv.path,
+                        &mut errors,
+                    );
                 }
-                other => errors.error(other, "expected whole milliseconds: `lock_timeout_ms = 5000`"),
+                other => errors.error(
+                    other,
+                    "expected whole milliseconds: `lock_timeout_ms = 5000`",
+                ),
             },
             // #[idempotent_handler(crate = my_reexport::prost_db)] or (crate = "my_reexport::prost_db")
             (Some("crate"), Meta::NameValue(nv)) => match crate_path(&nv.value) {
                 Some(path) => set(&mut args.krate, path, &nv.path, &mut errors),
-                None => errors.error(&nv.value, "expected a path: `crate = my_reexport::prost_db`"),
+                None => errors.error(
+                    &nv.value,
+                    "expected a path: `crate = my_reexport::prost_db`",
+                ),
             },
             (Some(known @ ("action" | "key" | "service" | "lock_timeout_ms" | "crate")), meta) => {
                 errors.error(&meta, format!("`{known}` needs a value: `{known} = ...`"));
             }
             (Some("permanent_errors"), meta) => {
-                errors.error(&meta, "`permanent_errors` takes no value: write `permanent_errors`");
+                errors.error(
+                    &meta,
+                    "`permanent_errors` takes no value: write `permanent_errors`",
+                );
             }
             (_, meta) => {
                 let path = meta.path();
@@ -80,7 +98,10 @@ pub(super) fn parse(tokens: TokenStream) -> (HandlerArgs, Option<syn::Error>) {
 
 fn set<T>(slot: &mut Option<T>, value: T, path: &Path, errors: &mut Errors) {
     if slot.is_some() {
-        let name = path.get_ident().map(ToString::to_string).unwrap_or_default();
+        let name = path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         errors.error(path, format!("duplicate argument `{name}`; give it once"));
     } else {
         *slot = Some(value);
@@ -89,7 +110,9 @@ fn set<T>(slot: &mut Option<T>, value: T, path: &Path, errors: &mut Errors) {
 
 fn string(value: &Expr) -> Option<LitStr> {
     match value {
-        Expr::Lit(syn::ExprLit { lit: Lit::Str(lit), .. }) => Some(lit.clone()),
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Some(lit.clone()),
         _ => None,
     }
 }
@@ -130,13 +153,20 @@ mod tests {
     #[test]
     fn parses_every_argument() {
         let (args, errors) = parse(quote!(
-            action = "reserve", key = event.order_id, service = "billing",
-            permanent_errors, lock_timeout_ms = 5000, crate = ::my::db
+            action = "reserve",
+            key = event.order_id,
+            service = "billing",
+            permanent_errors,
+            lock_timeout_ms = 5000,
+            crate = ::my::db
         ));
         assert!(errors.is_none());
         assert_eq!(args.action.unwrap().value(), "reserve");
         assert!(args.key.is_some() && args.service.is_some() && args.permanent_errors.is_some());
-        assert_eq!(args.lock_timeout_ms.unwrap().base10_parse::<u64>().unwrap(), 5000);
+        assert_eq!(
+            args.lock_timeout_ms.unwrap().base10_parse::<u64>().unwrap(),
+            5000
+        );
         let krate = args.krate.unwrap();
         assert_eq!(quote!(#krate).to_string(), ":: my :: db");
     }
@@ -161,7 +191,12 @@ mod tests {
     #[test]
     fn action_must_be_a_string() {
         let (_, errors) = parse(quote!(action = reserve));
-        assert!(errors.unwrap().to_string().contains("expected a string literal"));
+        assert!(
+            errors
+                .unwrap()
+                .to_string()
+                .contains("expected a string literal")
+        );
     }
 
     #[test]

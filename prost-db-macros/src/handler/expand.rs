@@ -122,10 +122,15 @@ mod tests {
 
     #[test]
     fn replaces_the_transaction_with_the_db_and_wraps_the_result() {
-        let out = expand(quote!(), parse_quote! {
-            pub async fn reserve(tx: &mut Tx, event: &Event) -> Result<u32, Error> { todo!() }
-        });
-        assert!(out.contains("pub async fn reserve (__prost_db_db : & :: prost_db :: Db , event : & Event)"));
+        let out = expand(
+            quote!(),
+            parse_quote! {
+                pub async fn reserve(tx: &mut Tx, event: &Event) -> Result<u32, Error> { todo!() }
+            },
+        );
+        assert!(out.contains(
+            "pub async fn reserve (__prost_db_db : & :: prost_db :: Db , event : & Event)"
+        ));
         assert!(out.contains(":: prost_db :: idempotency :: Outcome < < Result < u32 , Error > as :: prost_db :: __private :: HandlerResult > :: Ok >"));
         assert!(out.contains(":: prost_db :: __private :: event_key (& event)"));
         assert!(out.contains("action : \"reserve\""));
@@ -136,7 +141,14 @@ mod tests {
     #[test]
     fn honours_every_argument() {
         let out = expand(
-            quote!(action = "a", key = event.order_id, service = "billing", permanent_errors, lock_timeout_ms = 250, crate = my::db),
+            quote!(
+                action = "a",
+                key = event.order_id,
+                service = "billing",
+                permanent_errors,
+                lock_timeout_ms = 250,
+                crate = my::db
+            ),
             parse_quote! { async fn h(&self, tx: &mut Tx, event: E) -> Result<(), X> { todo!() } },
         );
         assert!(out.contains("async fn h (& self , __prost_db_db : & my :: db :: Db , event : E)"));

@@ -24,7 +24,9 @@ mod tests {
 
     #[test]
     fn keeps_the_item_and_adds_every_error() {
-        let item = quote!(struct Event;);
+        let item = quote!(
+            struct Event;
+        );
         let first = syn::Error::new(proc_macro2::Span::call_site(), "first");
         let second = syn::Error::new(proc_macro2::Span::call_site(), "second");
         let out = super::original(item, first, Some(second)).to_string();

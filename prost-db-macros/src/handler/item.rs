@@ -52,13 +52,31 @@ mod tests {
 
     #[test]
     fn accepts_free_fns_and_methods() {
-        assert!(syn::parse2::<HandlerFn>(quote!(async fn f(tx: &mut Tx, e: &E) -> Result<(), E> {})).is_ok());
-        assert!(syn::parse2::<HandlerFn>(quote!(pub async fn f(&self, tx: &mut Tx, e: E) -> Result<(), E> {})).is_ok());
+        assert!(
+            syn::parse2::<HandlerFn>(quote!(
+                async fn f(tx: &mut Tx, e: &E) -> Result<(), E> {}
+            ))
+            .is_ok()
+        );
+        assert!(
+            syn::parse2::<HandlerFn>(quote!(
+                pub async fn f(&self, tx: &mut Tx, e: E) -> Result<(), E> {}
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
     fn rejects_a_struct_at_its_keyword() {
-        let error = syn::parse2::<HandlerFn>(quote!(struct Handler;)).err().unwrap();
-        assert!(error.to_string().starts_with("#[idempotent_handler] applies to an `async fn`"));
+        let error = syn::parse2::<HandlerFn>(quote!(
+            struct Handler;
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            error
+                .to_string()
+                .starts_with("#[idempotent_handler] applies to an `async fn`")
+        );
     }
 }

@@ -34,10 +34,14 @@ pub(super) fn validate(args: HandlerArgs, handler: &HandlerFn) -> syn::Result<Ha
         ));
     }
 
-    let mut typed = sig.inputs.iter().enumerate().filter_map(|(index, arg)| match arg {
-        FnArg::Typed(arg) => Some((index, arg)),
-        FnArg::Receiver(_) => None,
-    });
+    let mut typed = sig
+        .inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, arg)| match arg {
+            FnArg::Typed(arg) => Some((index, arg)),
+            FnArg::Receiver(_) => None,
+        });
     let tx = match typed.next() {
         Some((index, arg)) if matches!(&*arg.ty, Type::Reference(r) if r.mutability.is_some()) => {
             Some((index, arg))
@@ -195,7 +199,9 @@ mod tests {
 
     #[test]
     fn every_shape_error_is_reported_at_once() {
-        let errors = check(parse_quote! { fn reserve(event: &Event) -> u32 { 0 } }).err().unwrap();
+        let errors = check(parse_quote! { fn reserve(event: &Event) -> u32 { 0 } })
+            .err()
+            .unwrap();
         assert_eq!(errors.len(), 3);
         assert!(errors[0].starts_with("the `async` keyword is missing"));
         assert!(errors[1].starts_with("the first parameter must be the transaction"));
@@ -204,7 +210,9 @@ mod tests {
 
     #[test]
     fn no_parameters_means_no_transaction() {
-        let errors = check(parse_quote! { async fn f() -> Result<(), E> { todo!() } }).err().unwrap();
+        let errors = check(parse_quote! { async fn f() -> Result<(), E> { todo!() } })
+            .err()
+            .unwrap();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].starts_with("missing the transaction parameter"));
     }

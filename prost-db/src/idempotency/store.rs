@@ -9,9 +9,9 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use tracing::Instrument;
 
+use super::Outcome;
 use super::error::{HandlerError, PermanentError};
 use super::key::{Fingerprint, IdempotencyKey};
-use super::Outcome;
 use crate::error::{Error, Result};
 use crate::pool::Db;
 
@@ -29,23 +29,33 @@ use crate::pool::Db;
 pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The table's name, in every service schema.
+///
+/// ```
+/// assert_eq!(prost_db::idempotency::TABLE_NAME, "idempotency_records");
+/// ```
 pub const TABLE_NAME: &str = "idempotency_records";
 
 /// How long a delivery waits for an in-flight twin (or any lock its body needs) before
 /// failing with a transient lock-timeout error.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(prost_db::idempotency::DEFAULT_LOCK_TIMEOUT, Duration::from_secs(30));
+/// ```
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The table, in the schema that replaces `{schema}` (a quoted, validated identifier).
 ///
 /// The primary key is the unique key `(event_id, service_name, action)`, so an insert
-/// maintains one B-tree; retention scans `created_at` through a BRIN index, which costs
+/// maintains one B-tree, compared byte-wise (`COLLATE "C"`: keys need equality, not
+/// linguistic order); retention scans `created_at` through a BRIN index, which costs
 /// next to nothing to maintain because records arrive in time order.
-pub(crate) const DDL: &str = "\
+pub(crate) const DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS {schema}.idempotency_records (
     id              BIGINT      GENERATED ALWAYS AS IDENTITY,
-    event_id        TEXT        NOT NULL,
-    service_name    TEXT        NOT NULL,
-    action          TEXT        NOT NULL,
+    event_id        TEXT        COLLATE "C" NOT NULL,
+    service_name    TEXT        COLLATE "C" NOT NULL,
+    action          TEXT        COLLATE "C" NOT NULL,
     payload_hash    BYTEA,
     result          JSONB,
     permanent_error BOOLEAN     NOT NULL DEFAULT false,
@@ -54,11 +64,28 @@ CREATE TABLE IF NOT EXISTS {schema}.idempotency_records (
 );
 CREATE INDEX IF NOT EXISTS idempotency_records_created_at
     ON {schema}.idempotency_records USING brin (created_at);
-";
+"#;
 
 const SELECT: &str = "SELECT payload_hash, result, permanent_error, created_at \
      FROM {schema}.idempotency_records \
      WHERE event_id = $1 AND service_name = $2 AND action = $3";
+
+/// Claims the key, or returns the committed record that holds it, in one statement. A
+/// twin that committed while this statement waited on the unique index is not in the
+/// statement's snapshot: then no row comes back, and a second `SELECT` sees it.
+const CLAIM: &str = "WITH claim AS ( \
+         INSERT INTO {schema}.idempotency_records (event_id, service_name, action, payload_hash) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (event_id, service_name, action) DO NOTHING \
+         RETURNING created_at) \
+     SELECT true AS claimed, NULL::bytea AS payload_hash, NULL::jsonb AS result, \
+            false AS permanent_error, created_at \
+     FROM claim \
+     UNION ALL \
+     SELECT false, payload_hash, result, permanent_error, created_at \
+     FROM {schema}.idempotency_records \
+     WHERE event_id = $1 AND service_name = $2 AND action = $3 \
+       AND NOT EXISTS (SELECT 1 FROM claim)";
 
 const INSERT: &str = "INSERT INTO {schema}.idempotency_records \
      (event_id, service_name, action, payload_hash, result, permanent_error) \
@@ -72,7 +99,9 @@ const COMPLETE: &str = "UPDATE {schema}.idempotency_records \
 const PURGE: &str = "DELETE FROM {schema}.idempotency_records WHERE created_at < now() - $1";
 
 fn sql(template: &'static str, db: &Db) -> AssertSqlSafe<String> {
-    AssertSqlSafe(template.replace("{schema}", &db.schema_ident().to_string()))
+    // The identifier's `Display` is its quoted form.
+    let schema = format!("{}", db.schema_ident());
+    AssertSqlSafe(template.replace("{schema}", &schema))
 }
 
 /// The idempotency records of one service, and the check-process-record transaction.
@@ -222,10 +251,12 @@ impl IdempotencyStore {
     pub async fn install(db: &Db) -> Result<()> {
         let mut tx = db.begin().await?;
         // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))")
-            .bind(db.schema())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))",
+        )
+        .bind(db.schema())
+        .execute(&mut *tx)
+        .await?;
         sqlx::raw_sql(sql(DDL, db)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -265,8 +296,9 @@ impl IdempotencyStore {
     }
 
     /// Claims `key` for `action` in `tx`: `INSERT ... ON CONFLICT DO NOTHING` of a record
-    /// without result. If a twin holds the key uncommitted, this waits for it (bounded by
-    /// the lock timeout). Claimed: run the body on `tx`, then
+    /// without result, which in the same statement returns the committed record holding the
+    /// key, if any. If a twin holds the key uncommitted, this waits for it (bounded by the
+    /// lock timeout). Claimed: run the body on `tx`, then
     /// [`complete`](Self::complete) and commit; a rollback releases the claim.
     ///
     /// ```no_run
@@ -298,20 +330,7 @@ impl IdempotencyStore {
         key: &str,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Claim> {
-        let value = serde_json::Value::Null;
-        if insert(&self.db, tx, &self.service, action, key, fingerprint, &value, false).await? {
-            return Ok(Claim::Claimed);
-        }
-        let record = sqlx::query_as::<_, RecordRow>(sql(SELECT, &self.db))
-            .bind(key)
-            .bind(&self.service)
-            .bind(action)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        record
-            .map(|row| Claim::Duplicate(row.into()))
-            .ok_or_else(|| vanished(key, action))
+        claim(&self.db, tx, &self.service, action, key, fingerprint).await
     }
 
     /// Stores the result of a claimed key, in the claiming transaction.
@@ -370,7 +389,17 @@ impl IdempotencyStore {
         fingerprint: Option<Fingerprint>,
         result: &serde_json::Value,
     ) -> Result<bool> {
-        insert(&self.db, tx, &self.service, action, key, fingerprint, result, false).await
+        insert(
+            &self.db,
+            tx,
+            &self.service,
+            action,
+            key,
+            fingerprint,
+            result,
+            false,
+        )
+        .await
     }
 
     /// Deletes records older than `horizon` (of every action of the service's schema) and
@@ -487,6 +516,7 @@ impl<E: PermanentError> ErrorPolicy<E> for RecordPermanent {
 
 /// Not public API: the payload fingerprint, with a serialization failure as a handler error.
 #[doc(hidden)]
+#[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
 pub fn fingerprint<P: Serialize + ?Sized, E>(
     key: &str,
     action: &str,
@@ -530,7 +560,10 @@ where
         fingerprint,
         lock_timeout: handler.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
     };
-    let result = run.execute::<P, T, E, F, Fut>(body).instrument(span.clone()).await;
+    let result = run
+        .execute::<P, T, E, F, Fut>(body)
+        .instrument(span.clone())
+        .await;
     let outcome = match &result {
         Ok(outcome) => outcome.as_str(),
         Err(error) => error.kind(),
@@ -556,60 +589,82 @@ impl Run<'_> {
         F: FnOnce(Tx) -> Fut,
         Fut: Future<Output = (Tx, Result<T, E>)>,
     {
-        // Fast path only: the unique index below decides.
-        if let Some(record) = get(self.db, self.service, self.action, self.key).await? {
+        let mut tx = begin(self.db, self.lock_timeout).await?;
+        let claim = claim(
+            self.db,
+            &mut tx,
+            self.service,
+            self.action,
+            self.key,
+            Some(self.fingerprint),
+        )
+        .await?;
+        if let Claim::Duplicate(record) = claim {
+            // Nothing was written: the rollback is queued and rides along with the
+            // connection's next message instead of costing a round trip now.
+            drop(tx);
             return self.replay::<P, T, E>(record);
         }
 
-        let tx = begin(self.db, self.lock_timeout).await?;
         let (mut tx, result) = body(tx).await;
         let error = match result {
             Ok(value) => {
                 let json = serde_json::to_value(&value).map_err(|e| self.codec(e))?;
-                if self.insert(&mut tx, &json, false).await? {
-                    tx.commit().await.map_err(|e| self.db.map_err(e))?;
-                    return Ok(Outcome::Processed(value));
+                // The claim already stores NULL, which is what `()` and `None` replay from.
+                if !json.is_null() {
+                    self.complete(&mut tx, &json).await?;
                 }
-                tx.rollback().await.map_err(|e| self.db.map_err(e))?;
-                return self.replay_committed::<P, T, E>().await;
+                tx.commit().await.map_err(|e| self.db.map_err(e))?;
+                return Ok(Outcome::Processed(value));
             }
             Err(error) => error,
         };
         // A failed connection has rolled back already.
         tx.rollback().await.ok();
 
-        // Record a permanent error, or find out whether a twin in flight committed the event
-        // (its effects may be why the body failed). Either way the twin's record wins.
-        let record = match P::record(&error) {
-            Some(Ok(json)) => Some(json),
+        // This delivery held the claim, so no twin can have committed: a transient error
+        // is simply returned, and a permanent one is recorded in a transaction of its own
+        // (unless a twin that claimed after the rollback got there first).
+        let json = match P::record(&error) {
+            None => return Err(HandlerError::Failed(error)),
             Some(Err(e)) => return Err(self.codec(e)),
-            None => None,
+            Some(Ok(json)) => json,
         };
-        let permanent = record.is_some();
-        let json = record.unwrap_or(serde_json::Value::Null);
-        let probe = async {
-            let mut tx = begin(self.db, self.lock_timeout).await?;
-            let inserted = self.insert(&mut tx, &json, permanent).await?;
-            if inserted && permanent {
-                tx.commit().await.map_err(|e| self.db.map_err(e))?;
-            } else {
-                tx.rollback().await.map_err(|e| self.db.map_err(e))?;
-            }
-            Ok::<bool, Error>(inserted)
-        };
-        match probe.await {
-            Ok(true) if permanent => Err(HandlerError::Permanent {
+        let mut tx = begin(self.db, self.lock_timeout).await?;
+        if self.insert(&mut tx, &json, true).await? {
+            tx.commit().await.map_err(|e| self.db.map_err(e))?;
+            return Err(HandlerError::Permanent {
                 error,
                 replayed: false,
-            }),
-            Ok(false) => self.replay_committed::<P, T, E>().await,
-            Ok(true) => Err(HandlerError::Failed(error)),
-            Err(_) if !permanent => Err(HandlerError::Failed(error)),
-            Err(e) => Err(HandlerError::Database(e)),
+            });
+        }
+        let record = select(self.db, &mut tx, self.service, self.action, self.key).await?;
+        drop(tx);
+        match record {
+            Some(record) => self.replay::<P, T, E>(record),
+            None => Err(HandlerError::Database(vanished(self.key, self.action))),
         }
     }
 
-    async fn insert(&self, tx: &mut Tx, result: &serde_json::Value, permanent: bool) -> Result<bool> {
+    async fn complete(&self, tx: &mut Tx, result: &serde_json::Value) -> Result<()> {
+        sqlx::query(sql(COMPLETE, self.db))
+            .bind(self.key)
+            .bind(self.service)
+            .bind(self.action)
+            .bind(Json(result))
+            .bind(false)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(())
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        result: &serde_json::Value,
+        permanent: bool,
+    ) -> Result<bool> {
         insert(
             self.db,
             tx,
@@ -623,23 +678,16 @@ impl Run<'_> {
         .await
     }
 
-    async fn replay_committed<P, T, E>(&self) -> Result<Outcome<T>, HandlerError<E>>
-    where
-        P: ErrorPolicy<E>,
-        T: DeserializeOwned,
-    {
-        match get(self.db, self.service, self.action, self.key).await? {
-            Some(record) => self.replay::<P, T, E>(record),
-            None => Err(HandlerError::Database(vanished(self.key, self.action))),
-        }
-    }
-
+    #[allow(clippy::result_large_err)] // as `fingerprint`
     fn replay<P, T, E>(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>>
     where
         P: ErrorPolicy<E>,
         T: DeserializeOwned,
     {
-        if record.fingerprint.is_some_and(|stored| stored != self.fingerprint) {
+        if record
+            .fingerprint
+            .is_some_and(|stored| stored != self.fingerprint)
+        {
             return Err(HandlerError::PayloadMismatch {
                 event_id: self.key.to_owned(),
                 action: self.action.to_owned(),
@@ -689,6 +737,49 @@ async fn get(db: &Db, service: &str, action: &str, key: &str) -> Result<Option<S
     Ok(row.map(StoredRecord::from))
 }
 
+async fn claim(
+    db: &Db,
+    tx: &mut Tx,
+    service: &str,
+    action: &str,
+    key: &str,
+    fingerprint: Option<Fingerprint>,
+) -> Result<Claim> {
+    let row = sqlx::query_as::<_, ClaimRow>(sql(CLAIM, db))
+        .bind(key)
+        .bind(service)
+        .bind(action)
+        .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    match row {
+        Some(row) if row.claimed => Ok(Claim::Claimed),
+        Some(row) => Ok(Claim::Duplicate(row.record.into())),
+        None => select(db, tx, service, action, key)
+            .await?
+            .map(Claim::Duplicate)
+            .ok_or_else(|| vanished(key, action)),
+    }
+}
+
+async fn select(
+    db: &Db,
+    tx: &mut Tx,
+    service: &str,
+    action: &str,
+    key: &str,
+) -> Result<Option<StoredRecord>> {
+    let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, db))
+        .bind(key)
+        .bind(service)
+        .bind(action)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(row.map(StoredRecord::from))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn insert(
     db: &Db,
@@ -721,6 +812,13 @@ fn vanished(key: &str, action: &str) -> Error {
 }
 
 #[derive(sqlx::FromRow)]
+struct ClaimRow {
+    claimed: bool,
+    #[sqlx(flatten)]
+    record: RecordRow,
+}
+
+#[derive(sqlx::FromRow)]
 struct RecordRow {
     payload_hash: Option<Vec<u8>>,
     result: Option<Json<serde_json::Value>>,
@@ -739,5 +837,68 @@ impl From<RecordRow> for StoredRecord {
             permanent_error: row.permanent_error,
             created_at: row.created_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::IdempotencyStore;
+    use crate::testing::TestDb;
+
+    #[derive(Clone)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_run_is_a_span_with_event_id_action_and_outcome() -> crate::Result<()> {
+        let captured = Captured(Arc::new(Mutex::new(Vec::new())));
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let test_db = TestDb::new().await?;
+        let db = test_db.db("catalog").await?;
+        IdempotencyStore::install(&db).await?;
+        let store = IdempotencyStore::new(&db);
+        for _ in 0..2 {
+            let _ = store
+                .run("ship", "e-42", &"payload", |tx| async move {
+                    (tx, Ok::<u8, crate::Error>(1))
+                })
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        test_db.close().await?;
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let spans: Vec<&str> = logs
+            .lines()
+            .filter(|line| line.contains("prost_db.idempotent_handler"))
+            .collect();
+        assert_eq!(spans.len(), 2, "{logs}");
+        for (span, outcome) in spans.iter().zip(["processed", "duplicate"]) {
+            assert!(span.contains("event_id=\"e-42\""), "{span}");
+            assert!(span.contains("action=\"ship\""), "{span}");
+            assert!(span.contains("service=\"catalog\""), "{span}");
+            assert!(span.contains(&format!("outcome=\"{outcome}\"")), "{span}");
+        }
+        Ok(())
     }
 }

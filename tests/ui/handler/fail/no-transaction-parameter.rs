@@ -1,0 +1,6 @@
+#[prost_db::idempotent_handler]
+async fn reserve() -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
+fn main() {}
