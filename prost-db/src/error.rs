@@ -86,6 +86,40 @@ pub enum Error {
         missing: Vec<String>,
     },
 
+    /// RabbitMQ could not be reached.
+    #[cfg(feature = "amqp")]
+    #[error(
+        "cannot connect to RabbitMQ at {address}: {source}; check that the broker is running \
+         (`rabbitmq-server -detached`, or `docker run -d -p 5672:5672 rabbitmq:4`) and that \
+         AMQP_URL is right"
+    )]
+    AmqpConnect {
+        /// The broker URL without its password.
+        address: String,
+        /// The client's error.
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    /// A RabbitMQ channel or connection failed.
+    #[cfg(feature = "amqp")]
+    #[error("RabbitMQ error: {0}")]
+    Amqp(#[source] Box<lapin::Error>),
+
+    /// The broker refused (nacked) a published message.
+    #[error(
+        "RabbitMQ did not confirm the message published to {exchange:?} with routing key {routing_key:?}"
+    )]
+    PublishNotConfirmed {
+        /// The exchange published to.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+    },
+
+    /// An event could not be serialized to JSON.
+    #[error("cannot encode event: {0}")]
+    EventEncode(#[source] serde_json::Error),
     /// The live database differs from the tables the code was compiled against
     /// ([`Db::check_tables`](crate::Db::check_tables)); lists every difference.
     #[error("the database differs from the schema the code expects:{0}")]
@@ -112,6 +146,13 @@ pub enum Error {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+#[cfg(feature = "amqp")]
+impl From<lapin::Error> for Error {
+    fn from(error: lapin::Error) -> Self {
+        Error::Amqp(Box::new(error))
+    }
 }
 
 /// `Result` with [`Error`] as the error type.

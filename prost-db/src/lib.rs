@@ -24,12 +24,16 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 mod error;
+pub mod events;
 pub mod framework;
 pub mod idempotency;
 mod ident;
 mod inspect;
 pub mod migrate;
+pub mod outbox;
 mod pool;
 mod roles;
 pub mod schema;

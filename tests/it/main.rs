@@ -3,7 +3,9 @@
 //! Every test makes its own database with `prost_db::testing::TestDb` and drops it, so the
 //! tests run in parallel and reruns start clean.
 
+mod amqp;
 mod idempotency;
 mod migrate;
 mod pool;
 mod schema;
+mod shop;

@@ -1,0 +1,120 @@
+//! RabbitMQ glue (feature `amqp`): topology, an ack-after-commit consumer, and a publisher
+//! with confirms.
+//!
+//! The consumer routes deliveries by `event_type` to async handlers and settles each
+//! delivery only after its handler returned:
+//!
+//! | handler result | what happens to the delivery |
+//! |---|---|
+//! | `Ok(())` (committed, or a duplicate) | acked |
+//! | [`HandlerError::Transient`], attempts left | a copy with `x-prost-attempt + 1` goes to the retry queue (confirmed), then the original is acked |
+//! | [`HandlerError::Transient`], no attempts left | dead-lettered with reason `too many attempts` |
+//! | [`HandlerError::Permanent`], undecodable, no `event_id` | dead-lettered with the reason in `x-prost-dead-letter-reason` |
+//!
+//! If the process dies anywhere before the ack, the broker redelivers the message; handlers
+//! are idempotent (see `#[idempotent_handler]`), so a redelivery of a committed event is a
+//! duplicate and is acked without running the body again.
+//!
+//! ```no_run
+//! use prost_db::amqp::{self, Consumer, HandlerError, QueueSpec, Topology};
+//!
+//! # async fn run() -> prost_db::Result<()> {
+//! let connection = amqp::connect(&amqp::url_from_env()).await?;
+//! let spec = QueueSpec::new("products.events").bind("orders.events", "order.*");
+//! Topology::new().exchange("orders.events").queue(spec.clone())
+//!     .declare(&connection.create_channel().await?).await?;
+//!
+//! let stats = Consumer::new(spec)
+//!     .prefetch(16)
+//!     .handler("OrderCreated", |delivery| async move {
+//!         println!("order event {}", delivery.envelope.event_id);
+//!         Ok::<(), HandlerError>(())
+//!     })
+//!     .run(&connection, async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await?;
+//! println!("acked {}", stats.acked);
+//! # Ok(()) }
+//! ```
+
+mod consumer;
+mod handler_error;
+mod publisher;
+mod topology;
+
+pub use consumer::{
+    ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered,
+    LAST_ERROR_HEADER,
+};
+pub use handler_error::HandlerError;
+pub use lapin;
+pub use publisher::Publisher;
+pub(crate) use publisher::wait_confirm as publisher_wait_confirm;
+pub use topology::{QueueSpec, Topology};
+
+use crate::error::{Error, Result};
+
+/// The broker URL when `AMQP_URL` is not set: the local RabbitMQ with its default user.
+///
+/// ```
+/// assert!(prost_db::amqp::DEFAULT_AMQP_URL.contains("127.0.0.1:5672"));
+/// ```
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// `AMQP_URL`, or [`DEFAULT_AMQP_URL`].
+///
+/// ```
+/// let url = prost_db::amqp::url_from_env();
+/// assert!(url.starts_with("amqp"));
+/// ```
+pub fn url_from_env() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned())
+}
+
+/// Opens a connection to RabbitMQ.
+///
+/// # Errors
+///
+/// [`Error::AmqpConnect`] naming the host (never the password) and how to start RabbitMQ.
+///
+/// ```no_run
+/// # async fn run() -> prost_db::Result<()> {
+/// let connection = prost_db::amqp::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<lapin::Connection> {
+    lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|source| Error::AmqpConnect {
+            address: redact_url(url),
+            source: Box::new(source),
+        })
+}
+
+/// `amqp://user:secret@host/vhost` without the password.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<invalid url>".to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    match auth.map(|a| a.split_once(':').map_or(a, |(user, _)| user)) {
+        Some(user) => format!("{scheme}://{user}@{host}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://guest@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://host"), "amqp://host");
+    }
+}

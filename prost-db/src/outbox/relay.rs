@@ -1,0 +1,239 @@
+//! The relay: publishes staged events with confirms, then marks them sent.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::Connection;
+use lapin::types::FieldTable;
+use sqlx::AssertSqlSafe;
+
+use crate::amqp::Publisher;
+use crate::error::Result;
+use crate::pool::Db;
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+/// Publishes a service's staged events.
+///
+/// Each batch runs in one transaction: lock up to `batch_size` unpublished rows
+/// (`FOR UPDATE SKIP LOCKED`, so several relays share the work), publish them, wait for
+/// the broker's confirms, mark the confirmed rows, commit. A relay that dies before the
+/// commit leaves the rows unpublished and they go out again: at least once.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use prost_db::{amqp, outbox::Relay};
+///
+/// # async fn run(db: prost_db::Db) -> prost_db::Result<()> {
+/// let connection = amqp::connect(&amqp::url_from_env()).await?;
+/// let published = Relay::new(db)
+///     .batch_size(200)
+///     .poll_interval(Duration::from_millis(50))
+///     .run(&connection, async { let _ = tokio::signal::ctrl_c().await; })
+///     .await?;
+/// println!("{published} events published");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Relay {
+    db: Db,
+    select: Arc<str>,
+    mark: Arc<str>,
+    mark_failed: Arc<str>,
+    batch_size: i64,
+    poll_interval: Duration,
+    after_publish: Option<Hook>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("schema", &self.db.schema())
+            .field("batch_size", &self.batch_size)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay for `db`'s outbox: batches of 100, polling every 100 ms when idle.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db);
+    /// # }
+    /// ```
+    pub fn new(db: Db) -> Self {
+        let schema = db.schema_ident();
+        Relay {
+            select: format!(
+                "SELECT id, event_id::text, event_type, exchange, routing_key, payload::text \
+                 FROM {schema}.outbox_events WHERE published_at IS NULL \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            )
+            .into(),
+            mark: format!(
+                "UPDATE {schema}.outbox_events \
+                 SET published_at = now(), publish_attempts = publish_attempts + 1 \
+                 WHERE id = ANY($1)"
+            )
+            .into(),
+            mark_failed: format!(
+                "UPDATE {schema}.outbox_events \
+                 SET publish_attempts = publish_attempts + 1, last_error = $2 \
+                 WHERE id = ANY($1)"
+            )
+            .into(),
+            db,
+            batch_size: 100,
+            poll_interval: Duration::from_millis(100),
+            after_publish: None,
+        }
+    }
+
+    /// Rows per batch.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db).batch_size(500);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = i64::from(n.max(1));
+        self
+    }
+
+    /// Sleep between polls when the outbox is empty.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db).poll_interval(std::time::Duration::from_millis(20));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Only for crash tests: called after a batch is confirmed by the broker and before it
+    /// is marked published.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn after_publish_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.after_publish = Some(Arc::new(hook));
+        self
+    }
+
+    /// Publishes one batch and returns how many events were confirmed and marked.
+    ///
+    /// # Errors
+    ///
+    /// The database or broker error; nothing is marked then, so the batch is retried.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db, connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
+    /// let publisher = prost_db::amqp::Publisher::new(&connection).await?;
+    /// let relay = prost_db::outbox::Relay::new(db);
+    /// while relay.publish_pending(&publisher).await? > 0 {}
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_pending(&self, publisher: &Publisher) -> Result<usize> {
+        let mut tx = self.db.begin().await?;
+        let rows: Vec<(i64, String, String, String, String, String)> =
+            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.select)))
+                .bind(self.batch_size)
+                .fetch_all(&mut *tx)
+                .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let mut confirms = Vec::with_capacity(rows.len());
+        for (id, event_id, event_type, exchange, routing_key, payload) in &rows {
+            let confirm = publisher
+                .send(
+                    exchange,
+                    routing_key,
+                    payload.as_bytes(),
+                    event_id,
+                    event_type,
+                    FieldTable::default(),
+                )
+                .await?;
+            confirms.push((*id, exchange, routing_key, confirm));
+        }
+        let mut confirmed = Vec::with_capacity(rows.len());
+        let mut refused = Vec::new();
+        let mut last_error = String::new();
+        for (id, exchange, routing_key, confirm) in confirms {
+            match crate::amqp::publisher_wait_confirm(confirm, exchange, routing_key).await {
+                Ok(()) => confirmed.push(id),
+                Err(e) => {
+                    tracing::warn!(error = %e, id, "outbox event not confirmed; will retry");
+                    last_error = e.to_string();
+                    refused.push(id);
+                }
+            }
+        }
+        if !refused.is_empty() {
+            sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
+                .bind(&refused)
+                .bind(&last_error)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(hook) = &self.after_publish {
+            hook();
+        }
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.mark)))
+            .bind(&confirmed)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::debug!(published = confirmed.len(), "outbox batch published");
+        Ok(confirmed.len())
+    }
+
+    /// Publishes until `shutdown` completes; database errors (e.g. a restart) are logged
+    /// and retried after the poll interval. Returns how many events it published.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Amqp`](crate::Error::Amqp) if the broker connection fails.
+    ///
+    /// See [`Relay`] for an example.
+    #[tracing::instrument(name = "prost_db.outbox_relay", skip_all, fields(schema = %self.db.schema()))]
+    pub async fn run(
+        &self,
+        connection: &Connection,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<u64> {
+        let publisher = Publisher::new(connection).await?;
+        let mut published = 0u64;
+        tokio::pin!(shutdown);
+        loop {
+            let idle = match self.publish_pending(&publisher).await {
+                Ok(n) => {
+                    published += n as u64;
+                    n == 0
+                }
+                Err(e @ crate::Error::Amqp(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay: retrying");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    () = &mut shutdown => return Ok(published),
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                }
+            } else if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
+                return Ok(published);
+            }
+        }
+    }
+}

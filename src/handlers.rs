@@ -1,0 +1,311 @@
+//! The catalog service's consumer: `OrderCreated` -> idempotent stock reservation ->
+//! outbox, plus the measurements the shop example prints.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use prost_db::amqp::{Consumer, HandlerError, Publisher, QueueSpec};
+use prost_db::events::Event;
+use prost_db::idempotency::{HandlerError as IdempotencyError, Outcome, Tx};
+use prost_db::outbox::Outbox;
+use prost_db::{Db, idempotent_handler};
+
+use crate::catalog::{Reservation, reserve_stock_body};
+use crate::events::{OrderCreated, StockReserved};
+use crate::orders::record_stock_reserved_body;
+
+/// The catalog's `OrderCreated` handler: the seed's flow, "idempotency check -> connection
+/// from the pool in the catalog schema -> transaction -> mark processed -> publish" (through
+/// the outbox, in the same transaction). `crash_before_commit` is crash injection for tests.
+///
+/// # Errors
+///
+/// [`IdempotencyError`]; the transaction is rolled back.
+#[idempotent_handler(action = "reserve_stock")]
+pub async fn reserve_stock(
+    tx: &mut Tx,
+    event: &Event<OrderCreated>,
+    outbox: &Outbox,
+    products_exchange: &str,
+    crash_before_commit: f64,
+) -> Result<Reservation, prost_db::Error> {
+    let reservation = reserve_stock_body(tx, outbox, products_exchange, event).await?;
+    crash(crash_before_commit, "before commit");
+    Ok(reservation)
+}
+
+/// The orders service's `StockReserved` handler, downstream of the catalog's outbox.
+///
+/// # Errors
+///
+/// [`IdempotencyError`]; the transaction is rolled back.
+#[idempotent_handler(action = "record_stock_reserved")]
+pub async fn record_stock_reserved(
+    tx: &mut Tx,
+    event: &Event<StockReserved>,
+) -> Result<(), prost_db::Error> {
+    record_stock_reserved_body(tx, event).await
+}
+
+/// Maps the idempotency runtime's error to the consumer's: the body's own database errors
+/// are classified by cause (a constraint violation is permanent, a lost connection is not).
+fn classify(error: IdempotencyError<prost_db::Error>) -> HandlerError {
+    match error {
+        IdempotencyError::Failed(e) => HandlerError::from(e),
+        other => HandlerError::from(other),
+    }
+}
+
+/// How the handler protects the stock (the controls exist to show what breaks without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Through `#[idempotent_handler]`: each event applied exactly once.
+    Idempotent,
+    /// Control: the same body in a bare transaction; duplicates are applied again.
+    Bare,
+    /// Control: idempotent, but the consumer acks before the handler commits; a crash
+    /// loses the message.
+    AckBeforeCommit,
+    /// Control: idempotent, but `StockReserved` is published straight to the broker after
+    /// COMMIT, when the event was processed (the seed's shape), instead of through the
+    /// outbox. A crash between COMMIT and publish loses the events: the redelivery is a
+    /// duplicate, so nothing publishes them again.
+    PublishAfterCommit,
+}
+
+/// Crash injection for the kill tests: the process aborts with these probabilities.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Crashes {
+    /// Inside the handler's transaction, before COMMIT.
+    pub before_commit: f64,
+    /// After COMMIT, before the consumer acks.
+    pub after_commit: f64,
+}
+
+/// Counters and latencies of one handler process.
+///
+/// ```
+/// let metrics = prost_shop::handlers::Metrics::default();
+/// assert_eq!(metrics.latency_quantile(0.99), std::time::Duration::ZERO);
+/// ```
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events whose body ran and committed.
+    pub processed: AtomicU64,
+    /// Deliveries recognised as duplicates (body not run).
+    pub duplicates: AtomicU64,
+    /// Handler runs that failed (retried or dead-lettered).
+    pub failures: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Metrics {
+    fn record(&self, elapsed: Duration) {
+        let us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        self.latencies_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(us);
+    }
+
+    /// The `q` quantile (0..=1) of handler latency.
+    pub fn latency_quantile(&self, q: f64) -> Duration {
+        let mut v = self
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q).round() as usize;
+        Duration::from_micros(u64::from(v[i]))
+    }
+}
+
+/// Everything the catalog's `OrderCreated` handler needs.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// The catalog service's pool.
+    pub db: Db,
+    /// Its outbox.
+    pub outbox: Outbox,
+    /// Exchange the catalog publishes to (`products.events`, prefixed in tests).
+    pub products_exchange: String,
+    /// Protection mode.
+    pub mode: Mode,
+    /// Crash injection.
+    pub crashes: Crashes,
+    /// Measurements.
+    pub metrics: Arc<Metrics>,
+    /// The broker, for [`Mode::PublishAfterCommit`] only.
+    pub publisher: Option<Publisher>,
+}
+
+/// True with probability `p` (the top 48 bits of a v4 UUID are random; its version and
+/// variant bits are lower down).
+///
+/// ```
+/// assert!(!prost_shop::handlers::roll(0.0));
+/// assert!(prost_shop::handlers::roll(1.0));
+/// ```
+pub fn roll(p: f64) -> bool {
+    let unit = (uuid::Uuid::new_v4().as_u128() >> 80) as f64 / (1u64 << 48) as f64;
+    p > 0.0 && unit < p
+}
+
+fn crash(p: f64, point: &str) {
+    if roll(p) {
+        eprintln!("shop-worker: injected crash {point}");
+        std::process::abort();
+    }
+}
+
+impl Catalog {
+    /// Handles one `OrderCreated`: returns `true` if it was a duplicate.
+    ///
+    /// # Errors
+    ///
+    /// Classified for the consumer: database outages are transient, bad data permanent.
+    pub async fn handle_order_created(
+        &self,
+        event: &Event<OrderCreated>,
+    ) -> Result<bool, HandlerError> {
+        let started = Instant::now();
+        let result = match self.mode {
+            Mode::Bare => self.bare(event).await.map(|_| false),
+            Mode::Idempotent | Mode::AckBeforeCommit => self.idempotent(event).await,
+            Mode::PublishAfterCommit => self.publish_after_commit(event).await,
+        };
+        match &result {
+            Ok(true) => self.metrics.duplicates.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => self.metrics.processed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        self.metrics.record(started.elapsed());
+        if result.is_ok() {
+            crash(self.crashes.after_commit, "after commit, before ack");
+        }
+        result
+    }
+
+    async fn bare(&self, event: &Event<OrderCreated>) -> Result<Reservation, HandlerError> {
+        let mut tx = self.db.begin().await?;
+        let reservation =
+            reserve_stock_body(&mut tx, &self.outbox, &self.products_exchange, event).await?;
+        crash(self.crashes.before_commit, "before commit");
+        tx.commit().await.map_err(prost_db::Error::from)?;
+        Ok(reservation)
+    }
+
+    async fn publish_after_commit(
+        &self,
+        event: &Event<OrderCreated>,
+    ) -> Result<bool, HandlerError> {
+        let outcome = reserve_stock(
+            &self.db,
+            event,
+            &self.outbox,
+            &self.products_exchange,
+            self.crashes.before_commit,
+        )
+        .await
+        .map_err(classify)?;
+        let Outcome::Processed(Reservation::Reserved(ids)) = &outcome else {
+            return Ok(outcome.is_duplicate());
+        };
+        crash(self.crashes.after_commit, "after commit, before publish");
+        let publisher = self
+            .publisher
+            .as_ref()
+            .ok_or_else(|| HandlerError::permanent("PublishAfterCommit needs a publisher"))?;
+        for (item, &reservation_id) in event.payload.items.iter().zip(ids) {
+            let reserved = Event::new(
+                item.product_id.to_string(),
+                event.envelope.correlation_id.clone(),
+                StockReserved {
+                    product_id: item.product_id,
+                    quantity: item.quantity,
+                    order_id: event.payload.order_id,
+                    reservation_id,
+                },
+            );
+            publisher
+                .publish(&self.products_exchange, &reserved)
+                .await
+                .map_err(HandlerError::transient)?;
+        }
+        Ok(false)
+    }
+
+    async fn idempotent(&self, event: &Event<OrderCreated>) -> Result<bool, HandlerError> {
+        let outcome = reserve_stock(
+            &self.db,
+            event,
+            &self.outbox,
+            &self.products_exchange,
+            self.crashes.before_commit,
+        )
+        .await
+        .map_err(classify)?;
+        Ok(outcome.is_duplicate())
+    }
+
+    /// The consumer of the catalog's queue with this handler on `OrderCreated`.
+    pub fn consumer(self, spec: QueueSpec) -> Consumer {
+        let ack_early = self.mode == Mode::AckBeforeCommit;
+        let catalog = Arc::new(self);
+        Consumer::new(spec)
+            .unsafe_ack_before_handling(ack_early)
+            .on(move |event: Event<OrderCreated>| {
+                let catalog = Arc::clone(&catalog);
+                async move { catalog.handle_order_created(&event).await.map(drop) }
+            })
+    }
+}
+
+/// The orders service's `StockReserved` handler (downstream of the catalog's outbox).
+#[derive(Debug, Clone)]
+pub struct Orders {
+    /// The orders service's pool.
+    pub db: Db,
+    /// Measurements.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Orders {
+    /// Handles one `StockReserved`: returns `true` if it was a duplicate.
+    ///
+    /// # Errors
+    ///
+    /// Classified for the consumer.
+    pub async fn handle_stock_reserved(
+        &self,
+        event: &Event<StockReserved>,
+    ) -> Result<bool, HandlerError> {
+        let started = Instant::now();
+        let result = record_stock_reserved(&self.db, event)
+            .await
+            .map(|outcome| outcome.is_duplicate())
+            .map_err(classify);
+        match &result {
+            Ok(true) => self.metrics.duplicates.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => self.metrics.processed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        self.metrics.record(started.elapsed());
+        result
+    }
+
+    /// The consumer of the orders queue with this handler on `StockReserved`.
+    pub fn consumer(self, spec: QueueSpec) -> Consumer {
+        let orders = Arc::new(self);
+        Consumer::new(spec).on(move |event: Event<StockReserved>| {
+            let orders = Arc::clone(&orders);
+            async move { orders.handle_stock_reserved(&event).await.map(drop) }
+        })
+    }
+}

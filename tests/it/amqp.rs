@@ -1,0 +1,487 @@
+//! The RabbitMQ consumer against a real broker: poison messages, retries, shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost_db::amqp::lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use prost_db::amqp::lapin::types::{AMQPValue, FieldTable};
+use prost_db::amqp::lapin::{Channel, Connection};
+use prost_db::amqp::{
+    self, ATTEMPT_HEADER, Consumer, DEAD_LETTER_REASON_HEADER, HandlerError, Publisher, QueueSpec,
+    Topology,
+};
+use prost_db::events::{Event, EventPayload};
+use prost_shop::scenario::wait_until;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// A broker topology with names unique to one test, deleted at the end.
+pub(crate) struct Broker {
+    pub connection: Arc<Connection>,
+    pub channel: Channel,
+    pub prefix: String,
+    pub topology: Topology,
+}
+
+impl Broker {
+    pub async fn shop() -> Broker {
+        let prefix = format!("t{}.", Uuid::new_v4().simple());
+        Self::with(Topology::shop(&prefix), prefix).await
+    }
+
+    pub async fn with(topology: Topology, prefix: String) -> Broker {
+        let connection = amqp::connect(&amqp::url_from_env()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        topology.declare(&channel).await.unwrap();
+        Broker {
+            connection: Arc::new(connection),
+            channel,
+            prefix,
+            topology,
+        }
+    }
+
+    pub fn spec(&self, i: usize) -> QueueSpec {
+        self.topology.queues()[i].clone()
+    }
+
+    /// Ready messages in `queue` (unacked ones held by a live consumer are not counted).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    /// Takes every message from `queue`: (reason header, body).
+    pub async fn drain(&self, queue: &str) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(msg) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let reason = header(&msg.delivery.properties, DEAD_LETTER_REASON_HEADER);
+            out.push((reason.unwrap_or_default(), msg.delivery.data.clone()));
+        }
+        out
+    }
+
+    pub async fn cleanup(self) {
+        self.topology.delete(&self.channel).await.unwrap();
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+pub(crate) fn header(
+    properties: &prost_db::amqp::lapin::BasicProperties,
+    name: &str,
+) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Ping {
+    n: u32,
+}
+
+impl EventPayload for Ping {
+    const EVENT_TYPE: &'static str = "Ping";
+    const AGGREGATE_TYPE: &'static str = "ping";
+    const ROUTING_KEY: &'static str = "ping.sent";
+}
+
+fn ping_topology(prefix: &str) -> Topology {
+    Topology::new()
+        .exchange(format!("{prefix}pings"))
+        .queue(QueueSpec::new(format!("{prefix}pong")).bind(format!("{prefix}pings"), "ping.#"))
+}
+
+async fn ping_broker() -> Broker {
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    Broker::with(ping_topology(&prefix), prefix).await
+}
+
+/// Runs `consumer` until `done` holds, then shuts it down gracefully.
+async fn run_until<F, Fut>(
+    broker: &Broker,
+    consumer: Consumer,
+    done: F,
+) -> prost_db::amqp::ConsumerStats
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let connection = Arc::clone(&broker.connection);
+    let task = tokio::spawn(async move {
+        consumer
+            .run(&connection, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    assert!(wait_until(Duration::from_secs(30), done).await, "timed out");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind_them_processed() {
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+
+    let raw = |body: &'static [u8]| {
+        let publisher = publisher.clone();
+        let exchange = exchange.clone();
+        async move {
+            publisher
+                .publish_raw(&exchange, "ping.sent", body, FieldTable::default())
+                .await
+                .unwrap()
+        }
+    };
+    raw(b"this is not json").await;
+    raw(br#"{"event_type":"Ping","n":1}"#).await;
+    raw(br#"{"event_id":"42","event_type":"Ping","n":1}"#).await;
+    // A valid envelope whose payload does not decode as `Ping`.
+    let mut bad_payload = serde_json::to_value(Event::new("1", "c", Ping { n: 1 })).unwrap();
+    bad_payload["n"] = serde_json::json!("not a number");
+    publisher
+        .publish_raw(
+            &exchange,
+            "ping.sent",
+            &serde_json::to_vec(&bad_payload).unwrap(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // The handler rejects n = 13 permanently.
+    let rejected = Event::new("13", "c", Ping { n: 13 });
+    publisher.publish(&exchange, &rejected).await.unwrap();
+    let valid: Vec<Event<Ping>> = (100..120)
+        .map(|n| Event::new("v", "c", Ping { n }))
+        .collect();
+    for event in &valid {
+        publisher.publish(&exchange, event).await.unwrap();
+    }
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let consumer = Consumer::new(broker.spec(0)).prefetch(4).on({
+        let seen = Arc::clone(&seen);
+        move |event: Event<Ping>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                if event.payload.n == 13 {
+                    return Err(HandlerError::permanent("13 is unlucky"));
+                }
+                seen.lock().unwrap().push(event.payload.n);
+                Ok(())
+            }
+        }
+    });
+    let stats = run_until(&broker, consumer, || {
+        let seen = Arc::clone(&seen);
+        async move { seen.lock().unwrap().len() == 20 }
+    })
+    .await;
+
+    let mut processed = seen.lock().unwrap().clone();
+    processed.sort_unstable();
+    assert_eq!(processed, (100..120).collect::<Vec<_>>());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            broker.depth(&broker.spec(0).dead_letter_queue()).await == 5
+        })
+        .await
+    );
+    let mut reasons: Vec<String> = broker
+        .drain(&broker.spec(0).dead_letter_queue())
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(reasons[0].starts_with("invalid event_id"), "{reasons:?}");
+    assert_eq!(reasons[1], "missing event_id");
+    assert!(
+        reasons[2].starts_with("permanent: 13 is unlucky"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].starts_with("permanent: cannot decode Ping payload"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[4].starts_with("undecodable: not JSON"),
+        "{reasons:?}"
+    );
+    assert_eq!(stats.acked, 20);
+    assert_eq!(stats.dead_lettered, 5);
+    assert_eq!(broker.depth(&broker.spec(0).queue()).await, 0);
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_delay_until_they_succeed_or_run_out_of_attempts() {
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    // n < 10: fails twice, then succeeds; n = 99: always fails.
+    for n in (0..10).chain([99]) {
+        publisher
+            .publish(&exchange, &Event::new("p", "c", Ping { n }))
+            .await
+            .unwrap();
+    }
+    let attempts: Arc<Mutex<HashMap<u32, Vec<u32>>>> = Arc::default();
+    let consumer = Consumer::new(broker.spec(0))
+        .max_attempts(4)
+        .retry_delay(Duration::from_millis(50), Duration::from_millis(200))
+        .handler("Ping", {
+            let attempts = Arc::clone(&attempts);
+            move |delivered| {
+                let attempts = Arc::clone(&attempts);
+                async move {
+                    let n = delivered.decode::<Ping>()?.payload.n;
+                    let mut map = attempts.lock().unwrap();
+                    let tries = map.entry(n).or_default();
+                    tries.push(delivered.attempt);
+                    if n == 99 || tries.len() < 3 {
+                        return Err(HandlerError::transient("database is restarting"));
+                    }
+                    Ok(())
+                }
+            }
+        });
+    let stats = run_until(&broker, consumer, || {
+        let broker = &broker;
+        async move { broker.depth(&broker.spec(0).dead_letter_queue()).await == 1 }
+    })
+    .await;
+    let attempts = attempts.lock().unwrap().clone();
+    for n in 0..10 {
+        assert_eq!(attempts[&n], vec![1, 2, 3], "event {n}");
+    }
+    assert_eq!(attempts[&99], vec![1, 2, 3, 4]);
+    assert_eq!(stats.acked, 10);
+    assert_eq!(stats.retried, 10 * 2 + 3);
+    let dead = broker.drain(&broker.spec(0).dead_letter_queue()).await;
+    assert!(
+        dead[0]
+            .0
+            .starts_with("too many attempts (4): transient: database is restarting"),
+        "{:?}",
+        dead[0].0
+    );
+    assert_eq!(broker.depth(&broker.spec(0).queue()).await, 0);
+    assert_eq!(broker.depth(&broker.spec(0).retry_queue()).await, 0);
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_deliveries_and_requeues_the_rest() {
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    for n in 0..40 {
+        publisher
+            .publish(&exchange, &Event::new("p", "c", Ping { n }))
+            .await
+            .unwrap();
+    }
+    let started = Arc::new(Mutex::new(0u32));
+    let finished = Arc::new(Mutex::new(0u32));
+    let consumer = Consumer::new(broker.spec(0)).prefetch(8).on({
+        let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+        move |_event: Event<Ping>| {
+            let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+            async move {
+                *started.lock().unwrap() += 1;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                *finished.lock().unwrap() += 1;
+                Ok(())
+            }
+        }
+    });
+    // Stop while the first batch is in flight.
+    let stats = run_until(&broker, consumer, || {
+        let started = Arc::clone(&started);
+        async move { *started.lock().unwrap() >= 8 }
+    })
+    .await;
+    let finished = *finished.lock().unwrap();
+    assert_eq!(
+        u64::from(finished),
+        stats.acked,
+        "every finished handler was acked"
+    );
+    assert_eq!(*started.lock().unwrap(), finished, "no handler was cut off");
+    assert!(finished < 40);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            broker.depth(&broker.spec(0).queue()).await == 40 - finished
+        })
+        .await,
+        "the unprocessed messages are back in the queue"
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn attempt_header_survives_the_retry_queue() {
+    // The retry copy's attempt header is what bounds retries across processes.
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(3));
+    let event = Event::new("p", "c", Ping { n: 1 });
+    publisher
+        .publish_raw(&exchange, "ping.sent", &event.to_json().unwrap(), headers)
+        .await
+        .unwrap();
+    let consumer = Consumer::new(broker.spec(0))
+        .max_attempts(3)
+        .handler("Ping", |_| async {
+            Err::<(), _>(HandlerError::transient("still down"))
+        });
+    run_until(&broker, consumer, || async {
+        broker.depth(&broker.spec(0).dead_letter_queue()).await == 1
+    })
+    .await;
+    let dead = broker.drain(&broker.spec(0).dead_letter_queue()).await;
+    assert!(
+        dead[0].0.starts_with("too many attempts (3)"),
+        "{:?}",
+        dead[0].0
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn outbox_publishes_only_committed_events_once_each_and_purges_published_rows() {
+    use prost_db::outbox::{self, Outbox, Relay};
+    use prost_db::testing::TestDb;
+
+    let test_db = TestDb::new().await.unwrap();
+    let db = test_db.db("catalog").await.unwrap();
+    outbox::install(&db).await.unwrap();
+    outbox::install(&db).await.unwrap(); // idempotent
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let outbox = Outbox::new(&db);
+
+    let committed = Event::new("1", "c", Ping { n: 1 });
+    for _ in 0..2 {
+        let mut tx = db.begin().await.unwrap();
+        outbox.stage(&mut tx, &exchange, &committed).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let mut tx = db.begin().await.unwrap();
+    outbox
+        .stage(&mut tx, &exchange, &Event::new("2", "c", Ping { n: 2 }))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(outbox.pending(db.pool()).await.unwrap(), 1);
+
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let relay = Relay::new(db.clone());
+    assert_eq!(relay.publish_pending(&publisher).await.unwrap(), 1);
+    assert_eq!(relay.publish_pending(&publisher).await.unwrap(), 0);
+    assert_eq!(outbox.pending(db.pool()).await.unwrap(), 0);
+    let queued = broker.drain(&broker.spec(0).queue()).await;
+    assert_eq!(queued.len(), 1);
+    let received: Event<Ping> = serde_json::from_slice(&queued[0].1).unwrap();
+    assert_eq!(received, committed);
+
+    assert_eq!(
+        outbox
+            .purge_published(db.pool(), Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        outbox
+            .purge_published(db.pool(), Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_that_kills_its_consumer_every_time_is_dead_lettered_by_the_delivery_limit() {
+    use prost_db::amqp::lapin::options::BasicNackOptions;
+
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let topology = Topology::new().exchange(format!("{prefix}pings")).queue(
+        QueueSpec::new(format!("{prefix}pong"))
+            .bind(format!("{prefix}pings"), "ping.#")
+            .quorum(2),
+    );
+    let broker = Broker::with(topology, prefix).await;
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    publisher
+        .publish(
+            &format!("{}pings", broker.prefix),
+            &Event::new("p", "c", Ping { n: 1 }),
+        )
+        .await
+        .unwrap();
+    let queue = broker.spec(0).queue();
+    // Each round is a consumer that dies before settling: the message goes back unsettled.
+    let mut deliveries = 0;
+    for _ in 0..5 {
+        let channel = broker.connection.create_channel().await.unwrap();
+        let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        deliveries += 1;
+        message
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .unwrap();
+        channel.close(200, "died".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(deliveries <= 3, "{deliveries} deliveries");
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            broker.depth(&broker.spec(0).dead_letter_queue()).await == 1
+        })
+        .await,
+        "not dead-lettered"
+    );
+    broker.cleanup().await;
+}

@@ -1,0 +1,562 @@
+//! The shop's catalog service end to end: kill tests, database outages, outbox relay.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost_db::amqp::Publisher;
+use prost_db::idempotency::IdempotencyStore;
+use prost_db::migrate::{Migrations, Migrator};
+use prost_db::outbox::{self, Outbox};
+use prost_db::testing::TestDb;
+use prost_db::{Db, DbConfig};
+use prost_shop::events::ORDERS_EXCHANGE;
+use prost_shop::handlers::{Catalog, Crashes, Metrics, Mode};
+use prost_shop::scenario::{Plan, Rng, Verification, wait_until};
+use tokio::process::{Child, Command};
+
+use crate::amqp::Broker;
+
+/// A test database with the shop's `catalog` schema migrated and its framework tables.
+async fn catalog_db(test_db: &TestDb) -> Db {
+    let db = Db::connect(
+        test_db
+            .config("catalog")
+            .acquire_timeout(Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
+    migrate(&db, "catalog").await;
+    outbox::install(&db).await.unwrap();
+    db
+}
+
+/// Migrates `db`'s schema from `migrations/shop` and installs the framework tables the
+/// handlers use.
+async fn migrate(db: &Db, _schema: &str) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations/shop");
+    Migrator::new(Migrations::from_dir(root).unwrap())
+        .up(db)
+        .await
+        .unwrap();
+    IdempotencyStore::install(db).await.unwrap();
+}
+
+struct Worker {
+    env: Vec<(&'static str, String)>,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn new(test_db: &TestDb, broker: &Broker, name: &str) -> Worker {
+        let log = std::env::temp_dir().join(format!("{}{name}.log", broker.prefix));
+        Worker {
+            env: vec![
+                ("DATABASE_URL", test_db.url()),
+                ("PROST_SHOP_PREFIX", broker.prefix.clone()),
+                ("PROST_SHOP_PREFETCH", "8".into()),
+            ],
+            log,
+        }
+    }
+
+    fn env(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_shop-worker"))
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(needle)
+            .count()
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    async fn stop(mut child: Child) {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        let _ = child.kill().await;
+    }
+}
+
+/// Kills and restarts `worker` at random moments, at least `kills` times (crashes the
+/// worker injects itself also count as restarts).
+async fn chaos(worker: &Worker, kills: usize, seed: u64) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut restarts = 0;
+    let mut sigkills = 0;
+    while sigkills < kills {
+        let mut child = worker.spawn();
+        let lifetime = Duration::from_millis(250 + rng.below(700));
+        match tokio::time::timeout(lifetime, child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                child.start_kill().unwrap();
+                child.wait().await.unwrap();
+                sigkills += 1;
+            }
+        }
+        restarts += 1;
+    }
+    restarts
+}
+
+/// Runs a clean worker until the catalog matches `plan` (or `timeout`), stops it
+/// gracefully, and returns the final state.
+async fn settle(
+    worker: &Worker,
+    broker: &Broker,
+    plan: &Plan,
+    catalog: &Db,
+    timeout: Duration,
+) -> Verification {
+    let child = worker.clone_without_crashes().spawn();
+    let queue = broker.spec(0);
+    wait_until(timeout, || async {
+        broker.depth(&queue.queue()).await == 0
+            && broker.depth(&queue.retry_queue()).await == 0
+            && plan.verify(catalog).await.unwrap().orders_missing == 0
+    })
+    .await;
+    // Let in-flight duplicates settle before stopping.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Worker::stop(child).await;
+    plan.verify(catalog).await.unwrap()
+}
+
+impl Worker {
+    fn clone_without_crashes(&self) -> Worker {
+        Worker {
+            env: self
+                .env
+                .iter()
+                .filter(|(k, _)| !k.starts_with("PROST_SHOP_CRASH"))
+                .cloned()
+                .collect(),
+            log: self.log.clone(),
+        }
+    }
+}
+
+async fn publish_plan(broker: &Broker, plan: &Plan) {
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    plan.publish(&publisher, &format!("{}{ORDERS_EXCHANGE}", broker.prefix))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exactly_once() {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(2000, 0.02, 3, 50, 7);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let worker = Worker::new(&test_db, &broker, "kill")
+        .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.01")
+        .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.005");
+    let restarts = chaos(&worker, 10, 11).await;
+    let after_commit = worker.log_count("injected crash after commit");
+    let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(120)).await;
+
+    assert!(restarts >= 10);
+    assert!(
+        after_commit >= 1,
+        "no crash hit the window between commit and ack"
+    );
+    assert_eq!(state.orders_missing, 0, "{state:?}");
+    assert_eq!(state.orders_applied_twice, 0, "{state:?}");
+    assert_eq!(state.expected_stock, state.actual_stock, "{state:?}");
+    let queue = broker.spec(0);
+    assert_eq!(
+        broker.depth(&queue.queue()).await,
+        0,
+        "messages left unacked"
+    );
+    assert_eq!(broker.depth(&queue.retry_queue()).await, 0);
+    assert_eq!(broker.depth(&queue.dead_letter_queue()).await, 0);
+    eprintln!("restarts: {restarts}, crashes after commit: {after_commit}");
+    broker.cleanup().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_without_idempotency_duplicates_are_applied_twice() {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(500, 0.02, 3, 20, 8);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let worker = Worker::new(&test_db, &broker, "bare").env("PROST_SHOP_MODE", "bare");
+    let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(60)).await;
+    assert_eq!(
+        state.orders_applied_twice, plan.failed_events as u64,
+        "{state:?}"
+    );
+    assert!(state.actual_stock < state.expected_stock);
+    broker.cleanup().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_acking_before_commit_loses_messages_when_the_consumer_dies() {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(300, 0.0, 0, 20, 9);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let worker = Worker::new(&test_db, &broker, "early")
+        .env("PROST_SHOP_MODE", "ack-before-commit")
+        .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.05");
+    // Restart until the queue is drained; every injected crash loses its message.
+    let queue = broker.spec(0);
+    for _ in 0..100 {
+        if broker.depth(&queue.queue()).await == 0 {
+            break;
+        }
+        let mut child = worker.spawn();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let _ = child.kill().await;
+    }
+    let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(5)).await;
+    assert!(worker.log_count("injected crash before commit") >= 1);
+    assert!(state.orders_missing >= 1, "{state:?}");
+    broker.cleanup().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
+
+/// Terminates every server connection of the test's database, as a restart would.
+async fn terminate_backends(admin: &sqlx::PgPool, database: &str) -> u64 {
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(database)
+    .execute(admin)
+    .await
+    .map(|r| r.rows_affected())
+    .unwrap_or(0)
+}
+
+async fn in_process_catalog(catalog: &Db, broker: &Broker) -> (Arc<Metrics>, Catalog) {
+    let metrics = Arc::new(Metrics::default());
+    let handler = Catalog {
+        db: catalog.clone(),
+        outbox: Outbox::new(catalog),
+        products_exchange: format!("{}products.events", broker.prefix),
+        mode: Mode::Idempotent,
+        crashes: Crashes::default(),
+        metrics: Arc::clone(&metrics),
+        publisher: None,
+    };
+    (metrics, handler)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_terminated_mid_run_lose_nothing_and_apply_nothing_twice() {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(1500, 0.02, 3, 30, 10);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let (metrics, handler) = in_process_catalog(&catalog, &broker).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connection = Arc::clone(&broker.connection);
+    let consumer = handler
+        .consumer(broker.spec(0))
+        .prefetch(8)
+        .max_attempts(100)
+        .retry_delay(Duration::from_millis(50), Duration::from_secs(1));
+    let task = tokio::spawn(async move {
+        consumer
+            .run(&connection, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    // A separate pool: connecting to the maintenance database, outside the victims.
+    let admin = sqlx::PgPool::connect(&prost_db::testing::server_url())
+        .await
+        .unwrap();
+    let mut terminated = 0;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        terminated += terminate_backends(&admin, test_db.name()).await;
+    }
+    let queue = broker.spec(0);
+    wait_until(Duration::from_secs(90), || async {
+        broker.depth(&queue.queue()).await == 0
+            && broker.depth(&queue.retry_queue()).await == 0
+            && plan
+                .verify(&catalog)
+                .await
+                .is_ok_and(|v| v.orders_missing == 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+    let state = plan.verify(&catalog).await.unwrap();
+
+    assert!(terminated >= 10, "only {terminated} connections terminated");
+    assert!(
+        metrics.failures.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the outages were never noticed"
+    );
+    assert!(state.is_consistent(), "{state:?}");
+    assert_eq!(broker.depth(&queue.dead_letter_queue()).await, 0);
+    assert_eq!(stats.dead_lettered, 0);
+    admin.close().await;
+    broker.cleanup().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
+
+/// Restarts the shared PostgreSQL server mid-run. Breaks every other test running at the
+/// same time, so it is ignored by default; run it alone:
+/// `cargo test --test it shop::postgres_server_restart -- --ignored --test-threads=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared PostgreSQL server; run alone"]
+async fn postgres_server_restart_mid_run_loses_nothing_and_applies_nothing_twice() {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(1500, 0.02, 3, 30, 12);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let worker = Worker::new(&test_db, &broker, "restart");
+    let child = worker.spawn();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", "15", "main", "restart"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_ctlcluster failed");
+    let queue = broker.spec(0);
+    let catalog2 = Db::connect(DbConfig::from_connect_options(
+        test_db.connect_options(),
+        "catalog",
+    ))
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(120), || async {
+        broker.depth(&queue.queue()).await == 0
+            && broker.depth(&queue.retry_queue()).await == 0
+            && plan
+                .verify(&catalog2)
+                .await
+                .is_ok_and(|v| v.orders_missing == 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Worker::stop(child).await;
+    let state = plan.verify(&catalog2).await.unwrap();
+    assert!(state.is_consistent(), "{state:?}");
+    assert_eq!(broker.depth(&queue.queue()).await, 0);
+    assert_eq!(broker.depth(&queue.dead_letter_queue()).await, 0);
+    broker.cleanup().await;
+    catalog2.close().await;
+    catalog.close().await;
+    // The restart killed the TestDb's own session; drop the database over a new one.
+    let name = test_db.name().to_owned();
+    if test_db.close().await.is_err() {
+        let admin = sqlx::PgPool::connect(&prost_db::testing::server_url())
+            .await
+            .unwrap();
+        let name = prost_db::Identifier::new(prost_db::IdentifierKind::Database, &name).unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downstream_applies_each_once()
+ {
+    use prost_db::events::Event;
+    use prost_shop::events::StockReserved;
+    use prost_shop::handlers::Orders;
+
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let orders = Db::connect(test_db.config("orders")).await.unwrap();
+    migrate(&orders, "orders").await;
+    let broker = Broker::shop().await;
+    const N: i64 = 600;
+    sqlx::query(
+        "INSERT INTO orders (id, user_id, total, saga_correlation_id) \
+         SELECT g, gen_random_uuid(), 0, gen_random_uuid() FROM generate_series(1, $1) g",
+    )
+    .bind(N)
+    .execute(orders.pool())
+    .await
+    .unwrap();
+    // The catalog's handlers committed N events to the outbox, 10 per transaction.
+    let outbox = Outbox::new(&catalog);
+    let exchange = format!("{}products.events", broker.prefix);
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(10) {
+        let mut tx = catalog.begin().await.unwrap();
+        for &order_id in chunk {
+            let event = Event::new(
+                order_id.to_string(),
+                "saga",
+                StockReserved {
+                    product_id: 1,
+                    quantity: 1,
+                    order_id,
+                    reservation_id: uuid::Uuid::new_v4(),
+                },
+            );
+            outbox.stage(&mut tx, &exchange, &event).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    // Relay-only workers, killed at random and crashing between publish and mark.
+    let relay = Worker::new(&test_db, &broker, "relay")
+        .env("PROST_SHOP_CONSUME", "0")
+        .env("PROST_SHOP_RELAY", "1")
+        .env("PROST_SHOP_RELAY_BATCH", "10")
+        .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.15");
+    let restarts = chaos(&relay, 10, 13).await;
+    let crashes = relay.log_count("injected crash after publish");
+    let child = relay.clone_without_crashes().spawn();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            outbox.pending(catalog.pool()).await.unwrap() == 0
+        })
+        .await,
+        "the outbox was not drained"
+    );
+    Worker::stop(child).await;
+
+    // The downstream orders service consumes what was published.
+    let metrics = Arc::new(Metrics::default());
+    let consumer = Orders {
+        db: orders.clone(),
+        metrics: Arc::clone(&metrics),
+    }
+    .consumer(broker.spec(2));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let connection = Arc::clone(&broker.connection);
+    let task = tokio::spawn(async move {
+        consumer
+            .run(&connection, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let queue = broker.spec(2);
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inventory_reservations")
+            .fetch_one(orders.pool())
+            .await
+            .unwrap()
+    };
+    wait_until(Duration::from_secs(60), || async {
+        broker.depth(&queue.queue()).await == 0 && count().await == N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+
+    let published = stats.acked + stats.dead_lettered;
+    let duplicates = metrics
+        .duplicates
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(restarts >= 10);
+    assert!(crashes >= 1, "no crash between publish and mark");
+    assert_eq!(count().await, N, "every staged event applied once");
+    assert!(
+        published > N as u64,
+        "crashes after publish must republish: {stats:?}"
+    );
+    assert_eq!(duplicates, published - N as u64, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    broker.cleanup().await;
+    orders.close().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_publishing_after_commit_without_an_outbox_loses_events_when_the_process_dies_in_between()
+ {
+    let test_db = TestDb::new().await.unwrap();
+    let catalog = catalog_db(&test_db).await;
+    let broker = Broker::shop().await;
+    let plan = Plan::new(300, 0.0, 0, 20, 14);
+    plan.seed_products(&catalog).await.unwrap();
+    publish_plan(&broker, &plan).await;
+
+    let worker = Worker::new(&test_db, &broker, "direct")
+        .env("PROST_SHOP_MODE", "publish-after-commit")
+        .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.05");
+    let queue = broker.spec(0);
+    for _ in 0..100 {
+        if broker.depth(&queue.queue()).await == 0 {
+            break;
+        }
+        let mut child = worker.spawn();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let _ = child.kill().await;
+    }
+    let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(10)).await;
+    let lines: i64 = plan
+        .orders
+        .iter()
+        .map(|o| o.payload.items.len() as i64)
+        .sum();
+    // The cart service's queue receives every `StockReserved` (and no `OrderCreated`).
+    let published = i64::from(broker.depth(&broker.spec(1).queue()).await);
+
+    assert!(state.is_consistent(), "idempotency still holds: {state:?}");
+    assert!(worker.log_count("injected crash after commit, before publish") >= 1);
+    assert!(
+        published < lines,
+        "{published} of {lines} StockReserved published: the crashes lost none?"
+    );
+    broker.cleanup().await;
+    catalog.close().await;
+    test_db.close().await.unwrap();
+}
