@@ -93,11 +93,13 @@ pub(crate) const STEPS: &[FrameworkStep] = &[
         name: "idempotency_records",
         sql: crate::idempotency::DDL,
     },
-    // ---- SLOT (wired in by the lead at merge) -------------------------------------------
-    // FrameworkStep { step: 3, name: "outbox", sql: crate::outbox::DDL },
+    FrameworkStep {
+        step: 3,
+        name: "outbox_events",
+        sql: crate::outbox::DDL,
+    },
     // Each `sql` uses `{schema}.` before every table name. Never edit a released step:
     // append a new one.
-    // -------------------------------------------------------------------------------------
 ];
 
 /// The newest framework step this build knows.

@@ -72,8 +72,7 @@ CREATE INDEX IF NOT EXISTS outbox_events_pending
 
 /// The outbox DDL for `schema`.
 pub(crate) fn ddl(schema: &Identifier) -> String {
-    let quoted = schema.to_string();
-    DDL.replace("{schema}", &quoted)
+    crate::framework::render(DDL, schema)
 }
 
 /// Creates the outbox table in `db`'s schema if it does not exist (safe to run from several
