@@ -362,8 +362,14 @@ async fn postgres_server_restart_mid_run_loses_nothing_and_applies_nothing_twice
     let worker = Worker::new(&test_db, &broker, "restart");
     let child = worker.spawn();
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // The one cluster of the Debian install, e.g. /etc/postgresql/15.
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian PostgreSQL install under /etc/postgresql")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .next()
+        .expect("a PostgreSQL cluster under /etc/postgresql");
     let status = std::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", "15", "main", "restart"])
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
         .status()
         .unwrap();
     assert!(status.success(), "pg_ctlcluster failed");
