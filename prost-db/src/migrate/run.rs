@@ -1105,24 +1105,13 @@ impl<'a> Run<'a> {
         for m in &plan.pending {
             let started = Instant::now();
             if let Err(mut failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
-                self.queries += 3;
-                sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
-                    .execute(&mut *tx)
-                    .await?;
+                self.rollback_to_savepoint(&mut tx).await?;
                 if failure.line.is_none() {
                     let prior: Vec<&Migration> = applied.iter().map(|(m, _)| *m).collect();
                     failure.line = self.locate(&mut tx, &prior, m).await;
-                    sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
-                        .execute(&mut *tx)
-                        .await?;
+                    self.rollback_to_savepoint(&mut tx).await?;
                 }
-                self.log_failure(&mut tx, m, &failure, "failed").await?;
-                tx.commit().await?;
-                return Err(MigrateError::Failed {
-                    failure,
-                    outcome: FailureOutcome::RolledBack,
-                }
-                .into());
+                return Err(self.batch_failed(tx, m, failure).await);
             }
             let duration = started.elapsed();
             tracing::info!(version = m.version, name = %m.name, ?duration, "applied");
@@ -1150,17 +1139,56 @@ impl<'a> Run<'a> {
     async fn up_step_by_step(&mut self, pool: &PgPool) -> Result<Report, Error> {
         let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
         let result = self.up_step_by_step_on(&mut conn).await;
+        self.release_session_lock(conn).await;
+        result
+    }
+
+    /// Releases the step-by-step session lock and closes its dedicated connection. If the
+    /// unlock fails the connection is dropped instead, which ends the session and with it
+    /// the lock.
+    async fn release_session_lock(&self, mut conn: PgConnection) {
         let unlock = format!(
             "SELECT pg_advisory_unlock({})",
             lock_key(self.schema.as_str())
         );
-        let unlocked = sqlx::raw_sql(AssertSqlSafe(unlock))
+        if sqlx::raw_sql(AssertSqlSafe(unlock))
             .execute(&mut conn)
-            .await;
-        if unlocked.is_ok() {
+            .await
+            .is_ok()
+        {
             conn.close().await.ok();
         }
-        result
+    }
+
+    /// Undoes the batch's scripts since the savepoint; the framework's tables stay.
+    async fn rollback_to_savepoint(&mut self, conn: &mut PgConnection) -> Result<(), Error> {
+        self.queries += 1;
+        sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a one-transaction batch that failed at `m` (already rolled back to the
+    /// savepoint): logs the failure, commits the log entry, and returns the error to report.
+    async fn batch_failed(
+        &mut self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        m: &Migration,
+        failure: Box<ScriptFailure>,
+    ) -> Error {
+        if let Err(e) = self.log_failure(&mut tx, m, &failure, "failed").await {
+            return e;
+        }
+        self.queries += 1;
+        if let Err(e) = tx.commit().await {
+            return e.into();
+        }
+        MigrateError::Failed {
+            failure,
+            outcome: FailureOutcome::RolledBack,
+        }
+        .into()
     }
 
     async fn up_step_by_step_on(&mut self, conn: &mut PgConnection) -> Result<Report, Error> {
@@ -1328,17 +1356,8 @@ impl<'a> Run<'a> {
                     let started = Instant::now();
                     let down = m.down.as_ref().expect("checked reversible");
                     if let Err(failure) = self.script_in_tx(&mut tx, m, down).await? {
-                        self.queries += 3;
-                        sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
-                            .execute(&mut *tx)
-                            .await?;
-                        self.log_failure(&mut tx, m, &failure, "failed").await?;
-                        tx.commit().await?;
-                        return Err(MigrateError::Failed {
-                            failure,
-                            outcome: FailureOutcome::RolledBack,
-                        }
-                        .into());
+                        self.rollback_to_savepoint(&mut tx).await?;
+                        return Err(self.batch_failed(tx, m, failure).await);
                     }
                     reverted.push((*m, started.elapsed()));
                 }
@@ -1347,19 +1366,8 @@ impl<'a> Run<'a> {
                     for m in targets.iter().rev() {
                         let started = Instant::now();
                         if let Err(failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
-                            self.queries += 3;
-                            sqlx::raw_sql(AssertSqlSafe(format!(
-                                "ROLLBACK TO SAVEPOINT {SAVEPOINT}"
-                            )))
-                            .execute(&mut *tx)
-                            .await?;
-                            self.log_failure(&mut tx, m, &failure, "failed").await?;
-                            tx.commit().await?;
-                            return Err(MigrateError::Failed {
-                                failure,
-                                outcome: FailureOutcome::RolledBack,
-                            }
-                            .into());
+                            self.rollback_to_savepoint(&mut tx).await?;
+                            return Err(self.batch_failed(tx, m, failure).await);
                         }
                         applied.push((*m, started.elapsed()));
                     }
@@ -1384,17 +1392,7 @@ impl<'a> Run<'a> {
         }
         let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
         let result = self.revert_step_by_step(&mut conn, &choose, reapply).await;
-        let unlock = format!(
-            "SELECT pg_advisory_unlock({})",
-            lock_key(self.schema.as_str())
-        );
-        if sqlx::raw_sql(AssertSqlSafe(unlock))
-            .execute(&mut conn)
-            .await
-            .is_ok()
-        {
-            conn.close().await.ok();
-        }
+        self.release_session_lock(conn).await;
         result
     }
 
