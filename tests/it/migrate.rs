@@ -31,7 +31,8 @@ fn write(root: &Path, schema: &str, file: &str, sql: &str) {
     std::fs::write(dir.join(file), sql).unwrap();
 }
 
-fn shop_root() -> PathBuf {
+/// The shop's migrations, shared with the schema tests.
+pub(crate) fn shop_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/shop")
 }
 
@@ -40,7 +41,7 @@ fn migrator(root: &Path) -> Migrator {
 }
 
 /// A small pool, so parallel tests stay within the server's connection limit.
-async fn small_db(test_db: &TestDb, schema: &str) -> Db {
+pub(crate) async fn small_db(test_db: &TestDb, schema: &str) -> Db {
     Db::connect(test_db.config(schema).min_connections(0).max_connections(2))
         .await
         .unwrap()
