@@ -367,9 +367,7 @@ impl Db {
         }
 
         if config.create_schema {
-            create_schema_if_missing(&config.connect, &schema)
-                .await
-                .map_err(|e| target.connect_error(e))?;
+            create_schema_if_missing(&config.connect, &schema, &target).await?;
         }
 
         let pool = PgPoolOptions::new()
@@ -516,12 +514,17 @@ impl fmt::Debug for Db {
     }
 }
 
+/// Only a failure to connect is an [`Error::Connect`]; a refused `CREATE SCHEMA` (no
+/// `CREATE` privilege on the database) is the server's error, not a reachability problem.
 async fn create_schema_if_missing(
     connect: &PgConnectOptions,
     schema: &Identifier,
-) -> std::result::Result<(), sqlx::Error> {
+    target: &Target,
+) -> Result<()> {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect_with(connect).await?;
+    let mut conn = sqlx::PgConnection::connect_with(connect)
+        .await
+        .map_err(|e| target.connect_error(e))?;
     let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
     let result = sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
@@ -532,7 +535,7 @@ async fn create_schema_if_missing(
         other => other.map(drop),
     };
     conn.close().await.ok();
-    result
+    result.map_err(Error::Database)
 }
 
 /// The result of [`Db::health`].

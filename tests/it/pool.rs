@@ -257,6 +257,38 @@ async fn missing_schema_fails_fast_with_what_to_do() -> TestResult {
 }
 
 #[tokio::test]
+async fn create_schema_refused_by_the_server_is_a_database_error_not_a_connect_error() -> TestResult
+{
+    let test_db = TestDb::new().await?;
+    let admin = test_db.pool().await?;
+    let role = format!(
+        "nocreate_{}",
+        test_db.name().trim_start_matches("prost_test_")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN")))
+        .execute(&admin)
+        .await?;
+
+    let config =
+        DbConfig::from_connect_options(test_db.connect_options().username(&role), "inventory")
+            .create_schema(true);
+    let err = Db::connect(config).await.unwrap_err();
+    assert!(matches!(err, Error::Database(_)), "{err}");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    admin.close().await;
+    let server = test_db.connect_options();
+    test_db.close().await?;
+    let mut conn = sqlx::PgConnection::connect_with(&server.database("postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP ROLE IF EXISTS \"{role}\""
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn require_tables_reports_every_missing_table_at_once() -> TestResult {
     let test_db = TestDb::new().await?;
     let db = test_db.db("catalog").await?;
