@@ -738,12 +738,14 @@ impl Migrator {
             .into());
         }
         let schema = db.schema_ident();
+        let mut run = self.start(db)?;
         let mut tx = db.pool().begin().await?;
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock({}); DROP SCHEMA IF EXISTS {schema} CASCADE",
-            lock_key(schema.as_str())
-        );
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        run.locked(
+            &mut tx,
+            true,
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        )
+        .await?;
         tx.commit().await?;
         tracing::warn!(schema = schema.as_str(), "schema dropped for reset");
         self.up(db).await
@@ -835,35 +837,59 @@ impl<'a> Run<'a> {
         conn: &mut PgConnection,
         transactional: bool,
     ) -> Result<State, Error> {
+        let savepoint = if transactional {
+            format!(";\nSAVEPOINT {SAVEPOINT}")
+        } else {
+            String::new()
+        };
+        let then = format!(
+            "{};\n{}{savepoint}",
+            framework::bootstrap_sql(self.schema),
+            self.state_sql()
+        );
+        let rows = self.locked(conn, transactional, &then).await?;
+        let state = Self::parse_state(&rows)?;
+        if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
+            self.queries += 1;
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(state)
+    }
+
+    /// Takes the schema's migration lock (transaction-scoped if `transactional`, else for
+    /// the session) and runs `then` in the same round trip, returning its rows.
+    async fn locked(
+        &mut self,
+        conn: &mut PgConnection,
+        transactional: bool,
+        then: &str,
+    ) -> Result<Vec<PgRow>, Error> {
         let key = lock_key(self.schema.as_str());
         // The lock is *tried* and the wait happens here, between attempts, outside any
         // statement: a runner blocked inside `pg_advisory_lock` holds a snapshot, which
         // `CREATE INDEX CONCURRENTLY` in the lock holder waits for, a deadlock. `key` is an
         // integer computed here, not user input.
-        let (lock_fn, savepoint) = if transactional {
-            (
-                "pg_try_advisory_xact_lock",
-                format!(";\nSAVEPOINT {SAVEPOINT}"),
-            )
+        let lock_fn = if transactional {
+            "pg_try_advisory_xact_lock"
         } else {
-            ("pg_try_advisory_lock", String::new())
+            "pg_try_advisory_lock"
         };
         let sql = format!(
             "DO $prost_db_lock$ BEGIN IF NOT {lock_fn}({key}) THEN \
              RAISE EXCEPTION '{LOCK_BUSY}' USING ERRCODE = 'lock_not_available'; \
-             END IF; END $prost_db_lock$;\n{};\n{}{savepoint}",
-            framework::bootstrap_sql(self.schema),
-            self.state_sql()
+             END IF; END $prost_db_lock$;\n{then}"
         );
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
-        let rows = loop {
+        loop {
             self.queries += 1;
             match sqlx::raw_sql(AssertSqlSafe(sql.clone()))
                 .fetch_all(&mut *conn)
                 .await
             {
-                Ok(rows) => break rows,
+                Ok(rows) => return Ok(rows),
                 Err(sqlx::Error::Database(e)) if e.message() == LOCK_BUSY => {
                     if transactional {
                         self.queries += 1;
@@ -887,15 +913,7 @@ impl<'a> Run<'a> {
                 }
                 Err(e) => return Err(e.into()),
             }
-        };
-        let state = Self::parse_state(&rows)?;
-        if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
-            self.queries += 1;
-            sqlx::raw_sql(AssertSqlSafe(sql))
-                .execute(&mut *conn)
-                .await?;
         }
-        Ok(state)
     }
 
     /// Who holds the schema's migration lock, for the timeout error.
