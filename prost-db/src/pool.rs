@@ -443,6 +443,17 @@ impl Db {
 
     /// Starts a transaction on a pooled connection.
     ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let mut tx = db.begin().await?;
+    /// sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = $1")
+    ///     .bind(7_i64)
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::PoolTimedOut`] if no connection became free in time, or [`Error::Connect`].
@@ -452,6 +463,15 @@ impl Db {
 
     /// Takes a connection from the pool.
     ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let mut conn = db.acquire().await?;
+    /// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
+    ///     .fetch_one(&mut *conn)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::PoolTimedOut`] if no connection became free in time, or [`Error::Connect`].
@@ -460,6 +480,13 @@ impl Db {
     }
 
     /// A cheap liveness check: one `SELECT current_schema()` round trip.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let health = db.health().await?;
+    /// println!("{:?}, {} of {} connections idle", health.latency, health.pool.idle, health.pool.size);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
