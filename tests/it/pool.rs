@@ -154,10 +154,15 @@ async fn provisioned_role_cannot_touch_other_services_schemas() -> TestResult {
     catalog.close().await;
     orders.close().await;
     admin.close().await;
+    close_and_drop_roles(test_db, &[&catalog_role, &orders_role]).await
+}
+
+/// Drops the test database, then the roles (cluster-wide, so the test must remove them).
+async fn close_and_drop_roles(test_db: TestDb, roles: &[&str]) -> TestResult {
     let server = test_db.connect_options();
     test_db.close().await?;
     let mut conn = sqlx::PgConnection::connect_with(&server.database("postgres")).await?;
-    for role in [&catalog_role, &orders_role] {
+    for role in roles {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP ROLE IF EXISTS \"{role}\""
         )))
@@ -277,15 +282,7 @@ async fn create_schema_refused_by_the_server_is_a_database_error_not_a_connect_e
     assert!(err.to_string().contains("permission denied"), "{err}");
 
     admin.close().await;
-    let server = test_db.connect_options();
-    test_db.close().await?;
-    let mut conn = sqlx::PgConnection::connect_with(&server.database("postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP ROLE IF EXISTS \"{role}\""
-    )))
-    .execute(&mut conn)
-    .await?;
-    Ok(())
+    close_and_drop_roles(test_db, &[&role]).await
 }
 
 #[tokio::test]
