@@ -398,21 +398,15 @@ impl Db {
     ///
     /// [`Error::SchemaMissing`] or [`Error::SchemaMismatch`].
     pub async fn verify_schema(&self) -> Result<()> {
-        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.map_err(e))?;
-        match current {
-            Some(actual) if actual == self.schema.as_str() => Ok(()),
-            Some(actual) => Err(Error::SchemaMismatch {
+        let actual = self.current_schema().await?;
+        if actual == self.schema.as_str() {
+            Ok(())
+        } else {
+            Err(Error::SchemaMismatch {
                 service: self.service.as_str().to_owned(),
                 expected: self.schema.as_str().to_owned(),
                 actual,
-            }),
-            None => Err(Error::SchemaMissing {
-                schema: self.schema.as_str().to_owned(),
-                database: self.target.database.clone(),
-            }),
+            })
         }
     }
 
