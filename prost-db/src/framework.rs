@@ -109,8 +109,7 @@ pub(crate) fn latest_step() -> i32 {
 
 /// `sql` with `{schema}` replaced by the quoted schema.
 pub(crate) fn render(sql: &str, schema: &Identifier) -> String {
-    let quoted = format!("{schema}");
-    sql.replace("{schema}", &quoted)
+    sql.replace("{schema}", &schema.quoted())
 }
 
 /// The statement that creates the schema and the bootstrap tables if the version table is

@@ -367,9 +367,7 @@ impl Db {
         }
 
         if config.create_schema {
-            create_schema_if_missing(&config.connect, &schema)
-                .await
-                .map_err(|e| target.connect_error(e))?;
+            create_schema_if_missing(&config.connect, &schema, &target).await?;
         }
 
         let pool = PgPoolOptions::new()
@@ -400,21 +398,15 @@ impl Db {
     ///
     /// [`Error::SchemaMissing`] or [`Error::SchemaMismatch`].
     pub async fn verify_schema(&self) -> Result<()> {
-        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.map_err(e))?;
-        match current {
-            Some(actual) if actual == self.schema.as_str() => Ok(()),
-            Some(actual) => Err(Error::SchemaMismatch {
+        let actual = self.current_schema().await?;
+        if actual == self.schema.as_str() {
+            Ok(())
+        } else {
+            Err(Error::SchemaMismatch {
                 service: self.service.as_str().to_owned(),
                 expected: self.schema.as_str().to_owned(),
                 actual,
-            }),
-            None => Err(Error::SchemaMissing {
-                schema: self.schema.as_str().to_owned(),
-                database: self.target.database.clone(),
-            }),
+            })
         }
     }
 
@@ -445,6 +437,17 @@ impl Db {
 
     /// Starts a transaction on a pooled connection.
     ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let mut tx = db.begin().await?;
+    /// sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = $1")
+    ///     .bind(7_i64)
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::PoolTimedOut`] if no connection became free in time, or [`Error::Connect`].
@@ -454,6 +457,15 @@ impl Db {
 
     /// Takes a connection from the pool.
     ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let mut conn = db.acquire().await?;
+    /// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
+    ///     .fetch_one(&mut *conn)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::PoolTimedOut`] if no connection became free in time, or [`Error::Connect`].
@@ -462,6 +474,13 @@ impl Db {
     }
 
     /// A cheap liveness check: one `SELECT current_schema()` round trip.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
+    /// let health = db.health().await?;
+    /// println!("{:?}, {} of {} connections idle", health.latency, health.pool.idle, health.pool.size);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -516,12 +535,17 @@ impl fmt::Debug for Db {
     }
 }
 
+/// Only a failure to connect is an [`Error::Connect`]; a refused `CREATE SCHEMA` (no
+/// `CREATE` privilege on the database) is the server's error, not a reachability problem.
 async fn create_schema_if_missing(
     connect: &PgConnectOptions,
     schema: &Identifier,
-) -> std::result::Result<(), sqlx::Error> {
+    target: &Target,
+) -> Result<()> {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect_with(connect).await?;
+    let mut conn = sqlx::PgConnection::connect_with(connect)
+        .await
+        .map_err(|e| target.connect_error(e))?;
     let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
     let result = sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
@@ -532,7 +556,7 @@ async fn create_schema_if_missing(
         other => other.map(drop),
     };
     conn.close().await.ok();
-    result
+    result.map_err(Error::Database)
 }
 
 /// The result of [`Db::health`].

@@ -54,8 +54,8 @@ impl fmt::Debug for ServiceRole {
 /// - has no privileges on any other schema: another service's `SELECT` or `INSERT` fails
 ///   with `permission denied for schema`. Schemas are closed to `PUBLIC` as well.
 ///
-/// The password is passed as a bind parameter and quoted by the server (`format('%L')`);
-/// role and schema names are validated identifiers.
+/// The password is passed as a bind parameter and quoted by the server (`format('%L')`),
+/// so it appears in no logged statement; role and schema names are validated identifiers.
 ///
 /// ```no_run
 /// use prost_db::{provision_service_role, ServiceRole};
@@ -86,18 +86,24 @@ pub async fn provision_service_role(admin: &PgPool, spec: &ServiceRole) -> Resul
             .fetch_one(&mut *tx)
             .await?;
     let verb = if exists { "ALTER" } else { "CREATE" };
-    let statement: String = match &spec.password {
+    let role_sql = format!("{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE");
+    let statement = match &spec.password {
+        // The password reaches the server as a bind parameter and is spliced in by
+        // PL/pgSQL, so it is in no statement text that sqlx (at debug level) or the
+        // server (`log_statement = ddl`) would log.
         Some(password) => {
-            sqlx::query_scalar(
-                "SELECT format('%s ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', $1::text, $2::text, $3::text)",
+            sqlx::query("SELECT set_config('prost_db.role_password', $1, true)")
+                .bind(password)
+                .execute(&mut *tx)
+                .await?;
+            format!(
+                "DO $prost_db$ BEGIN \
+                 EXECUTE format('{role_sql} PASSWORD %L', current_setting('prost_db.role_password')); \
+                 PERFORM set_config('prost_db.role_password', '', true); \
+                 END $prost_db$"
             )
-            .bind(verb)
-            .bind(role.as_str())
-            .bind(password)
-            .fetch_one(&mut *tx)
-            .await?
         }
-        None => format!("{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"),
+        None => role_sql,
     };
     sqlx::query(sqlx::AssertSqlSafe(statement))
         .execute(&mut *tx)
@@ -116,4 +122,72 @@ pub async fn provision_service_role(admin: &PgPool, spec: &ServiceRole) -> Resul
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{ServiceRole, provision_service_role};
+    use crate::testing::TestDb;
+
+    #[derive(Clone)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_password_is_set_but_never_in_a_logged_statement() -> crate::Result<()> {
+        const PASSWORD: &str = "pw-marker-7f3a";
+        let captured = Captured(Arc::new(Mutex::new(Vec::new())));
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let test_db = TestDb::new().await?;
+        let admin = test_db.pool().await?;
+        let role = format!("pw_{}", test_db.name().trim_start_matches("prost_test_"));
+        let spec = ServiceRole::new(&role, "catalog").password(PASSWORD);
+        provision_service_role(&admin, &spec).await?;
+        provision_service_role(&admin, &spec).await?;
+        let has_password: bool = sqlx::query_scalar(
+            "SELECT rolpassword IS NOT NULL FROM pg_catalog.pg_authid WHERE rolname = $1",
+        )
+        .bind(&role)
+        .fetch_one(&admin)
+        .await?;
+        admin.close().await;
+        let server = test_db.connect_options();
+        test_db.close().await?;
+        let mut conn =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&server.database("postgres"))
+                .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP ROLE IF EXISTS \"{role}\""
+        )))
+        .execute(&mut conn)
+        .await?;
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(has_password);
+        assert!(
+            logs.contains("ROLE"),
+            "sqlx statements were not captured: {logs}"
+        );
+        assert!(!logs.contains(PASSWORD), "{logs}");
+        Ok(())
+    }
 }

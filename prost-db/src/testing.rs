@@ -130,16 +130,7 @@ impl TestDb {
     /// A `postgres://` URL for this database (for CLIs and child processes). It carries the
     /// password of the server URL, if that had one.
     pub fn url(&self) -> String {
-        let mut url = server_url();
-        if let Some(slash) = url.rfind('/').filter(|&i| i > "postgres://".len()) {
-            let query = url[slash..].find('?').map(|q| url[slash + q..].to_owned());
-            url.truncate(slash + 1);
-            url.push_str(self.name.as_str());
-            if let Some(query) = query {
-                url.push_str(&query);
-            }
-        }
-        url
+        with_database(&server_url(), self.name.as_str())
     }
 
     /// A [`DbConfig`] for `service` on this database, creating the schema if missing and
@@ -228,6 +219,18 @@ impl std::fmt::Debug for TestDb {
     }
 }
 
+/// `url` with its database replaced by `database`, keeping the query. The path starts at
+/// the first `/` or `?` after the authority: a query may hold slashes
+/// (`?sslrootcert=/etc/ca.pem`), and the URL may have no path at all.
+fn with_database(url: &str, database: &str) -> String {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let path = url[authority..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority + i);
+    let query = url[path..].find('?').map_or("", |i| &url[path + i..]);
+    format!("{}/{database}{query}", &url[..path])
+}
+
 fn server_options() -> Result<PgConnectOptions> {
     PgConnectOptions::from_str(&server_url()).map_err(|_| {
         Error::Config("PROST_DB_TEST_URL / DATABASE_URL is not a valid PostgreSQL URL".into())
@@ -297,4 +300,34 @@ async fn sweep(conn: &mut PgConnection) -> Result<Vec<String>> {
         }
     }
     Ok(dropped_names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn test_url_replaces_only_the_database() {
+        for (server, expected) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/t1",
+            ),
+            ("postgres://u:pw@db:5432", "postgres://u:pw@db:5432/t1"),
+            (
+                "postgres://u@db/prost?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+                "postgres://u@db/t1?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+            ),
+            (
+                "postgresql://u@db?sslrootcert=/etc/ca.pem",
+                "postgresql://u@db/t1?sslrootcert=/etc/ca.pem",
+            ),
+            (
+                "postgres:///prost?host=/var/run/postgresql",
+                "postgres:///t1?host=/var/run/postgresql",
+            ),
+        ] {
+            assert_eq!(with_database(server, "t1"), expected, "{server}");
+        }
+    }
 }

@@ -31,7 +31,8 @@ fn write(root: &Path, schema: &str, file: &str, sql: &str) {
     std::fs::write(dir.join(file), sql).unwrap();
 }
 
-fn shop_root() -> PathBuf {
+/// The shop's migrations, shared with the schema tests.
+pub(crate) fn shop_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/shop")
 }
 
@@ -40,7 +41,7 @@ fn migrator(root: &Path) -> Migrator {
 }
 
 /// A small pool, so parallel tests stay within the server's connection limit.
-async fn small_db(test_db: &TestDb, schema: &str) -> Db {
+pub(crate) async fn small_db(test_db: &TestDb, schema: &str) -> Db {
     Db::connect(test_db.config(schema).min_connections(0).max_connections(2))
         .await
         .unwrap()
@@ -823,6 +824,40 @@ async fn a_lock_timeout_names_the_session_holding_the_lock() {
         .unwrap();
     drop(holder);
     assert_eq!(m.up(&db).await.unwrap().applied.len(), 1);
+    db.close().await;
+    pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn reset_waits_for_the_lock_like_up_and_honours_the_lock_timeout() {
+    let test_db = TestDb::new().await.unwrap();
+    let pool = test_db.pool().await.unwrap();
+    let db = small_db(&test_db, "users").await;
+    let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
+    m.up(&db).await.unwrap();
+    let mut holder = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(prost_db::migrate::lock_key("users"))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let err = migrate_error(m.reset(&db).await.unwrap_err());
+    assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM users._prost_db_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied, 1,
+        "the schema must survive a reset that did not get the lock"
+    );
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    assert_eq!(m.reset(&db).await.unwrap().applied.len(), 1);
     db.close().await;
     pool.close().await;
     test_db.close().await.unwrap();

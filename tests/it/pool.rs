@@ -154,10 +154,15 @@ async fn provisioned_role_cannot_touch_other_services_schemas() -> TestResult {
     catalog.close().await;
     orders.close().await;
     admin.close().await;
+    close_and_drop_roles(test_db, &[&catalog_role, &orders_role]).await
+}
+
+/// Drops the test database, then the roles (cluster-wide, so the test must remove them).
+async fn close_and_drop_roles(test_db: TestDb, roles: &[&str]) -> TestResult {
     let server = test_db.connect_options();
     test_db.close().await?;
     let mut conn = sqlx::PgConnection::connect_with(&server.database("postgres")).await?;
-    for role in [&catalog_role, &orders_role] {
+    for role in roles {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP ROLE IF EXISTS \"{role}\""
         )))
@@ -254,6 +259,30 @@ async fn missing_schema_fails_fast_with_what_to_do() -> TestResult {
     db.close().await;
     test_db.close().await?;
     Ok(())
+}
+
+#[tokio::test]
+async fn create_schema_refused_by_the_server_is_a_database_error_not_a_connect_error() -> TestResult
+{
+    let test_db = TestDb::new().await?;
+    let admin = test_db.pool().await?;
+    let role = format!(
+        "nocreate_{}",
+        test_db.name().trim_start_matches("prost_test_")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE ROLE \"{role}\" LOGIN")))
+        .execute(&admin)
+        .await?;
+
+    let config =
+        DbConfig::from_connect_options(test_db.connect_options().username(&role), "inventory")
+            .create_schema(true);
+    let err = Db::connect(config).await.unwrap_err();
+    assert!(matches!(err, Error::Database(_)), "{err}");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    admin.close().await;
+    close_and_drop_roles(test_db, &[&role]).await
 }
 
 #[tokio::test]

@@ -1,26 +1,22 @@
 //! The compile-time catalog against the real PostgreSQL, and the startup drift check.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use prost_db::Error;
 use prost_db::migrate::{Migrations, Migrator};
 use prost_db::schema::SchemaDifference;
 use prost_db::testing::TestDb;
-use prost_db::{Db, Error};
 use prost_db_core::catalog::Catalog;
 use prost_shop::tables;
-use sqlx::PgPool;
 
-fn shop_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/shop")
-}
+use crate::migrate::{shop_root, small_db};
+use sqlx::PgPool;
 
 async fn migrate(test_db: &TestDb, root: &Path) {
     let migrator = Migrator::new(Migrations::from_dir(root).unwrap()).applied_by("it");
     for schema in migrator.migrations().schemas() {
-        let db = Db::connect(test_db.config(schema).min_connections(0).max_connections(2))
-            .await
-            .unwrap();
+        let db = small_db(test_db, schema).await;
         migrator.up(&db).await.unwrap();
         db.close().await;
     }
@@ -158,14 +154,7 @@ async fn catalog_agrees_with_pg_catalog_for_tricky_ddl() {
 async fn startup_check_passes_on_a_migrated_shop() {
     let test_db = TestDb::new().await.unwrap();
     migrate(&test_db, &shop_root()).await;
-    let db = Db::connect(
-        test_db
-            .config("catalog")
-            .min_connections(0)
-            .max_connections(2),
-    )
-    .await
-    .unwrap();
+    let db = small_db(&test_db, "catalog").await;
     db.check_tables(tables::ALL).await.unwrap();
     db.close().await;
     test_db.close().await.unwrap();
@@ -186,14 +175,7 @@ async fn startup_check_reports_every_difference_at_once() {
     .execute(&pool)
     .await
     .unwrap();
-    let db = Db::connect(
-        test_db
-            .config("catalog")
-            .min_connections(0)
-            .max_connections(2),
-    )
-    .await
-    .unwrap();
+    let db = small_db(&test_db, "catalog").await;
     let Err(Error::SchemaDrift(drift)) = db.check_tables(tables::ALL).await else {
         panic!("expected drift");
     };

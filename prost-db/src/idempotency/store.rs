@@ -99,9 +99,7 @@ const COMPLETE: &str = "UPDATE {schema}.idempotency_records \
 const PURGE: &str = "DELETE FROM {schema}.idempotency_records WHERE created_at < now() - $1";
 
 fn sql(template: &'static str, db: &Db) -> AssertSqlSafe<String> {
-    // The identifier's `Display` is its quoted form.
-    let schema = format!("{}", db.schema_ident());
-    AssertSqlSafe(template.replace("{schema}", &schema))
+    AssertSqlSafe(crate::framework::render(template, db.schema_ident()))
 }
 
 /// The idempotency records of one service, and the check-process-record transaction.
@@ -292,7 +290,7 @@ impl IdempotencyStore {
     ///
     /// The database error.
     pub async fn get(&self, action: &str, key: &str) -> Result<Option<StoredRecord>> {
-        get(&self.db, &self.service, action, key).await
+        select(&self.db, self.db.pool(), &self.service, action, key).await
     }
 
     /// Claims `key` for `action` in `tx`: `INSERT ... ON CONFLICT DO NOTHING` of a record
@@ -353,16 +351,7 @@ impl IdempotencyStore {
     ) -> Result<()> {
         let value = serde_json::to_value(result)
             .map_err(|e| Error::Config(format!("cannot serialize the handler's result: {e}")))?;
-        sqlx::query(sql(COMPLETE, &self.db))
-            .bind(key)
-            .bind(&self.service)
-            .bind(action)
-            .bind(Json(&value))
-            .bind(false)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        Ok(())
+        complete(&self.db, tx, &self.service, action, key, &value).await
     }
 
     /// Writes a record with its result in `tx`, unless the key is taken: `true` if written.
@@ -612,7 +601,7 @@ impl Run<'_> {
                 let json = serde_json::to_value(&value).map_err(|e| self.codec(e))?;
                 // The claim already stores NULL, which is what `()` and `None` replay from.
                 if !json.is_null() {
-                    self.complete(&mut tx, &json).await?;
+                    complete(self.db, &mut tx, self.service, self.action, self.key, &json).await?;
                 }
                 tx.commit().await.map_err(|e| self.db.map_err(e))?;
                 return Ok(Outcome::Processed(value));
@@ -638,25 +627,12 @@ impl Run<'_> {
                 replayed: false,
             });
         }
-        let record = select(self.db, &mut tx, self.service, self.action, self.key).await?;
+        let record = select(self.db, &mut *tx, self.service, self.action, self.key).await?;
         drop(tx);
         match record {
             Some(record) => self.replay::<P, T, E>(record),
             None => Err(HandlerError::Database(vanished(self.key, self.action))),
         }
-    }
-
-    async fn complete(&self, tx: &mut Tx, result: &serde_json::Value) -> Result<()> {
-        sqlx::query(sql(COMPLETE, self.db))
-            .bind(self.key)
-            .bind(self.service)
-            .bind(self.action)
-            .bind(Json(result))
-            .bind(false)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        Ok(())
     }
 
     async fn insert(
@@ -726,17 +702,6 @@ async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
         .map_err(|e| db.map_err(e))
 }
 
-async fn get(db: &Db, service: &str, action: &str, key: &str) -> Result<Option<StoredRecord>> {
-    let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, db))
-        .bind(key)
-        .bind(service)
-        .bind(action)
-        .fetch_optional(db.pool())
-        .await
-        .map_err(|e| db.map_err(e))?;
-    Ok(row.map(StoredRecord::from))
-}
-
 async fn claim(
     db: &Db,
     tx: &mut Tx,
@@ -756,16 +721,17 @@ async fn claim(
     match row {
         Some(row) if row.claimed => Ok(Claim::Claimed),
         Some(row) => Ok(Claim::Duplicate(row.record.into())),
-        None => select(db, tx, service, action, key)
+        None => select(db, &mut **tx, service, action, key)
             .await?
             .map(Claim::Duplicate)
             .ok_or_else(|| vanished(key, action)),
     }
 }
 
-async fn select(
+/// The committed record of the key, through the pool or inside a transaction.
+async fn select<'c>(
     db: &Db,
-    tx: &mut Tx,
+    executor: impl sqlx::PgExecutor<'c>,
     service: &str,
     action: &str,
     key: &str,
@@ -774,10 +740,30 @@ async fn select(
         .bind(key)
         .bind(service)
         .bind(action)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(executor)
         .await
         .map_err(|e| db.map_err(e))?;
     Ok(row.map(StoredRecord::from))
+}
+
+async fn complete(
+    db: &Db,
+    tx: &mut Tx,
+    service: &str,
+    action: &str,
+    key: &str,
+    result: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query(sql(COMPLETE, db))
+        .bind(key)
+        .bind(service)
+        .bind(action)
+        .bind(Json(result))
+        .bind(false)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

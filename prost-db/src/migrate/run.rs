@@ -738,12 +738,14 @@ impl Migrator {
             .into());
         }
         let schema = db.schema_ident();
+        let mut run = self.start(db)?;
         let mut tx = db.pool().begin().await?;
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock({}); DROP SCHEMA IF EXISTS {schema} CASCADE",
-            lock_key(schema.as_str())
-        );
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        run.locked(
+            &mut tx,
+            true,
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        )
+        .await?;
         tx.commit().await?;
         tracing::warn!(schema = schema.as_str(), "schema dropped for reset");
         self.up(db).await
@@ -835,35 +837,59 @@ impl<'a> Run<'a> {
         conn: &mut PgConnection,
         transactional: bool,
     ) -> Result<State, Error> {
+        let savepoint = if transactional {
+            format!(";\nSAVEPOINT {SAVEPOINT}")
+        } else {
+            String::new()
+        };
+        let then = format!(
+            "{};\n{}{savepoint}",
+            framework::bootstrap_sql(self.schema),
+            self.state_sql()
+        );
+        let rows = self.locked(conn, transactional, &then).await?;
+        let state = Self::parse_state(&rows)?;
+        if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
+            self.queries += 1;
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(state)
+    }
+
+    /// Takes the schema's migration lock (transaction-scoped if `transactional`, else for
+    /// the session) and runs `then` in the same round trip, returning its rows.
+    async fn locked(
+        &mut self,
+        conn: &mut PgConnection,
+        transactional: bool,
+        then: &str,
+    ) -> Result<Vec<PgRow>, Error> {
         let key = lock_key(self.schema.as_str());
         // The lock is *tried* and the wait happens here, between attempts, outside any
         // statement: a runner blocked inside `pg_advisory_lock` holds a snapshot, which
         // `CREATE INDEX CONCURRENTLY` in the lock holder waits for, a deadlock. `key` is an
         // integer computed here, not user input.
-        let (lock_fn, savepoint) = if transactional {
-            (
-                "pg_try_advisory_xact_lock",
-                format!(";\nSAVEPOINT {SAVEPOINT}"),
-            )
+        let lock_fn = if transactional {
+            "pg_try_advisory_xact_lock"
         } else {
-            ("pg_try_advisory_lock", String::new())
+            "pg_try_advisory_lock"
         };
         let sql = format!(
             "DO $prost_db_lock$ BEGIN IF NOT {lock_fn}({key}) THEN \
              RAISE EXCEPTION '{LOCK_BUSY}' USING ERRCODE = 'lock_not_available'; \
-             END IF; END $prost_db_lock$;\n{};\n{}{savepoint}",
-            framework::bootstrap_sql(self.schema),
-            self.state_sql()
+             END IF; END $prost_db_lock$;\n{then}"
         );
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
-        let rows = loop {
+        loop {
             self.queries += 1;
             match sqlx::raw_sql(AssertSqlSafe(sql.clone()))
                 .fetch_all(&mut *conn)
                 .await
             {
-                Ok(rows) => break rows,
+                Ok(rows) => return Ok(rows),
                 Err(sqlx::Error::Database(e)) if e.message() == LOCK_BUSY => {
                     if transactional {
                         self.queries += 1;
@@ -887,15 +913,7 @@ impl<'a> Run<'a> {
                 }
                 Err(e) => return Err(e.into()),
             }
-        };
-        let state = Self::parse_state(&rows)?;
-        if let Some(sql) = framework::pending_steps_sql(self.schema, state.framework) {
-            self.queries += 1;
-            sqlx::raw_sql(AssertSqlSafe(sql))
-                .execute(&mut *conn)
-                .await?;
         }
-        Ok(state)
     }
 
     /// Who holds the schema's migration lock, for the timeout error.
@@ -1105,24 +1123,13 @@ impl<'a> Run<'a> {
         for m in &plan.pending {
             let started = Instant::now();
             if let Err(mut failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
-                self.queries += 3;
-                sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
-                    .execute(&mut *tx)
-                    .await?;
+                self.rollback_to_savepoint(&mut tx).await?;
                 if failure.line.is_none() {
                     let prior: Vec<&Migration> = applied.iter().map(|(m, _)| *m).collect();
                     failure.line = self.locate(&mut tx, &prior, m).await;
-                    sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
-                        .execute(&mut *tx)
-                        .await?;
+                    self.rollback_to_savepoint(&mut tx).await?;
                 }
-                self.log_failure(&mut tx, m, &failure, "failed").await?;
-                tx.commit().await?;
-                return Err(MigrateError::Failed {
-                    failure,
-                    outcome: FailureOutcome::RolledBack,
-                }
-                .into());
+                return Err(self.batch_failed(tx, m, failure).await);
             }
             let duration = started.elapsed();
             tracing::info!(version = m.version, name = %m.name, ?duration, "applied");
@@ -1150,17 +1157,56 @@ impl<'a> Run<'a> {
     async fn up_step_by_step(&mut self, pool: &PgPool) -> Result<Report, Error> {
         let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
         let result = self.up_step_by_step_on(&mut conn).await;
+        self.release_session_lock(conn).await;
+        result
+    }
+
+    /// Releases the step-by-step session lock and closes its dedicated connection. If the
+    /// unlock fails the connection is dropped instead, which ends the session and with it
+    /// the lock.
+    async fn release_session_lock(&self, mut conn: PgConnection) {
         let unlock = format!(
             "SELECT pg_advisory_unlock({})",
             lock_key(self.schema.as_str())
         );
-        let unlocked = sqlx::raw_sql(AssertSqlSafe(unlock))
+        if sqlx::raw_sql(AssertSqlSafe(unlock))
             .execute(&mut conn)
-            .await;
-        if unlocked.is_ok() {
+            .await
+            .is_ok()
+        {
             conn.close().await.ok();
         }
-        result
+    }
+
+    /// Undoes the batch's scripts since the savepoint; the framework's tables stay.
+    async fn rollback_to_savepoint(&mut self, conn: &mut PgConnection) -> Result<(), Error> {
+        self.queries += 1;
+        sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a one-transaction batch that failed at `m` (already rolled back to the
+    /// savepoint): logs the failure, commits the log entry, and returns the error to report.
+    async fn batch_failed(
+        &mut self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        m: &Migration,
+        failure: Box<ScriptFailure>,
+    ) -> Error {
+        if let Err(e) = self.log_failure(&mut tx, m, &failure, "failed").await {
+            return e;
+        }
+        self.queries += 1;
+        if let Err(e) = tx.commit().await {
+            return e.into();
+        }
+        MigrateError::Failed {
+            failure,
+            outcome: FailureOutcome::RolledBack,
+        }
+        .into()
     }
 
     async fn up_step_by_step_on(&mut self, conn: &mut PgConnection) -> Result<Report, Error> {
@@ -1328,17 +1374,8 @@ impl<'a> Run<'a> {
                     let started = Instant::now();
                     let down = m.down.as_ref().expect("checked reversible");
                     if let Err(failure) = self.script_in_tx(&mut tx, m, down).await? {
-                        self.queries += 3;
-                        sqlx::raw_sql(AssertSqlSafe(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")))
-                            .execute(&mut *tx)
-                            .await?;
-                        self.log_failure(&mut tx, m, &failure, "failed").await?;
-                        tx.commit().await?;
-                        return Err(MigrateError::Failed {
-                            failure,
-                            outcome: FailureOutcome::RolledBack,
-                        }
-                        .into());
+                        self.rollback_to_savepoint(&mut tx).await?;
+                        return Err(self.batch_failed(tx, m, failure).await);
                     }
                     reverted.push((*m, started.elapsed()));
                 }
@@ -1347,19 +1384,8 @@ impl<'a> Run<'a> {
                     for m in targets.iter().rev() {
                         let started = Instant::now();
                         if let Err(failure) = self.script_in_tx(&mut tx, m, &m.up).await? {
-                            self.queries += 3;
-                            sqlx::raw_sql(AssertSqlSafe(format!(
-                                "ROLLBACK TO SAVEPOINT {SAVEPOINT}"
-                            )))
-                            .execute(&mut *tx)
-                            .await?;
-                            self.log_failure(&mut tx, m, &failure, "failed").await?;
-                            tx.commit().await?;
-                            return Err(MigrateError::Failed {
-                                failure,
-                                outcome: FailureOutcome::RolledBack,
-                            }
-                            .into());
+                            self.rollback_to_savepoint(&mut tx).await?;
+                            return Err(self.batch_failed(tx, m, failure).await);
                         }
                         applied.push((*m, started.elapsed()));
                     }
@@ -1384,17 +1410,7 @@ impl<'a> Run<'a> {
         }
         let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
         let result = self.revert_step_by_step(&mut conn, &choose, reapply).await;
-        let unlock = format!(
-            "SELECT pg_advisory_unlock({})",
-            lock_key(self.schema.as_str())
-        );
-        if sqlx::raw_sql(AssertSqlSafe(unlock))
-            .execute(&mut conn)
-            .await
-            .is_ok()
-        {
-            conn.close().await.ok();
-        }
+        self.release_session_lock(conn).await;
         result
     }
 
