@@ -74,7 +74,7 @@ impl DbConfig {
     pub fn new(url: &str, service: &str) -> Result<Self> {
         let connect = PgConnectOptions::from_str(url).map_err(|_| {
             Error::Config(
-                "DATABASE_URL is not a valid PostgreSQL URL; expected postgres://user[:password]@host:port/database"
+                "the database URL is not a valid PostgreSQL URL; expected postgres://user[:password]@host:port/database"
                     .into(),
             )
         })?;
@@ -148,10 +148,10 @@ impl DbConfig {
         };
         let millis = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         if let Some(n) = number("PROST_DB_MIN_CONNECTIONS")? {
-            config.min_connections = u32::try_from(n).unwrap_or(u32::MAX);
+            config.min_connections = pool_size("PROST_DB_MIN_CONNECTIONS", n)?;
         }
         if let Some(n) = number("PROST_DB_MAX_CONNECTIONS")? {
-            config.max_connections = u32::try_from(n).unwrap_or(u32::MAX);
+            config.max_connections = pool_size("PROST_DB_MAX_CONNECTIONS", n)?;
         }
         if let Some(n) = number("PROST_DB_ACQUIRE_TIMEOUT_MS")? {
             config.acquire_timeout = Duration::from_millis(n);
@@ -290,6 +290,11 @@ impl fmt::Debug for DbConfig {
             .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
+}
+
+fn pool_size(name: &str, n: u64) -> Result<u32> {
+    u32::try_from(n)
+        .map_err(|_| Error::Config(format!("{name} must be at most {}, got {n}", u32::MAX)))
 }
 
 #[derive(Debug, Clone)]

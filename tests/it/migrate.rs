@@ -916,3 +916,49 @@ async fn concurrent_runners_with_create_index_concurrently_do_not_deadlock() {
     }
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dry_run_stops_rehearsing_at_a_no_transaction_step() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_base.up.sql",
+        "CREATE TABLE base (id int);",
+    );
+    write(&root, "svc", "0001_base.down.sql", "DROP TABLE base;");
+    write(
+        &root,
+        "svc",
+        "0002_index.up.sql",
+        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY base_id ON base (id);",
+    );
+    write(
+        &root,
+        "svc",
+        "0002_index.down.sql",
+        "DROP INDEX CONCURRENTLY IF EXISTS base_id;",
+    );
+    // Depends on step 2: rehearsing it without step 2 would report a false failure.
+    write(
+        &root,
+        "svc",
+        "0003_cluster.up.sql",
+        "ALTER TABLE base CLUSTER ON base_id;",
+    );
+
+    let dry = migrator(&root).dry_run(&db).await.unwrap();
+    assert!(dry.succeeded(), "{dry:#?}");
+    assert!(matches!(dry.steps[0].up, DryRunOutcome::Ok { .. }));
+    assert!(matches!(dry.steps[1].up, DryRunOutcome::NotRehearsed(_)));
+    assert!(matches!(dry.steps[2].up, DryRunOutcome::NotRehearsed(_)));
+    assert!(
+        !db.table_exists("base").await.unwrap(),
+        "the dry run changed nothing"
+    );
+
+    db.close().await;
+    test_db.close().await.unwrap();
+}

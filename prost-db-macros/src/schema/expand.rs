@@ -1,5 +1,6 @@
 //! The generated code.
 //!
+//! ```text
 //! Input:
 //!     #[derive(Schema)]
 //!     #[schema(schema = "catalog", table = "categories")]
@@ -19,6 +20,7 @@
 //!         // type checks, spanned at each field's type
 //!         const _: () = ::prost_db::__private::assert_compatible::<i64, ::prost_db::schema::pg::int8>();
 //!     };
+//! ```
 
 use std::path::PathBuf;
 

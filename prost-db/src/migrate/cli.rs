@@ -452,7 +452,12 @@ pub fn new_migration(
                 .map_or(4, str::len);
         (width, m.version)
     });
-    let stem = format!("{:0width$}_{name}", last + 1);
+    let next = last.checked_add(1).ok_or_else(|| {
+        Error::Config(format!(
+            "schema {schema:?} has no version left after {last}"
+        ))
+    })?;
+    let stem = format!("{next:0width$}_{name}");
     prost_db_core::source::parse_file_name(&format!("{stem}.up.sql"))
         .map_err(|reason| Error::Config(format!("bad migration name {name:?}: {reason}")))?;
     let up = dir.join(format!("{stem}.up.sql"));

@@ -662,8 +662,10 @@ impl Migrator {
             })
             .collect();
         let mut ok = true;
-        for (m, step) in plan.pending.iter().zip(&mut steps) {
+        for (i, m) in plan.pending.iter().enumerate() {
             if m.no_transaction {
+                // Later steps may depend on this one, so the rehearsal ends here.
+                let step = &mut steps[i];
                 step.up = DryRunOutcome::NotRehearsed(
                     "marked no-transaction: cannot run inside the rehearsal's transaction",
                 );
@@ -671,8 +673,17 @@ impl Migrator {
                     .down
                     .as_ref()
                     .map(|_| DryRunOutcome::NotRehearsed("its up script was not rehearsed"));
-                continue;
+                for later in &mut steps[i + 1..] {
+                    let reason = "comes after a no-transaction step, which was not rehearsed";
+                    later.up = DryRunOutcome::NotRehearsed(reason);
+                    later.down = later
+                        .down
+                        .as_ref()
+                        .map(|_| DryRunOutcome::NotRehearsed(reason));
+                }
+                break;
             }
+            let step = &mut steps[i];
             let started = Instant::now();
             match run.script_in_tx(&mut tx, m, &m.up).await? {
                 Ok(()) => {
