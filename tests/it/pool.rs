@@ -459,3 +459,29 @@ fn configuration_from_environment_variables() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_test_database_can_start_as_a_copy_of_a_template() -> TestResult {
+    let template = TestDb::new().await?;
+    let db = template.db("catalog").await?;
+    sqlx::query("CREATE TABLE products (id INT PRIMARY KEY)")
+        .execute(db.pool())
+        .await?;
+    sqlx::query("INSERT INTO products VALUES (7)")
+        .execute(db.pool())
+        .await?;
+    // CREATE DATABASE ... TEMPLATE needs the template to have no sessions.
+    db.close().await;
+
+    let copy = TestDb::from_template(template.name()).await?;
+    let copied = copy.db("catalog").await?;
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM products")
+        .fetch_all(copied.pool())
+        .await?;
+    assert_eq!(ids, [7]);
+
+    copied.close().await;
+    copy.close().await?;
+    template.close().await?;
+    Ok(())
+}
