@@ -85,6 +85,13 @@ pub(crate) fn split_statements<'s>(sql: &'s str) -> Vec<(usize, &'s str)> {
                     }
                 }
             }
+            // `a$b$` is an identifier and `$1` a parameter, not the start of a `$tag$` string.
+            b'$' if i > 0
+                && (bytes[i - 1].is_ascii_alphanumeric()
+                    || matches!(bytes[i - 1], b'_' | b'$')) =>
+            {
+                i += 1;
+            }
             b'$' => match dollar_tag(&sql[i..]) {
                 Some(tag) => {
                     let body = i + tag.len();
@@ -132,6 +139,14 @@ mod tests {
             Some(3)
         );
         assert_eq!(line_of_position(script, 10, 5), None);
+    }
+
+    #[test]
+    fn a_dollar_inside_an_identifier_does_not_open_a_quote() {
+        let sql = "CREATE TABLE a$b$ (id int);\nCREATE TABLE c (id int);\n";
+        let parts: Vec<_> = split_statements(sql).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(parts.len(), 2, "{parts:#?}");
+        assert!(parts[1].contains("TABLE c"));
     }
 
     #[test]
