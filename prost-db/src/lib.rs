@@ -37,6 +37,8 @@ pub mod outbox;
 mod pool;
 mod roles;
 pub mod schema;
+#[cfg(test)]
+mod test_logs;
 pub mod testing;
 
 pub use error::{Error, Result};

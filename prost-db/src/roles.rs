@@ -126,36 +126,14 @@ pub async fn provision_service_role(admin: &PgPool, spec: &ServiceRole) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::{ServiceRole, provision_service_role};
+    use crate::test_logs::CapturedLogs;
     use crate::testing::TestDb;
-
-    #[derive(Clone)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn the_password_is_set_but_never_in_a_logged_statement() -> crate::Result<()> {
         const PASSWORD: &str = "pw-marker-7f3a";
-        let captured = Captured(Arc::new(Mutex::new(Vec::new())));
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let captured = CapturedLogs::start(tracing::Level::TRACE, false);
 
         let test_db = TestDb::new().await?;
         let admin = test_db.pool().await?;
@@ -181,7 +159,7 @@ mod tests {
         .execute(&mut conn)
         .await?;
 
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = captured.text();
         assert!(has_password);
         assert!(
             logs.contains("ROLE"),

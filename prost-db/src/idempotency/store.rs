@@ -828,35 +828,13 @@ impl From<RecordRow> for StoredRecord {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::IdempotencyStore;
+    use crate::test_logs::CapturedLogs;
     use crate::testing::TestDb;
-
-    #[derive(Clone)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn each_run_is_a_span_with_event_id_action_and_outcome() -> crate::Result<()> {
-        let captured = Captured(Arc::new(Mutex::new(Vec::new())));
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let captured = CapturedLogs::start(tracing::Level::INFO, true);
 
         let test_db = TestDb::new().await?;
         let db = test_db.db("catalog").await?;
@@ -873,7 +851,7 @@ mod tests {
         db.close().await;
         test_db.close().await?;
 
-        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let logs = captured.text();
         let spans: Vec<&str> = logs
             .lines()
             .filter(|line| line.contains("prost_db.idempotent_handler"))
