@@ -239,15 +239,7 @@ async fn control_acking_before_commit_loses_messages_when_the_consumer_dies() {
         .env("PROST_SHOP_MODE", "ack-before-commit")
         .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.05");
     // Restart until the queue is drained; every injected crash loses its message.
-    let queue = broker.spec(0);
-    for _ in 0..100 {
-        if broker.depth(&queue.queue()).await == 0 {
-            break;
-        }
-        let mut child = worker.spawn();
-        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        let _ = child.kill().await;
-    }
+    restart_until_drained(&worker, &broker).await;
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(5)).await;
     assert!(worker.log_count("injected crash before commit") >= 1);
     assert!(state.orders_missing >= 1, "{state:?}");
@@ -538,15 +530,7 @@ async fn control_publishing_after_commit_without_an_outbox_loses_events_when_the
     let worker = Worker::new(&test_db, &broker, "direct")
         .env("PROST_SHOP_MODE", "publish-after-commit")
         .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.05");
-    let queue = broker.spec(0);
-    for _ in 0..100 {
-        if broker.depth(&queue.queue()).await == 0 {
-            break;
-        }
-        let mut child = worker.spawn();
-        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        let _ = child.kill().await;
-    }
+    restart_until_drained(&worker, &broker).await;
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(10)).await;
     let lines: i64 = plan
         .orders
@@ -565,4 +549,18 @@ async fn control_publishing_after_commit_without_an_outbox_loses_events_when_the
     broker.cleanup().await;
     catalog.close().await;
     test_db.close().await.unwrap();
+}
+
+/// Runs the worker again and again (each run ends by itself or after 5 s) until the first
+/// queue of the topology is empty, at most 100 times.
+async fn restart_until_drained(worker: &Worker, broker: &Broker) {
+    let queue = broker.spec(0);
+    for _ in 0..100 {
+        if broker.depth(&queue.queue()).await == 0 {
+            break;
+        }
+        let mut child = worker.spawn();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let _ = child.kill().await;
+    }
 }
