@@ -699,6 +699,27 @@ async fn the_store_claims_completes_and_runs_without_the_macro() -> TestResult {
     assert_eq!(run(1).await?, Outcome::Processed(1));
     assert_eq!(run(2).await?, Outcome::Duplicate(1));
 
+    // A claim bounds its own wait, also in a transaction begun without the store: while a
+    // first claim of k-3 is uncommitted, a second gives up after the store's lock timeout.
+    let impatient = store.clone().with_lock_timeout(Duration::from_millis(200));
+    let mut first = db.begin().await?;
+    assert_eq!(
+        impatient.claim(&mut first, "manual", "k-3", None).await?,
+        Claim::Claimed
+    );
+    let mut second = db.begin().await?;
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        impatient.claim(&mut second, "manual", "k-3", None),
+    )
+    .await
+    .expect("the second claim waited past its lock timeout")
+    .unwrap_err();
+    assert!(error.to_string().contains("lock timeout"), "{error}");
+    second.rollback().await?;
+    first.commit().await?;
+    assert!(store.get("manual", "k-3").await?.is_some());
+
     db.close().await;
     test_db.close().await?;
     Ok(())

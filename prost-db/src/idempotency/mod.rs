@@ -20,28 +20,30 @@
 //!
 //! # How it works, and why this way
 //!
-//! Per delivery, the runtime sends:
+//! Per delivery, the runtime sends four statements, each one round trip:
 //!
-//! 1. `SELECT` of the record by its key, outside any transaction. Found: the event is a
-//!    duplicate of a committed delivery; check the payload hash and replay (one round trip,
-//!    no transaction, no row version).
-//! 2. `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = ...` (one round trip).
-//! 3. The body, on that transaction.
-//! 4. `INSERT` of the record with its result `ON CONFLICT DO NOTHING`, then `COMMIT`.
-//!    If a concurrent twin inserted the same key first, the unique index makes this
-//!    `INSERT` wait for the twin's transaction: twin committed, 0 rows, roll back the body's
-//!    effects and replay the twin's result; twin rolled back, 1 row, commit.
+//! 1. `BEGIN ISOLATION LEVEL READ COMMITTED`.
+//! 2. The claim: `INSERT` of a record without result `ON CONFLICT DO NOTHING`; the same
+//!    statement sets the transaction's `lock_timeout` (`set_config(.., true)`) before it
+//!    can wait. If a twin holds the key uncommitted, the unique index makes this insert
+//!    wait for the twin's transaction: twin committed, 0 rows; twin rolled back, 1 row.
+//! 3. Claimed (1 row): the body, on the same transaction; then the result is written into
+//!    the record (skipped when it serializes to `null`, e.g. `()`: the claim already stored
+//!    that), and `COMMIT`.
+//! 4. Taken (0 rows): a `SELECT` of the record (a new snapshot, so it sees the twin that
+//!    just committed); its payload hash is checked and its result replayed. The empty
+//!    transaction's `ROLLBACK` is queued and rides along with the connection's next use.
 //!
-//! The unique index on `(event_id, service_name, action)` is what decides; the `SELECT` is
-//! only a fast path. Writing the record once, with its result, right before `COMMIT` costs one
-//! index entry and one row version per event; claiming first (`INSERT` of an empty record,
-//! then `UPDATE` with the result) costs a round trip and a dead row version more, and keeps
-//! the key locked while the body runs. The price of writing last is that a twin arriving
-//! while the first is in flight runs its body too, on its own transaction, which is then
-//! rolled back: its effects never commit. Bodies must therefore keep their effects inside the
-//! transaction (no HTTP calls, no publishing outside an outbox). The store also offers
-//! [`claim`](IdempotencyStore::claim) and [`complete`](IdempotencyStore::complete) for
-//! callers that want the claim-first shape.
+//! The unique index on `(event_id, service_name, action)` is what decides; a
+//! `SELECT`-then-`INSERT` check is a race and is not used. A body that fails rolls back, and
+//! the claim with it, so a redelivery (or the twin waiting on it) processes the event.
+//! Claiming first means a twin in flight never runs its body: it waits and then replays.
+//!
+//! The alternative, writing the record with its result just before `COMMIT`, saves the
+//! result `UPDATE` for handlers that return data, but needs a duplicate check before the
+//! body and runs a twin's body only to roll it back. Both shapes cost one statement more
+//! than the bare transaction, and sqlx sends every statement as its own round trip; the
+//! README's benchmark section has the figures.
 //!
 //! ```no_run
 //! use prost_db::idempotency::{EventId, Outcome, Tx};
@@ -100,8 +102,8 @@ pub(crate) use store::DDL;
 pub enum Outcome<T> {
     /// The body ran and its effects committed together with the record.
     Processed(T),
-    /// An earlier delivery of the same event was processed; this is its stored result and
-    /// the body did not run (or ran and was rolled back, for a twin in flight).
+    /// An earlier delivery of the same event was processed; this is its stored result, and
+    /// the body did not run.
     Duplicate(T),
 }
 

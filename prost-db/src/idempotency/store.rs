@@ -70,22 +70,15 @@ const SELECT: &str = "SELECT payload_hash, result, permanent_error, created_at \
      FROM {schema}.idempotency_records \
      WHERE event_id = $1 AND service_name = $2 AND action = $3";
 
-/// Claims the key, or returns the committed record that holds it, in one statement. A
-/// twin that committed while this statement waited on the unique index is not in the
-/// statement's snapshot: then no row comes back, and a second `SELECT` sees it.
-const CLAIM: &str = "WITH claim AS ( \
-         INSERT INTO {schema}.idempotency_records (event_id, service_name, action, payload_hash) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (event_id, service_name, action) DO NOTHING \
-         RETURNING created_at) \
-     SELECT true AS claimed, NULL::bytea AS payload_hash, NULL::jsonb AS result, \
-            false AS permanent_error, created_at \
-     FROM claim \
-     UNION ALL \
-     SELECT false, payload_hash, result, permanent_error, created_at \
-     FROM {schema}.idempotency_records \
-     WHERE event_id = $1 AND service_name = $2 AND action = $3 \
-       AND NOT EXISTS (SELECT 1 FROM claim)";
+/// Claims the key: inserts a record without result unless the key is taken. The same
+/// statement sets the transaction's `lock_timeout` (`set_config(..., true)` is `SET LOCAL`),
+/// before the insert can wait for an uncommitted twin, so the bound costs no round trip of
+/// its own. 1 row: claimed. 0 rows: a committed record holds the key, and the `SELECT`
+/// that follows (a new snapshot, in READ COMMITTED) reads it.
+const CLAIM: &str = "INSERT INTO {schema}.idempotency_records \
+     (event_id, service_name, action, payload_hash) \
+     SELECT $1, $2, $3, $4 FROM (SELECT set_config('lock_timeout', $5, true)) AS lock_timeout \
+     ON CONFLICT (event_id, service_name, action) DO NOTHING";
 
 const INSERT: &str = "INSERT INTO {schema}.idempotency_records \
      (event_id, service_name, action, payload_hash, result, permanent_error) \
@@ -294,10 +287,11 @@ impl IdempotencyStore {
     }
 
     /// Claims `key` for `action` in `tx`: `INSERT ... ON CONFLICT DO NOTHING` of a record
-    /// without result, which in the same statement returns the committed record holding the
-    /// key, if any. If a twin holds the key uncommitted, this waits for it (bounded by the
-    /// lock timeout). Claimed: run the body on `tx`, then
-    /// [`complete`](Self::complete) and commit; a rollback releases the claim.
+    /// without result. If a twin holds the key uncommitted, this waits for it, bounded by
+    /// the store's lock timeout, which the same statement sets for the rest of `tx` (so it
+    /// holds whichever way `tx` was begun). Claimed: run the body on `tx`, then
+    /// [`complete`](Self::complete) and commit; a rollback releases the claim. Taken: a
+    /// second statement reads the committed record that holds the key.
     ///
     /// ```no_run
     /// use prost_db::idempotency::{Claim, Fingerprint};
@@ -328,7 +322,16 @@ impl IdempotencyStore {
         key: &str,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Claim> {
-        claim(&self.db, tx, &self.service, action, key, fingerprint).await
+        claim(
+            &self.db,
+            tx,
+            &self.service,
+            action,
+            key,
+            fingerprint,
+            self.lock_timeout,
+        )
+        .await
     }
 
     /// Stores the result of a claimed key, in the claiming transaction.
@@ -578,7 +581,7 @@ impl Run<'_> {
         F: FnOnce(Tx) -> Fut,
         Fut: Future<Output = (Tx, Result<T, E>)>,
     {
-        let mut tx = begin(self.db, self.lock_timeout).await?;
+        let mut tx = begin_for_claim(self.db).await?;
         let claim = claim(
             self.db,
             &mut tx,
@@ -586,6 +589,7 @@ impl Run<'_> {
             self.action,
             self.key,
             Some(self.fingerprint),
+            self.lock_timeout,
         )
         .await?;
         if let Claim::Duplicate(record) = claim {
@@ -691,17 +695,34 @@ impl Run<'_> {
     }
 }
 
+/// `BEGIN` with the store's `lock_timeout`, for the public API and the permanent-error
+/// record.
 async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
-    let millis = lock_timeout.as_millis().max(1);
     // The only value here is an integer the program computed, never input.
-    let statement =
-        format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {millis}");
+    let statement = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}",
+        millis(lock_timeout)
+    );
     db.pool()
         .begin_with(AssertSqlSafe(statement))
         .await
         .map_err(|e| db.map_err(e))
 }
 
+/// `BEGIN` alone, for a transaction whose first statement is [`CLAIM`], which sets the
+/// lock timeout itself.
+async fn begin_for_claim(db: &Db) -> Result<Tx> {
+    db.pool()
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(|e| db.map_err(e))
+}
+
+fn millis(timeout: Duration) -> u128 {
+    timeout.as_millis().max(1)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn claim(
     db: &Db,
     tx: &mut Tx,
@@ -709,23 +730,24 @@ async fn claim(
     action: &str,
     key: &str,
     fingerprint: Option<Fingerprint>,
+    lock_timeout: Duration,
 ) -> Result<Claim> {
-    let row = sqlx::query_as::<_, ClaimRow>(sql(CLAIM, db))
+    let done = sqlx::query(sql(CLAIM, db))
         .bind(key)
         .bind(service)
         .bind(action)
         .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
-        .fetch_optional(&mut **tx)
+        .bind(millis(lock_timeout).to_string())
+        .execute(&mut **tx)
         .await
         .map_err(|e| db.map_err(e))?;
-    match row {
-        Some(row) if row.claimed => Ok(Claim::Claimed),
-        Some(row) => Ok(Claim::Duplicate(row.record.into())),
-        None => select(db, &mut **tx, service, action, key)
-            .await?
-            .map(Claim::Duplicate)
-            .ok_or_else(|| vanished(key, action)),
+    if done.rows_affected() == 1 {
+        return Ok(Claim::Claimed);
     }
+    select(db, &mut **tx, service, action, key)
+        .await?
+        .map(Claim::Duplicate)
+        .ok_or_else(|| vanished(key, action))
 }
 
 /// The committed record of the key, through the pool or inside a transaction.
@@ -795,13 +817,6 @@ fn vanished(key: &str, action: &str) -> Error {
         event_id: key.to_owned(),
         action: action.to_owned(),
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct ClaimRow {
-    claimed: bool,
-    #[sqlx(flatten)]
-    record: RecordRow,
 }
 
 #[derive(sqlx::FromRow)]

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The idempotent transaction's shapes at the protocol level, with pgbench's C client and
+# prepared statements, against the bare transaction: what each shape costs on the server,
+# and what pipelining (which sqlx 0.9 cannot do) would buy. Same body as
+# `cargo bench --bench idempotency`: one UPDATE of a product's stock, 16 clients.
+#
+#   bash benches/idempotency_protocol.sh [seconds per run, default 8] [rounds, default 3]
+#
+# Needs pgbench and a PostgreSQL server (PGHOST/PGPORT/PGUSER, default 127.0.0.1:5432,
+# postgres). Works in a scratch database that it drops at the end. Prints the mean
+# transactions per second of each shape over the rounds, and its ratio to the bare one.
+set -euo pipefail
+
+seconds="${1:-8}"
+rounds="${2:-3}"
+export PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-postgres}"
+db="prost_bench_protocol_$$"
+work="$(mktemp -d)"
+trap 'psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; rm -rf "$work"' EXIT
+
+psql -qX -d postgres -c "CREATE DATABASE $db"
+# The table as the framework creates it (prost-db/src/idempotency/store.rs, DDL).
+psql -qX -d "$db" <<'SQL'
+CREATE TABLE products (id BIGINT PRIMARY KEY, stock BIGINT NOT NULL);
+INSERT INTO products SELECT g, 1000000000 FROM generate_series(1, 1000) g;
+CREATE TABLE idempotency_records (
+    id              BIGINT      GENERATED ALWAYS AS IDENTITY,
+    event_id        TEXT        COLLATE "C" NOT NULL,
+    service_name    TEXT        COLLATE "C" NOT NULL,
+    action          TEXT        COLLATE "C" NOT NULL,
+    payload_hash    BYTEA,
+    result          JSONB,
+    permanent_error BOOLEAN     NOT NULL DEFAULT false,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT idempotency_records_key PRIMARY KEY (event_id, service_name, action)
+);
+CREATE INDEX ON idempotency_records USING brin (created_at);
+SQL
+
+update='UPDATE products SET stock = stock - 1 WHERE id = :p;'
+claim="INSERT INTO idempotency_records (event_id, service_name, action, payload_hash)
+  SELECT gen_random_uuid()::text, 'catalog', 'reserve_stock', sha256('x'::bytea)
+  FROM (SELECT set_config('lock_timeout', '30000', true)) AS t
+  ON CONFLICT (event_id, service_name, action) DO NOTHING;"
+record="INSERT INTO idempotency_records (event_id, service_name, action, payload_hash, result)
+  VALUES (gen_random_uuid()::text, 'catalog', 'reserve_stock', sha256('x'::bytea), 'null')
+  ON CONFLICT (event_id, service_name, action) DO NOTHING;"
+
+# One file per shape; each line of a shape is one round trip unless pipelined.
+printf '%s\n' '\set p random(1, 1000)' 'BEGIN;' "$update" 'COMMIT;' >"$work/1_bare.sql"
+printf '%s\n' '\set p random(1, 1000)' 'BEGIN ISOLATION LEVEL READ COMMITTED;' "$claim" \
+    "$update" 'COMMIT;' >"$work/2_claim_first.sql"
+printf '%s\n' '\set p random(1, 1000)' 'BEGIN ISOLATION LEVEL READ COMMITTED;' "$update" \
+    "$record" 'COMMIT;' >"$work/3_record_last.sql"
+printf '%s\n' '\set p random(1, 1000)' '\startpipeline' \
+    'BEGIN ISOLATION LEVEL READ COMMITTED;' "$claim" '\endpipeline' "$update" 'COMMIT;' \
+    >"$work/4_claim_first_pipelined.sql"
+printf '%s\n' '\set p random(1, 1000)' 'BEGIN ISOLATION LEVEL READ COMMITTED;' "$update" \
+    '\startpipeline' "$record" 'COMMIT;' '\endpipeline' >"$work/5_record_last_pipelined.sql"
+
+printf '%-28s %10s %7s\n' "shape (pgbench, 16 clients)" tps ratio
+for ((round = 1; round <= rounds; round++)); do
+    for script in "$work"/*.sql; do
+        tps=$(pgbench -n -M prepared -c 16 -j 2 -T "$seconds" -f "$script" "$db" 2>&1 |
+            sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+        echo "$(basename "$script" .sql) $tps"
+    done
+done | awk '
+    { sum[$1] += $2; n[$1]++ }
+    END {
+        bare = sum["1_bare"] / n["1_bare"]
+        for (k in sum) printf "%-28s %10.0f %6.2fx\n", k, sum[k] / n[k], sum[k] / n[k] / bare
+    }' | sort
