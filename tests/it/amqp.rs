@@ -485,3 +485,166 @@ async fn a_message_that_kills_its_consumer_every_time_is_dead_lettered_by_the_de
     );
     broker.cleanup().await;
 }
+
+/// A TCP forwarder to the broker: `cut` drops every connection open through it, as a network
+/// failure or a broker restart would, while new connections keep working.
+struct Proxy {
+    url: String,
+    cut: tokio::sync::watch::Sender<u64>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        // amqp://user:password@host:port/vhost -> the upstream host:port, and the same URL
+        // pointing at the proxy.
+        let url = amqp::url_from_env();
+        let (scheme_auth, rest) = url.rsplit_once('@').expect("AMQP_URL has user@host");
+        let (upstream, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+        let upstream = upstream.to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("{scheme_auth}@{}/{vhost}", listener.local_addr().unwrap());
+        let (cut, _) = tokio::sync::watch::channel(0_u64);
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (cut, accepted) = (cut.clone(), Arc::clone(&accepted));
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut cut = cut.subscribe();
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            }
+        });
+        Proxy {
+            url: proxy_url,
+            cut,
+            accepted,
+            task,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    for n in 0..300 {
+        publisher
+            .publish(&exchange, &Event::new("p", "c", Ping { n }))
+            .await
+            .unwrap();
+    }
+    let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let count = {
+        let seen = Arc::clone(&seen);
+        move || seen.lock().unwrap().len()
+    };
+    let consumer = Consumer::new(broker.spec(0)).prefetch(8).on({
+        let seen = Arc::clone(&seen);
+        move |event: Event<Ping>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                *seen.lock().unwrap().entry(event.payload.n).or_default() += 1;
+                Ok(())
+            }
+        }
+    });
+    let proxy = Proxy::start().await;
+    // Waits until `connections` connections went through the proxy and the consumer made
+    // progress on the last one, then cuts them all.
+    let cut_after_progress = |connections: usize| {
+        let (proxy, count) = (&proxy, count.clone());
+        async move {
+            assert!(
+                wait_until(Duration::from_secs(30), || async {
+                    proxy.accepted() == connections
+                })
+                .await,
+                "connection {connections} came up"
+            );
+            let before = count();
+            assert!(wait_until(Duration::from_secs(30), || async { count() >= before + 20 }).await);
+            proxy.cut();
+        }
+    };
+
+    // Control: `run` on a connection through the proxy ends with an error at the first cut.
+    let connection = amqp::connect(&proxy.url).await.unwrap();
+    let control = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.run(&connection, std::future::pending()).await }
+    });
+    cut_after_progress(1).await;
+    let control = tokio::time::timeout(Duration::from_secs(30), control)
+        .await
+        .expect("run returns once its connection is cut")
+        .unwrap();
+    assert!(control.is_err(), "{control:?}");
+    assert!(count() < 300);
+
+    // `run_reconnecting` through the same proxy, cut twice, still consumes everything.
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let url = proxy.url.clone();
+        async move {
+            consumer
+                .run_reconnecting(&url, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    cut_after_progress(2).await;
+    cut_after_progress(3).await;
+    assert!(
+        wait_until(Duration::from_secs(60), || async { count() == 300 }).await,
+        "every message is consumed despite the cuts"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            broker.depth(&queue).await == 0
+        })
+        .await
+    );
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(stats.reconnects, 2, "{stats:?}");
+    assert_eq!(proxy.accepted(), 4, "the control's connection, then three");
+    assert_eq!(stats.dead_lettered, 0, "{stats:?}");
+    assert!(
+        broker
+            .drain(&broker.spec(0).dead_letter_queue())
+            .await
+            .is_empty()
+    );
+    broker.cleanup().await;
+}

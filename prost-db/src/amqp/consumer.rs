@@ -136,6 +136,8 @@ pub struct ConsumerStats {
     pub ignored: u64,
     /// Deliveries whose settlement failed (channel gone); the broker redelivers them.
     pub unsettled: u64,
+    /// Times [`Consumer::run_reconnecting`] re-established a lost connection.
+    pub reconnects: u64,
 }
 
 /// A consumer of one queue family: routes deliveries by `event_type` to handlers and acks
@@ -338,7 +340,8 @@ impl Consumer {
     /// # Errors
     ///
     /// [`Error::Amqp`](crate::Error::Amqp) if the channel cannot be set up or the connection
-    /// is lost; deliveries not yet settled are redelivered by the broker.
+    /// is lost; deliveries not yet settled are redelivered by the broker. To ride out a lost
+    /// connection instead, use [`run_reconnecting`](Self::run_reconnecting).
     ///
     /// ```no_run
     /// use prost_db::amqp::{Consumer, QueueSpec};
@@ -355,37 +358,134 @@ impl Consumer {
         connection: &Connection,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ConsumerStats> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let mut deliveries = channel
-            .basic_consume(
-                self.spec.queue().into(),
-                self.tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = Arc::new(self);
+        tokio::pin!(shutdown);
+        let mut stats = ConsumerStats::default();
+        let ended = consumer
+            .session(connection, shutdown.as_mut(), &mut stats)
+            .await;
+        tracing::info!(?stats, "consumer stopped");
+        match ended {
+            Ended::Shutdown | Ended::Cancelled => Ok(stats),
+            Ended::Lost(e) | Ended::Failed(e) => Err(e.into()),
+        }
+    }
+
+    /// Connects to `url` and consumes like [`run`](Self::run), but when the connection is
+    /// lost (broker restart, network cut, connection closed by an operator) it reconnects
+    /// with backoff (100 ms doubling up to 5 s, without limit) and consumes again, until
+    /// `shutdown` completes. Deliveries that were in flight when the connection went are
+    /// redelivered by the broker; idempotent handlers turn those that had committed into
+    /// duplicates. Handlers still running when the connection goes get 5 s to finish
+    /// (their results cannot be acked any more), then are cancelled, which rolls back what
+    /// they had not committed. [`ConsumerStats::reconnects`] counts the reconnections.
+    ///
+    /// The first connection is not retried, so that a wrong URL, wrong credentials or a
+    /// broker that is down make the service fail at startup instead of waiting in silence.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AmqpConnect`](crate::Error::AmqpConnect) if the first connection fails;
+    /// [`Error::Amqp`](crate::Error::Amqp) if the broker refuses the channel or the consumer
+    /// while the connection stays up (a missing queue, say), which reconnecting cannot fix.
+    ///
+    /// ```no_run
+    /// use prost_db::amqp::{self, Consumer, QueueSpec};
+    /// # async fn run() -> prost_db::Result<()> {
+    /// let stats = Consumer::new(QueueSpec::new("cart.events"))
+    ///     .run_reconnecting(&amqp::url_from_env(), async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// println!("acked {}, reconnected {} times", stats.acked, stats.reconnects);
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "prost_db.consume", skip_all, fields(queue = %self.spec.queue()))]
+    pub async fn run_reconnecting(
+        self,
+        url: &str,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ConsumerStats> {
+        let consumer = Arc::new(self);
+        tokio::pin!(shutdown);
+        let mut stats = ConsumerStats::default();
+        let mut connection = Some(super::connect(url).await?);
+        let mut delay = RECONNECT_DELAY_MIN;
+        loop {
+            let Some(live) = connection.take() else {
+                tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+                match super::connect(url).await {
+                    Ok(live) => {
+                        stats.reconnects += 1;
+                        tracing::info!(reconnects = stats.reconnects, "reconnected");
+                        connection = Some(live);
+                    }
+                    Err(error) => tracing::warn!(%error, ?delay, "reconnecting failed"),
+                }
+                continue;
+            };
+            let ended = consumer.session(&live, shutdown.as_mut(), &mut stats).await;
+            let _ = live.close(200, "consumer stopped".into()).await;
+            match ended {
+                Ended::Shutdown | Ended::Cancelled => break,
+                Ended::Failed(e) => return Err(e.into()),
+                Ended::Lost(error) => {
+                    tracing::warn!(%error, "connection lost; reconnecting");
+                    delay = RECONNECT_DELAY_MIN;
+                }
+            }
+        }
+        tracing::info!(?stats, "consumer stopped");
+        Ok(stats)
+    }
+
+    /// One channel's consumption, until shutdown, a broker cancel or an error; settles or
+    /// gives back everything it took before returning.
+    async fn session<S: Future<Output = ()>>(
+        self: &Arc<Self>,
+        connection: &Connection,
+        mut shutdown: Pin<&mut S>,
+        stats: &mut ConsumerStats,
+    ) -> Ended {
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let deliveries = channel
+                .basic_consume(
+                    self.spec.queue().into(),
+                    self.tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, deliveries))
+        };
+        let (channel, mut deliveries) = match setup.await {
+            Ok(ready) => ready,
+            Err(e) => return Ended::lost_or_failed(connection, e),
+        };
 
         let ctx = Arc::new(Context {
             channel: channel.clone(),
             retry_queue: self.spec.retry_queue(),
             dead_letter_exchange: self.spec.dead_letter_exchange(),
-            consumer: self,
+            consumer: Arc::clone(self),
         });
-        let mut stats = ConsumerStats::default();
         let mut in_flight: JoinSet<Settled> = JoinSet::new();
-        let mut failure = None;
-        tokio::pin!(shutdown);
-
-        loop {
+        let ended = loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = shutdown.as_mut() => break Ended::Shutdown,
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     stats.record(done.unwrap_or(Settled::Unsettled));
                 }
@@ -393,32 +493,72 @@ impl Consumer {
                     Some(Ok(delivery)) => {
                         in_flight.spawn(Arc::clone(&ctx).process(delivery));
                     }
-                    Some(Err(e)) => {
-                        failure = Some(e);
-                        break;
+                    Some(Err(e)) => break Ended::lost_or_failed(connection, e),
+                    None if connection.status().connected() => break Ended::Cancelled,
+                    None => {
+                        let state = if connection.status().errored() {
+                            lapin::ConnectionState::Error
+                        } else {
+                            lapin::ConnectionState::Closed
+                        };
+                        break Ended::Lost(lapin::ErrorKind::InvalidConnectionState(state).into());
                     }
-                    None => break,
                 },
             }
-        }
+        };
 
-        if failure.is_none() {
+        if matches!(ended, Ended::Shutdown | Ended::Cancelled) {
             // Stop the flow; prefetched deliveries not yet started are requeued on close.
             let _ = channel
-                .basic_cancel(
-                    ctx.consumer.tag.as_str().into(),
-                    BasicCancelOptions::default(),
-                )
+                .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
                 .await;
-        }
-        while let Some(done) = in_flight.join_next().await {
-            stats.record(done.unwrap_or(Settled::Unsettled));
+            while let Some(done) = in_flight.join_next().await {
+                stats.record(done.unwrap_or(Settled::Unsettled));
+            }
+        } else {
+            // The channel is gone, so nothing in flight can be settled any more: the broker
+            // redelivers it all. Handlers get a grace period to finish their transactions
+            // (a committed one makes the redelivery a duplicate); after it they are
+            // cancelled, which rolls back what they had not committed. The grace is also a
+            // bound: an ack issued just as the connection died may never complete.
+            let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
+                while let Some(done) = in_flight.join_next().await {
+                    stats.record(done.unwrap_or(Settled::Unsettled));
+                }
+            })
+            .await;
+            if drained.is_err() {
+                stats.unsettled += in_flight.len() as u64;
+                in_flight.shutdown().await;
+            }
         }
         let _ = channel.close(200, "consumer stopped".into()).await;
-        tracing::info!(?stats, "consumer stopped");
-        match failure {
-            Some(e) => Err(e.into()),
-            None => Ok(stats),
+        ended
+    }
+}
+
+const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
+/// How long handlers in flight may run on after their connection was lost.
+const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
+
+/// Why a session ended.
+enum Ended {
+    Shutdown,
+    /// The broker cancelled the consumer (its queue was deleted, say).
+    Cancelled,
+    /// The connection is gone: reconnecting may help.
+    Lost(lapin::Error),
+    /// The broker refused something on a live connection: reconnecting will not help.
+    Failed(lapin::Error),
+}
+
+impl Ended {
+    fn lost_or_failed(connection: &Connection, error: lapin::Error) -> Self {
+        if connection.status().connected() {
+            Ended::Failed(error)
+        } else {
+            Ended::Lost(error)
         }
     }
 }
@@ -427,7 +567,7 @@ struct Context {
     channel: Channel,
     retry_queue: String,
     dead_letter_exchange: String,
-    consumer: Consumer,
+    consumer: Arc<Consumer>,
 }
 
 enum Settled {
