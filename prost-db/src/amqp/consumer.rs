@@ -409,36 +409,23 @@ impl Consumer {
         let consumer = Arc::new(self);
         tokio::pin!(shutdown);
         let mut stats = ConsumerStats::default();
-        let mut connection = Some(super::connect(url).await?);
-        let mut delay = RECONNECT_DELAY_MIN;
+        let mut connection = super::connect(url).await?;
         loop {
-            let Some(live) = connection.take() else {
-                tokio::select! {
-                    biased;
-                    () = shutdown.as_mut() => break,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(RECONNECT_DELAY_MAX);
-                match super::connect(url).await {
-                    Ok(live) => {
-                        stats.reconnects += 1;
-                        tracing::info!(reconnects = stats.reconnects, "reconnected");
-                        connection = Some(live);
-                    }
-                    Err(error) => tracing::warn!(%error, ?delay, "reconnecting failed"),
-                }
-                continue;
-            };
-            let ended = consumer.session(&live, shutdown.as_mut(), &mut stats).await;
-            let _ = live.close(200, "consumer stopped".into()).await;
+            let ended = consumer
+                .session(&connection, shutdown.as_mut(), &mut stats)
+                .await;
+            let _ = connection.close(200, "consumer stopped".into()).await;
             match ended {
                 Ended::Shutdown | Ended::Cancelled => break,
                 Ended::Failed(e) => return Err(e.into()),
-                Ended::Lost(error) => {
-                    tracing::warn!(%error, "connection lost; reconnecting");
-                    delay = RECONNECT_DELAY_MIN;
-                }
+                Ended::Lost(error) => tracing::warn!(%error, "connection lost; reconnecting"),
             }
+            match super::reconnect(url, shutdown.as_mut()).await {
+                Some(live) => connection = live,
+                None => break,
+            }
+            stats.reconnects += 1;
+            tracing::info!(reconnects = stats.reconnects, "reconnected");
         }
         tracing::info!(?stats, "consumer stopped");
         Ok(stats)
@@ -537,10 +524,8 @@ impl Consumer {
     }
 }
 
-const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(100);
 /// How long handlers in flight may run on after their connection was lost.
 const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
-const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(5);
 
 /// Why a session ended.
 enum Ended {

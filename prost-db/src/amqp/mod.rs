@@ -90,6 +90,33 @@ pub async fn connect(url: &str) -> Result<lapin::Connection> {
         })
 }
 
+/// First wait before reconnecting after a lost connection; it doubles per failed attempt.
+const RECONNECT_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// Longest wait between reconnection attempts.
+const RECONNECT_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connects to `url` again after a lost connection: waits 100 ms before the first attempt,
+/// doubling up to 5 s between failed ones, without limit. `None` if `shutdown` completes
+/// first.
+pub(crate) async fn reconnect<S: std::future::Future<Output = ()>>(
+    url: &str,
+    mut shutdown: std::pin::Pin<&mut S>,
+) -> Option<lapin::Connection> {
+    let mut delay = RECONNECT_DELAY_MIN;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        match connect(url).await {
+            Ok(connection) => return Some(connection),
+            Err(error) => tracing::warn!(%error, ?delay, "reconnecting failed"),
+        }
+        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
+    }
+}
+
 /// `amqp://user:secret@host/vhost` without the password.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -1,6 +1,7 @@
 //! The relay: publishes staged events with confirms, then marks them sent.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,7 +203,9 @@ impl Relay {
     ///
     /// # Errors
     ///
-    /// [`Error::Amqp`](crate::Error::Amqp) if the broker connection fails.
+    /// [`Error::Amqp`](crate::Error::Amqp) if the broker connection fails. Events published
+    /// but not yet marked are published again by the next run (at least once). To ride out
+    /// a lost connection instead, use [`run_reconnecting`](Self::run_reconnecting).
     ///
     /// See [`Relay`] for an example.
     #[tracing::instrument(name = "prost_db.outbox_relay", skip_all, fields(schema = %self.db.schema()))]
@@ -211,13 +214,70 @@ impl Relay {
         connection: &Connection,
         shutdown: impl Future<Output = ()>,
     ) -> Result<u64> {
-        let publisher = Publisher::new(connection).await?;
-        let mut published = 0u64;
         tokio::pin!(shutdown);
+        let mut published = 0;
+        self.session(connection, shutdown.as_mut(), &mut published)
+            .await?;
+        Ok(published)
+    }
+
+    /// Connects to `url` and publishes like [`run`](Self::run), but when the connection is
+    /// lost it reconnects with backoff (100 ms doubling up to 5 s, without limit) and goes
+    /// on, until `shutdown` completes. The first connection is not retried, so that a wrong
+    /// URL fails at startup.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AmqpConnect`](crate::Error::AmqpConnect) if the first connection fails;
+    /// [`Error::Amqp`](crate::Error::Amqp) for a broker error on a live connection.
+    ///
+    /// ```no_run
+    /// # async fn run(db: prost_db::Db) -> prost_db::Result<()> {
+    /// let relay = prost_db::outbox::Relay::new(db);
+    /// let url = prost_db::amqp::url_from_env();
+    /// let published = relay
+    ///     .run_reconnecting(&url, async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "prost_db.outbox_relay", skip_all, fields(schema = %self.db.schema()))]
+    pub async fn run_reconnecting(
+        &self,
+        url: &str,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<u64> {
+        tokio::pin!(shutdown);
+        let mut published = 0;
+        let mut connection = crate::amqp::connect(url).await?;
+        loop {
+            match self
+                .session(&connection, shutdown.as_mut(), &mut published)
+                .await
+            {
+                Ok(()) => return Ok(published),
+                Err(error @ crate::Error::Amqp(_)) if !connection.status().connected() => {
+                    tracing::warn!(%error, "outbox relay: connection lost; reconnecting");
+                }
+                Err(error) => return Err(error),
+            }
+            match crate::amqp::reconnect(url, shutdown.as_mut()).await {
+                Some(live) => connection = live,
+                None => return Ok(published),
+            }
+        }
+    }
+
+    async fn session<S: Future<Output = ()>>(
+        &self,
+        connection: &Connection,
+        mut shutdown: Pin<&mut S>,
+        published: &mut u64,
+    ) -> Result<()> {
+        let publisher = Publisher::new(connection).await?;
         loop {
             let idle = match self.publish_pending(&publisher).await {
                 Ok(n) => {
-                    published += n as u64;
+                    *published += n as u64;
                     n == 0
                 }
                 Err(e @ crate::Error::Amqp(_)) => return Err(e),
@@ -228,11 +288,11 @@ impl Relay {
             };
             if idle {
                 tokio::select! {
-                    () = &mut shutdown => return Ok(published),
+                    () = shutdown.as_mut() => return Ok(()),
                     () = tokio::time::sleep(self.poll_interval) => {}
                 }
-            } else if futures_util::FutureExt::now_or_never(&mut shutdown).is_some() {
-                return Ok(published);
+            } else if futures_util::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
+                return Ok(());
             }
         }
     }
