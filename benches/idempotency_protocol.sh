@@ -19,22 +19,16 @@ work="$(mktemp -d)"
 trap 'psql -qX -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; rm -rf "$work"' EXIT
 
 psql -qX -d postgres -c "CREATE DATABASE $db"
-# The table as the framework creates it (prost-db/src/idempotency/store.rs, DDL).
-psql -qX -d "$db" <<'SQL'
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+# The idempotency table exactly as the framework creates it: its DDL, read from the source,
+# in the database's public schema.
+ddl=$(sed -n '/^pub(crate) const DDL: &str = r#"$/,/^"#;$/p' \
+    "$repo/prost-db/src/idempotency/store.rs" | sed '1d;$d; s/{schema}\.//g')
+[[ "$ddl" == *"CREATE TABLE"* ]] || { echo "idempotency DDL not found in store.rs" >&2; exit 1; }
+psql -qX -v ON_ERROR_STOP=1 -d "$db" <<SQL
 CREATE TABLE products (id BIGINT PRIMARY KEY, stock BIGINT NOT NULL);
 INSERT INTO products SELECT g, 1000000000 FROM generate_series(1, 1000) g;
-CREATE TABLE idempotency_records (
-    id              BIGINT      GENERATED ALWAYS AS IDENTITY,
-    event_id        TEXT        COLLATE "C" NOT NULL,
-    service_name    TEXT        COLLATE "C" NOT NULL,
-    action          TEXT        COLLATE "C" NOT NULL,
-    payload_hash    BYTEA,
-    result          JSONB,
-    permanent_error BOOLEAN     NOT NULL DEFAULT false,
-    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT idempotency_records_key PRIMARY KEY (event_id, service_name, action)
-);
-CREATE INDEX ON idempotency_records USING brin (created_at);
+$ddl
 SQL
 
 update='UPDATE products SET stock = stock - 1 WHERE id = :p;'

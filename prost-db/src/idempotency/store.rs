@@ -283,7 +283,7 @@ impl IdempotencyStore {
     ///
     /// The database error.
     pub async fn get(&self, action: &str, key: &str) -> Result<Option<StoredRecord>> {
-        select(&self.db, self.db.pool(), &self.service, action, key).await
+        self.entry(action, key).select(self.db.pool()).await
     }
 
     /// Claims `key` for `action` in `tx`: `INSERT ... ON CONFLICT DO NOTHING` of a record
@@ -322,16 +322,9 @@ impl IdempotencyStore {
         key: &str,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Claim> {
-        claim(
-            &self.db,
-            tx,
-            &self.service,
-            action,
-            key,
-            fingerprint,
-            self.lock_timeout,
-        )
-        .await
+        self.entry(action, key)
+            .claim(tx, fingerprint, self.lock_timeout)
+            .await
     }
 
     /// Stores the result of a claimed key, in the claiming transaction.
@@ -354,7 +347,7 @@ impl IdempotencyStore {
     ) -> Result<()> {
         let value = serde_json::to_value(result)
             .map_err(|e| Error::Config(format!("cannot serialize the handler's result: {e}")))?;
-        complete(&self.db, tx, &self.service, action, key, &value).await
+        self.entry(action, key).complete(tx, &value).await
     }
 
     /// Writes a record with its result in `tx`, unless the key is taken: `true` if written.
@@ -381,17 +374,18 @@ impl IdempotencyStore {
         fingerprint: Option<Fingerprint>,
         result: &serde_json::Value,
     ) -> Result<bool> {
-        insert(
-            &self.db,
-            tx,
-            &self.service,
+        self.entry(action, key)
+            .insert(tx, fingerprint, result, false)
+            .await
+    }
+
+    fn entry<'a>(&'a self, action: &'a str, key: &'a str) -> Entry<'a> {
+        Entry {
+            db: &self.db,
+            service: &self.service,
             action,
             key,
-            fingerprint,
-            result,
-            false,
-        )
-        .await
+        }
     }
 
     /// Deletes records older than `horizon` (of every action of the service's schema) and
@@ -545,10 +539,12 @@ where
         outcome = tracing::field::Empty,
     );
     let run = Run {
-        db,
-        service,
-        action: handler.action,
-        key,
+        entry: Entry {
+            db,
+            service,
+            action: handler.action,
+            key,
+        },
         fingerprint,
         lock_timeout: handler.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
     };
@@ -565,10 +561,7 @@ where
 }
 
 struct Run<'a> {
-    db: &'a Db,
-    service: &'a str,
-    action: &'a str,
-    key: &'a str,
+    entry: Entry<'a>,
     fingerprint: Fingerprint,
     lock_timeout: Duration,
 }
@@ -581,17 +574,11 @@ impl Run<'_> {
         F: FnOnce(Tx) -> Fut,
         Fut: Future<Output = (Tx, Result<T, E>)>,
     {
-        let mut tx = begin_for_claim(self.db).await?;
-        let claim = claim(
-            self.db,
-            &mut tx,
-            self.service,
-            self.action,
-            self.key,
-            Some(self.fingerprint),
-            self.lock_timeout,
-        )
-        .await?;
+        let entry = &self.entry;
+        let mut tx = begin_for_claim(entry.db).await?;
+        let claim = entry
+            .claim(&mut tx, Some(self.fingerprint), self.lock_timeout)
+            .await?;
         if let Claim::Duplicate(record) = claim {
             // Nothing was written: the rollback is queued and rides along with the
             // connection's next message instead of costing a round trip now.
@@ -605,9 +592,9 @@ impl Run<'_> {
                 let json = serde_json::to_value(&value).map_err(|e| self.codec(e))?;
                 // The claim already stores NULL, which is what `()` and `None` replay from.
                 if !json.is_null() {
-                    complete(self.db, &mut tx, self.service, self.action, self.key, &json).await?;
+                    entry.complete(&mut tx, &json).await?;
                 }
-                tx.commit().await.map_err(|e| self.db.map_err(e))?;
+                tx.commit().await.map_err(|e| entry.db.map_err(e))?;
                 return Ok(Outcome::Processed(value));
             }
             Err(error) => error,
@@ -623,39 +610,23 @@ impl Run<'_> {
             Some(Err(e)) => return Err(self.codec(e)),
             Some(Ok(json)) => json,
         };
-        let mut tx = begin(self.db, self.lock_timeout).await?;
-        if self.insert(&mut tx, &json, true).await? {
-            tx.commit().await.map_err(|e| self.db.map_err(e))?;
+        let mut tx = begin(entry.db, self.lock_timeout).await?;
+        if entry
+            .insert(&mut tx, Some(self.fingerprint), &json, true)
+            .await?
+        {
+            tx.commit().await.map_err(|e| entry.db.map_err(e))?;
             return Err(HandlerError::Permanent {
                 error,
                 replayed: false,
             });
         }
-        let record = select(self.db, &mut *tx, self.service, self.action, self.key).await?;
+        let record = entry.select(&mut *tx).await?;
         drop(tx);
         match record {
             Some(record) => self.replay::<P, T, E>(record),
-            None => Err(HandlerError::Database(vanished(self.key, self.action))),
+            None => Err(HandlerError::Database(entry.vanished())),
         }
-    }
-
-    async fn insert(
-        &self,
-        tx: &mut Tx,
-        result: &serde_json::Value,
-        permanent: bool,
-    ) -> Result<bool> {
-        insert(
-            self.db,
-            tx,
-            self.service,
-            self.action,
-            self.key,
-            Some(self.fingerprint),
-            result,
-            permanent,
-        )
-        .await
     }
 
     #[allow(clippy::result_large_err)] // as `fingerprint`
@@ -669,8 +640,8 @@ impl Run<'_> {
             .is_some_and(|stored| stored != self.fingerprint)
         {
             return Err(HandlerError::PayloadMismatch {
-                event_id: self.key.to_owned(),
-                action: self.action.to_owned(),
+                event_id: self.entry.key.to_owned(),
+                action: self.entry.action.to_owned(),
             });
         }
         let value = record.result.unwrap_or(serde_json::Value::Null);
@@ -688,8 +659,8 @@ impl Run<'_> {
 
     fn codec<E>(&self, source: serde_json::Error) -> HandlerError<E> {
         HandlerError::Codec {
-            event_id: self.key.to_owned(),
-            action: self.action.to_owned(),
+            event_id: self.entry.key.to_owned(),
+            action: self.entry.action.to_owned(),
             source,
         }
     }
@@ -722,100 +693,96 @@ fn millis(timeout: Duration) -> u128 {
     timeout.as_millis().max(1)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn claim(
-    db: &Db,
-    tx: &mut Tx,
-    service: &str,
-    action: &str,
-    key: &str,
-    fingerprint: Option<Fingerprint>,
-    lock_timeout: Duration,
-) -> Result<Claim> {
-    let done = sqlx::query(sql(CLAIM, db))
-        .bind(key)
-        .bind(service)
-        .bind(action)
-        .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
-        .bind(millis(lock_timeout).to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| db.map_err(e))?;
-    if done.rows_affected() == 1 {
-        return Ok(Claim::Claimed);
+/// The record of one key of one action of one service: what every statement on
+/// `idempotency_records` binds.
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    db: &'a Db,
+    service: &'a str,
+    action: &'a str,
+    key: &'a str,
+}
+
+impl Entry<'_> {
+    async fn claim(
+        &self,
+        tx: &mut Tx,
+        fingerprint: Option<Fingerprint>,
+        lock_timeout: Duration,
+    ) -> Result<Claim> {
+        let done = sqlx::query(sql(CLAIM, self.db))
+            .bind(self.key)
+            .bind(self.service)
+            .bind(self.action)
+            .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
+            .bind(millis(lock_timeout).to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        if done.rows_affected() == 1 {
+            return Ok(Claim::Claimed);
+        }
+        self.select(&mut **tx)
+            .await?
+            .map(Claim::Duplicate)
+            .ok_or_else(|| self.vanished())
     }
-    select(db, &mut **tx, service, action, key)
-        .await?
-        .map(Claim::Duplicate)
-        .ok_or_else(|| vanished(key, action))
-}
 
-/// The committed record of the key, through the pool or inside a transaction.
-async fn select<'c>(
-    db: &Db,
-    executor: impl sqlx::PgExecutor<'c>,
-    service: &str,
-    action: &str,
-    key: &str,
-) -> Result<Option<StoredRecord>> {
-    let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, db))
-        .bind(key)
-        .bind(service)
-        .bind(action)
-        .fetch_optional(executor)
-        .await
-        .map_err(|e| db.map_err(e))?;
-    Ok(row.map(StoredRecord::from))
-}
+    /// The committed record, through the pool or inside a transaction.
+    async fn select<'c>(
+        &self,
+        executor: impl sqlx::PgExecutor<'c>,
+    ) -> Result<Option<StoredRecord>> {
+        let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, self.db))
+            .bind(self.key)
+            .bind(self.service)
+            .bind(self.action)
+            .fetch_optional(executor)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(row.map(StoredRecord::from))
+    }
 
-async fn complete(
-    db: &Db,
-    tx: &mut Tx,
-    service: &str,
-    action: &str,
-    key: &str,
-    result: &serde_json::Value,
-) -> Result<()> {
-    sqlx::query(sql(COMPLETE, db))
-        .bind(key)
-        .bind(service)
-        .bind(action)
-        .bind(Json(result))
-        .bind(false)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| db.map_err(e))?;
-    Ok(())
-}
+    async fn complete(&self, tx: &mut Tx, result: &serde_json::Value) -> Result<()> {
+        sqlx::query(sql(COMPLETE, self.db))
+            .bind(self.key)
+            .bind(self.service)
+            .bind(self.action)
+            .bind(Json(result))
+            .bind(false)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(())
+    }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert(
-    db: &Db,
-    tx: &mut Tx,
-    service: &str,
-    action: &str,
-    key: &str,
-    fingerprint: Option<Fingerprint>,
-    result: &serde_json::Value,
-    permanent: bool,
-) -> Result<bool> {
-    let done = sqlx::query(sql(INSERT, db))
-        .bind(key)
-        .bind(service)
-        .bind(action)
-        .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
-        .bind(Json(result))
-        .bind(permanent)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| db.map_err(e))?;
-    Ok(done.rows_affected() == 1)
-}
+    /// `true` if the record was written, `false` if the key was taken.
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        fingerprint: Option<Fingerprint>,
+        result: &serde_json::Value,
+        permanent: bool,
+    ) -> Result<bool> {
+        let done = sqlx::query(sql(INSERT, self.db))
+            .bind(self.key)
+            .bind(self.service)
+            .bind(self.action)
+            .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
+            .bind(Json(result))
+            .bind(permanent)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
 
-fn vanished(key: &str, action: &str) -> Error {
-    Error::IdempotencyRecordVanished {
-        event_id: key.to_owned(),
-        action: action.to_owned(),
+    /// A record that held the key a moment ago is gone (purged in between).
+    fn vanished(&self) -> Error {
+        Error::IdempotencyRecordVanished {
+            event_id: self.key.to_owned(),
+            action: self.action.to_owned(),
+        }
     }
 }
 
