@@ -54,7 +54,7 @@ async fn bare(db: &Db, event: &StockReserved) {
 async fn hand_written(db: &Db, event: &StockReserved) {
     let mut tx = db
         .pool()
-        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 30000")
         .await
         .expect("begin");
     let claimed = sqlx::query(

@@ -40,7 +40,9 @@ record="INSERT INTO idempotency_records (event_id, service_name, action, payload
   VALUES (gen_random_uuid()::text, 'catalog', 'reserve_stock', sha256('x'::bytea), 'null')
   ON CONFLICT (event_id, service_name, action) DO NOTHING;"
 
-# One file per shape; each line of a shape is one round trip unless pipelined.
+# One file per shape; each line of a shape is one round trip unless pipelined. The
+# handler's BEGIN also carries `SET LOCAL lock_timeout` in the same query string, which
+# pgbench's prepared mode cannot send as one message; the claim's set_config stands for it.
 printf '%s\n' '\set p random(1, 1000)' 'BEGIN;' "$update" 'COMMIT;' >"$work/1_bare.sql"
 printf '%s\n' '\set p random(1, 1000)' 'BEGIN ISOLATION LEVEL READ COMMITTED;' "$claim" \
     "$update" 'COMMIT;' >"$work/2_claim_first.sql"

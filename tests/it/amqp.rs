@@ -556,7 +556,7 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     let exchange = format!("{}pings", broker.prefix);
     let queue = broker.spec(0).queue();
     let publisher = Publisher::new(&broker.connection).await.unwrap();
-    for n in 0..300 {
+    for n in 0..600 {
         publisher
             .publish(&exchange, &Event::new("p", "c", Ping { n }))
             .await
@@ -567,12 +567,12 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
         let seen = Arc::clone(&seen);
         move || seen.lock().unwrap().len()
     };
-    let consumer = Consumer::new(broker.spec(0)).prefetch(8).on({
+    let consumer = Consumer::new(broker.spec(0)).prefetch(4).on({
         let seen = Arc::clone(&seen);
         move |event: Event<Ping>| {
             let seen = Arc::clone(&seen);
             async move {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 *seen.lock().unwrap().entry(event.payload.n).or_default() += 1;
                 Ok(())
             }
@@ -580,7 +580,8 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     });
     let proxy = Proxy::start().await;
     // Waits until `connections` connections went through the proxy and the consumer made
-    // progress on the last one, then cuts them all.
+    // progress on the last one, then cuts them all. At 4 handlers of 20 ms, a phase takes
+    // well under 100 of the 600 messages, so each cut lands mid-run.
     let cut_after_progress = |connections: usize| {
         let (proxy, count) = (&proxy, count.clone());
         async move {
@@ -609,7 +610,7 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
         .expect("run returns once its connection is cut")
         .unwrap();
     assert!(control.is_err(), "{control:?}");
-    assert!(count() < 300);
+    assert!(count() < 600);
 
     // `run_reconnecting` through the same proxy, cut twice, still consumes everything.
     let (stop, stopped) = oneshot::channel::<()>();
@@ -626,7 +627,7 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     cut_after_progress(2).await;
     cut_after_progress(3).await;
     assert!(
-        wait_until(Duration::from_secs(60), || async { count() == 300 }).await,
+        wait_until(Duration::from_secs(60), || async { count() == 600 }).await,
         "every message is consumed despite the cuts"
     );
     assert!(
@@ -740,4 +741,33 @@ async fn the_outbox_relay_run_stops_at_a_cut_connection_and_run_reconnecting_rid
     broker.cleanup().await;
     db.close().await;
     test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_reconnecting_returns_an_error_when_its_queue_is_deleted() {
+    let broker = ping_broker().await;
+    let queue = broker.spec(0).queue();
+    let consumer = Consumer::new(broker.spec(0)).on(|_event: Event<Ping>| async { Ok(()) });
+    let task = tokio::spawn(async move {
+        consumer
+            .run_reconnecting(&amqp::url_from_env(), std::future::pending())
+            .await
+    });
+    // Deleting the queue cancels the consumer; subscribing again is refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker
+        .channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run_reconnecting gives up on a deleted queue")
+        .unwrap();
+    let error = result.unwrap_err();
+    assert!(
+        error.to_string().contains("NOT_FOUND") || error.to_string().contains("404"),
+        "{error}"
+    );
+    broker.cleanup().await;
 }

@@ -367,7 +367,7 @@ impl Consumer {
         tracing::info!(?stats, "consumer stopped");
         match ended {
             Ended::Shutdown | Ended::Cancelled => Ok(stats),
-            Ended::Lost(e) | Ended::Failed(e) => Err(e.into()),
+            Ended::ChannelClosed(e) | Ended::Lost(e) | Ended::Refused(e) => Err(e.into()),
         }
     }
 
@@ -380,8 +380,11 @@ impl Consumer {
     /// (their results cannot be acked any more), then are cancelled, which rolls back what
     /// they had not committed. [`ConsumerStats::reconnects`] counts the reconnections.
     ///
-    /// The first connection is not retried, so that a wrong URL, wrong credentials or a
-    /// broker that is down make the service fail at startup instead of waiting in silence.
+    /// If the broker cancels the consumer (a queue moved on failover) or closes the channel
+    /// (its `consumer_timeout`, say) while the connection stays up, it subscribes again on a
+    /// new channel. The first connection is not retried, so that a wrong URL, wrong
+    /// credentials or a broker that is down make the service fail at startup instead of
+    /// waiting in silence.
     ///
     /// # Errors
     ///
@@ -414,19 +417,35 @@ impl Consumer {
             let ended = consumer
                 .session(&connection, shutdown.as_mut(), &mut stats)
                 .await;
-            let _ = connection.close(200, "consumer stopped".into()).await;
             match ended {
-                Ended::Shutdown | Ended::Cancelled => break,
-                Ended::Failed(e) => return Err(e.into()),
-                Ended::Lost(error) => tracing::warn!(%error, "connection lost; reconnecting"),
+                Ended::Shutdown => break,
+                Ended::Refused(e) => {
+                    let _ = connection.close(200, "consumer stopped".into()).await;
+                    return Err(e.into());
+                }
+                Ended::Cancelled | Ended::ChannelClosed(_) => {
+                    // The connection is fine: subscribe again on a new channel. If the
+                    // queue is gone, that is refused and returned.
+                    tracing::warn!("consumer cancelled or channel closed; subscribing again");
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => break,
+                        () = tokio::time::sleep(super::RECONNECT_DELAY_MIN) => {}
+                    }
+                }
+                Ended::Lost(error) => {
+                    tracing::warn!(%error, "connection lost; reconnecting");
+                    let _ = connection.close(200, "consumer stopped".into()).await;
+                    match super::reconnect(url, shutdown.as_mut()).await {
+                        Some(live) => connection = live,
+                        None => break,
+                    }
+                    stats.reconnects += 1;
+                    tracing::info!(reconnects = stats.reconnects, "reconnected");
+                }
             }
-            match super::reconnect(url, shutdown.as_mut()).await {
-                Some(live) => connection = live,
-                None => break,
-            }
-            stats.reconnects += 1;
-            tracing::info!(reconnects = stats.reconnects, "reconnected");
         }
+        let _ = connection.close(200, "consumer stopped".into()).await;
         tracing::info!(?stats, "consumer stopped");
         Ok(stats)
     }
@@ -459,7 +478,8 @@ impl Consumer {
         };
         let (channel, mut deliveries) = match setup.await {
             Ok(ready) => ready,
-            Err(e) => return Ended::lost_or_failed(connection, e),
+            Err(e) if connection.status().connected() => return Ended::Refused(e),
+            Err(e) => return Ended::Lost(e),
         };
 
         let ctx = Arc::new(Context {
@@ -480,7 +500,10 @@ impl Consumer {
                     Some(Ok(delivery)) => {
                         in_flight.spawn(Arc::clone(&ctx).process(delivery));
                     }
-                    Some(Err(e)) => break Ended::lost_or_failed(connection, e),
+                    Some(Err(e)) if connection.status().connected() => {
+                        break Ended::ChannelClosed(e);
+                    }
+                    Some(Err(e)) => break Ended::Lost(e),
                     None if connection.status().connected() => break Ended::Cancelled,
                     None => {
                         let state = if connection.status().errored() {
@@ -499,26 +522,8 @@ impl Consumer {
             let _ = channel
                 .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
                 .await;
-            while let Some(done) = in_flight.join_next().await {
-                stats.record(done.unwrap_or(Settled::Unsettled));
-            }
-        } else {
-            // The channel is gone, so nothing in flight can be settled any more: the broker
-            // redelivers it all. Handlers get a grace period to finish their transactions
-            // (a committed one makes the redelivery a duplicate); after it they are
-            // cancelled, which rolls back what they had not committed. The grace is also a
-            // bound: an ack issued just as the connection died may never complete.
-            let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
-                while let Some(done) = in_flight.join_next().await {
-                    stats.record(done.unwrap_or(Settled::Unsettled));
-                }
-            })
-            .await;
-            if drained.is_err() {
-                stats.unsettled += in_flight.len() as u64;
-                in_flight.shutdown().await;
-            }
         }
+        settle_in_flight(&mut in_flight, stats, connection, &channel).await;
         let _ = channel.close(200, "consumer stopped".into()).await;
         ended
     }
@@ -530,21 +535,46 @@ const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// Why a session ended.
 enum Ended {
     Shutdown,
-    /// The broker cancelled the consumer (its queue was deleted, say).
+    /// The broker cancelled the consumer (its queue was deleted, or moved on failover).
     Cancelled,
+    /// The channel closed under a live connection (e.g. the broker's `consumer_timeout`).
+    ChannelClosed(lapin::Error),
     /// The connection is gone: reconnecting may help.
     Lost(lapin::Error),
-    /// The broker refused something on a live connection: reconnecting will not help.
-    Failed(lapin::Error),
+    /// The broker refused the channel or the consumer on a live connection (a missing
+    /// queue, say): neither subscribing again nor reconnecting will help.
+    Refused(lapin::Error),
 }
 
-impl Ended {
-    fn lost_or_failed(connection: &Connection, error: lapin::Error) -> Self {
-        if connection.status().connected() {
-            Ended::Failed(error)
-        } else {
-            Ended::Lost(error)
+/// Waits for the handlers in flight and records how they settled. While the channel is
+/// open they take as long as they need. Once it is gone nothing can be settled any more
+/// (the broker redelivers it all): handlers get a grace period to finish their
+/// transactions (a committed one makes the redelivery a duplicate), then are cancelled,
+/// which rolls back what they had not committed. The grace is also a bound: an ack issued
+/// just as the connection died may never complete.
+async fn settle_in_flight(
+    in_flight: &mut JoinSet<Settled>,
+    stats: &mut ConsumerStats,
+    connection: &Connection,
+    channel: &Channel,
+) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), in_flight.join_next()).await {
+            Ok(Some(done)) => stats.record(done.unwrap_or(Settled::Unsettled)),
+            Ok(None) => return,
+            Err(_) if connection.status().connected() && channel.status().connected() => {}
+            Err(_) => break,
         }
+    }
+    let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
+        while let Some(done) = in_flight.join_next().await {
+            stats.record(done.unwrap_or(Settled::Unsettled));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        stats.unsettled += in_flight.len() as u64;
+        in_flight.shutdown().await;
     }
 }
 

@@ -91,7 +91,7 @@ pub async fn connect(url: &str) -> Result<lapin::Connection> {
 }
 
 /// First wait before reconnecting after a lost connection; it doubles per failed attempt.
-const RECONNECT_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const RECONNECT_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 /// Longest wait between reconnection attempts.
 const RECONNECT_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -109,7 +109,13 @@ pub(crate) async fn reconnect<S: std::future::Future<Output = ()>>(
             () = shutdown.as_mut() => return None,
             () = tokio::time::sleep(delay) => {}
         }
-        match connect(url).await {
+        // A host that drops packets can keep a connect waiting for minutes.
+        let attempt = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return None,
+            attempt = connect(url) => attempt,
+        };
+        match attempt {
             Ok(connection) => return Some(connection),
             Err(error) => tracing::warn!(%error, ?delay, "reconnecting failed"),
         }

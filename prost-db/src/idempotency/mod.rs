@@ -20,19 +20,22 @@
 //!
 //! # How it works, and why this way
 //!
-//! Per delivery, the runtime sends four statements, each one round trip:
+//! Per delivery, the runtime sends these statements, each one round trip:
 //!
-//! 1. `BEGIN ISOLATION LEVEL READ COMMITTED`.
-//! 2. The claim: `INSERT` of a record without result `ON CONFLICT DO NOTHING`; the same
-//!    statement sets the transaction's `lock_timeout` (`set_config(.., true)`) before it
-//!    can wait. If a twin holds the key uncommitted, the unique index makes this insert
-//!    wait for the twin's transaction: twin committed, 0 rows; twin rolled back, 1 row.
+//! 1. `BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = ...` (one query).
+//! 2. The claim: `INSERT` of a record without result `ON CONFLICT DO NOTHING`. If a twin
+//!    holds the key uncommitted, the unique index makes this insert wait for the twin's
+//!    transaction: twin committed, 0 rows; twin rolled back, 1 row. (The claim also sets
+//!    the lock timeout itself, with `set_config(.., true)`, so that
+//!    [`IdempotencyStore::claim`] bounds its wait in a transaction begun elsewhere.)
 //! 3. Claimed (1 row): the body, on the same transaction; then the result is written into
 //!    the record (skipped when it serializes to `null`, e.g. `()`: the claim already stored
-//!    that), and `COMMIT`.
+//!    that), and `COMMIT`. A new event whose result is `()` costs 4 statements; one that
+//!    returns data, 5.
 //! 4. Taken (0 rows): a `SELECT` of the record (a new snapshot, so it sees the twin that
-//!    just committed); its payload hash is checked and its result replayed. The empty
-//!    transaction's `ROLLBACK` is queued and rides along with the connection's next use.
+//!    just committed); its payload hash is checked and its result replayed. A duplicate
+//!    costs 3 statements; the empty transaction's `ROLLBACK` is queued and sent when the
+//!    connection goes back to the pool, off the delivery's path.
 //!
 //! The unique index on `(event_id, service_name, action)` is what decides; a
 //! `SELECT`-then-`INSERT` check is a race and is not used. A body that fails rolls back, and

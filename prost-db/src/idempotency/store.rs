@@ -575,13 +575,13 @@ impl Run<'_> {
         Fut: Future<Output = (Tx, Result<T, E>)>,
     {
         let entry = &self.entry;
-        let mut tx = begin_for_claim(entry.db).await?;
+        let mut tx = begin(entry.db, self.lock_timeout).await?;
         let claim = entry
             .claim(&mut tx, Some(self.fingerprint), self.lock_timeout)
             .await?;
         if let Claim::Duplicate(record) = claim {
-            // Nothing was written: the rollback is queued and rides along with the
-            // connection's next message instead of costing a round trip now.
+            // Nothing was written: the rollback is queued, and sqlx sends it when the
+            // connection goes back to the pool, off this delivery's path.
             drop(tx);
             return self.replay::<P, T, E>(record);
         }
@@ -666,8 +666,9 @@ impl Run<'_> {
     }
 }
 
-/// `BEGIN` with the store's `lock_timeout`, for the public API and the permanent-error
-/// record.
+/// `BEGIN` with the store's `lock_timeout`, in one round trip. `SET LOCAL` here, and not
+/// only the claim's `set_config`, because the claim takes its table locks before it runs:
+/// behind a queued `ALTER TABLE`, those waits too must be bounded.
 async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
     // The only value here is an integer the program computed, never input.
     let statement = format!(
@@ -676,15 +677,6 @@ async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
     );
     db.pool()
         .begin_with(AssertSqlSafe(statement))
-        .await
-        .map_err(|e| db.map_err(e))
-}
-
-/// `BEGIN` alone, for a transaction whose first statement is [`CLAIM`], which sets the
-/// lock timeout itself.
-async fn begin_for_claim(db: &Db) -> Result<Tx> {
-    db.pool()
-        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
         .await
         .map_err(|e| db.map_err(e))
 }
