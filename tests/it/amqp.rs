@@ -771,3 +771,131 @@ async fn run_reconnecting_returns_an_error_when_its_queue_is_deleted() {
     );
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn outbox_rows_for_a_missing_exchange_wait_without_blocking_the_rest() {
+    use prost_db::amqp::lapin::ExchangeKind;
+    use prost_db::amqp::lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    use prost_db::outbox::{self, Outbox, Relay};
+    use prost_db::testing::TestDb;
+
+    let test_db = TestDb::new().await.unwrap();
+    let db = test_db.db("catalog").await.unwrap();
+    outbox::install(&db).await.unwrap();
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let missing = format!("{}not-yet", broker.prefix);
+    let outbox = Outbox::new(&db);
+    // The rows for the missing exchange come first, more of them than a batch holds.
+    let mut tx = db.begin().await.unwrap();
+    for n in 0..30 {
+        let event = Event::new(n.to_string(), "c", Ping { n });
+        outbox.stage(&mut tx, &missing, &event).await.unwrap();
+    }
+    for n in 30..130 {
+        let event = Event::new(n.to_string(), "c", Ping { n });
+        outbox.stage(&mut tx, &exchange, &event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let pending_for = |name: String| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM outbox_events WHERE published_at IS NULL AND exchange = $1",
+            )
+            .bind(name)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn({
+        let db = db.clone();
+        async move {
+            Relay::new(db)
+                .batch_size(20)
+                .poll_interval(Duration::from_millis(20))
+                .run_reconnecting(&amqp::url_from_env(), async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            pending_for(exchange.clone()).await == 0
+        })
+        .await,
+        "the events for the existing exchange go out past the stuck ones"
+    );
+    assert!(!relay.is_finished(), "the relay keeps running");
+    assert_eq!(pending_for(missing.clone()).await, 30);
+    // The rows of the first batch were tried and carry the reason; the others waited.
+    let (attempts, error): (i32, String) = sqlx::query_as(
+        "SELECT max(publish_attempts), max(last_error) FROM outbox_events WHERE exchange = $1",
+    )
+    .bind(&missing)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(attempts >= 1, "{attempts}");
+    assert!(error.contains("does not exist"), "{error}");
+
+    // Once the exchange exists, they go out too.
+    broker
+        .channel
+        .exchange_declare(
+            missing.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    broker
+        .channel
+        .queue_bind(
+            broker.spec(0).queue().as_str().into(),
+            missing.as_str().into(),
+            "ping.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            pending_for(missing.clone()).await == 0
+        })
+        .await,
+        "the waiting events go out once their exchange exists"
+    );
+    let _ = stop.send(());
+    assert_eq!(relay.await.unwrap().unwrap(), 130);
+    let distinct: std::collections::HashSet<u32> = broker
+        .drain(&broker.spec(0).queue())
+        .await
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Event<Ping>>(body)
+                .unwrap()
+                .payload
+                .n
+        })
+        .collect();
+    assert_eq!(distinct.len(), 130);
+
+    broker
+        .channel
+        .exchange_delete(missing.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}

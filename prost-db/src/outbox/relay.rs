@@ -1,12 +1,14 @@
 //! The relay: publishes staged events with confirms, then marks them sent.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lapin::Connection;
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
+use lapin::{Connection, ExchangeKind};
 use sqlx::AssertSqlSafe;
 
 use crate::amqp::Publisher;
@@ -21,6 +23,12 @@ type Hook = Arc<dyn Fn() + Send + Sync>;
 /// (`FOR UPDATE SKIP LOCKED`, so several relays share the work), publish them, wait for
 /// the broker's confirms, mark the confirmed rows, commit. A relay that dies before the
 /// commit leaves the rows unpublished and they go out again: at least once.
+///
+/// Publishing to an exchange that does not exist makes the broker close the channel, which
+/// would fail every batch holding such a row. [`run`](Self::run) therefore checks each
+/// exchange once per connection (a passive declare on a channel of its own); the rows of a
+/// missing exchange get `last_error` set and wait, out of the batches, while the others go
+/// out; the exchange is checked again every 2 s, and its events follow once it exists.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -70,7 +78,8 @@ impl Relay {
         Relay {
             select: format!(
                 "SELECT id, event_id::text, event_type, exchange, routing_key, payload::text \
-                 FROM {schema}.outbox_events WHERE published_at IS NULL \
+                 FROM {schema}.outbox_events \
+                 WHERE published_at IS NULL AND exchange <> ALL($2) \
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
             )
             .into(),
@@ -128,7 +137,9 @@ impl Relay {
         self
     }
 
-    /// Publishes one batch and returns how many events were confirmed and marked.
+    /// Publishes one batch and returns how many events were confirmed and marked. Unlike
+    /// [`run`](Self::run), it does not check that the exchanges exist: a row naming a
+    /// missing one makes the broker close the publisher's channel.
     ///
     /// # Errors
     ///
@@ -142,14 +153,59 @@ impl Relay {
     /// # Ok(()) }
     /// ```
     pub async fn publish_pending(&self, publisher: &Publisher) -> Result<usize> {
+        self.publish_batch(publisher, None).await
+    }
+
+    /// One batch; with `exchanges`, rows whose exchange does not exist are set aside
+    /// instead of closing the publishing channel.
+    async fn publish_batch(
+        &self,
+        publisher: &Publisher,
+        exchanges: Option<&mut Exchanges<'_>>,
+    ) -> Result<usize> {
+        let skip = exchanges
+            .as_ref()
+            .map(|exchanges| exchanges.waiting())
+            .unwrap_or_default();
         let mut tx = self.db.begin().await?;
-        let rows: Vec<(i64, String, String, String, String, String)> =
+        let mut rows: Vec<(i64, String, String, String, String, String)> =
             sqlx::query_as(AssertSqlSafe(Arc::clone(&self.select)))
                 .bind(self.batch_size)
+                .bind(&skip)
                 .fetch_all(&mut *tx)
                 .await?;
+        if let Some(exchanges) = exchanges {
+            let mut absent = HashSet::new();
+            for (_, _, _, exchange, _, _) in &rows {
+                if !absent.contains(exchange) && !exchanges.exists(exchange).await? {
+                    absent.insert(exchange.clone());
+                }
+            }
+            if !absent.is_empty() {
+                let (waiting, ready) = rows
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|row| absent.contains(&row.3));
+                rows = ready;
+                for exchange in &absent {
+                    let ids: Vec<i64> = waiting
+                        .iter()
+                        .filter(|row| &row.3 == exchange)
+                        .map(|row| row.0)
+                        .collect();
+                    let error = format!(
+                        "exchange {exchange:?} does not exist; its events wait until it is declared"
+                    );
+                    tracing::warn!(exchange, events = ids.len(), "{error}");
+                    sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
+                        .bind(&ids)
+                        .bind(&error)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
         if rows.is_empty() {
-            tx.rollback().await?;
+            tx.commit().await?;
             return Ok(0);
         }
         let mut confirms = Vec::with_capacity(rows.len());
@@ -274,8 +330,9 @@ impl Relay {
         published: &mut u64,
     ) -> Result<()> {
         let publisher = Publisher::new(connection).await?;
+        let mut exchanges = Exchanges::new(connection);
         loop {
-            let idle = match self.publish_pending(&publisher).await {
+            let idle = match self.publish_batch(&publisher, Some(&mut exchanges)).await {
                 Ok(n) => {
                     *published += n as u64;
                     n == 0
@@ -294,6 +351,73 @@ impl Relay {
             } else if futures_util::FutureExt::now_or_never(shutdown.as_mut()).is_some() {
                 return Ok(());
             }
+        }
+    }
+}
+
+/// How long the events of an exchange found missing are left out of the batches before the
+/// exchange is checked again.
+const MISSING_EXCHANGE_RECHECK: Duration = Duration::from_secs(2);
+
+/// What the relay knows about the exchanges its rows name, for one connection. Publishing
+/// to a missing exchange makes the broker close the channel (404), which would fail every
+/// batch holding such a row; a passive declare on a channel of its own finds them first.
+struct Exchanges<'c> {
+    connection: &'c Connection,
+    present: HashSet<String>,
+    missing: HashMap<String, Instant>,
+}
+
+impl<'c> Exchanges<'c> {
+    fn new(connection: &'c Connection) -> Self {
+        Exchanges {
+            connection,
+            present: HashSet::new(),
+            missing: HashMap::new(),
+        }
+    }
+
+    /// The exchanges found missing within the recheck interval: their rows stay out of
+    /// the batches, so they cannot fill them and hold the others back.
+    fn waiting(&self) -> Vec<String> {
+        self.missing
+            .iter()
+            .filter(|(_, checked)| checked.elapsed() < MISSING_EXCHANGE_RECHECK)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    async fn exists(&mut self, name: &str) -> Result<bool> {
+        // The default exchange always exists and cannot be declared.
+        if name.is_empty() || self.present.contains(name) {
+            return Ok(true);
+        }
+        let channel = self.connection.create_channel().await?;
+        let declared = channel
+            .exchange_declare(
+                name.into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(()) => {
+                let _ = channel.close(200, "checked".into()).await;
+                self.missing.remove(name);
+                self.present.insert(name.to_owned());
+                Ok(true)
+            }
+            // The broker closed the probe channel, and only that one.
+            Err(error) if matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404) =>
+            {
+                self.missing.insert(name.to_owned(), Instant::now());
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
         }
     }
 }
