@@ -116,6 +116,46 @@ async fn ping_broker() -> Broker {
     Broker::with(ping_topology(&prefix), prefix).await
 }
 
+/// A test database whose `catalog` schema has the outbox, and a ping topology.
+async fn outbox_fixture() -> (
+    prost_db::testing::TestDb,
+    prost_db::Db,
+    Broker,
+    prost_db::outbox::Outbox,
+) {
+    let test_db = prost_db::testing::TestDb::new().await.unwrap();
+    let db = test_db.db("catalog").await.unwrap();
+    prost_db::outbox::install(&db).await.unwrap();
+    let outbox = prost_db::outbox::Outbox::new(&db);
+    (test_db, db, ping_broker().await, outbox)
+}
+
+/// Stages `Ping { n }` for every `n`, for `exchange`, in one transaction.
+async fn stage_pings(db: &prost_db::Db, exchange: &str, ns: std::ops::Range<u32>) {
+    let outbox = prost_db::outbox::Outbox::new(db);
+    let mut tx = db.begin().await.unwrap();
+    for n in ns {
+        let event = Event::new(n.to_string(), "c", Ping { n });
+        outbox.stage(&mut tx, exchange, &event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// Takes every message from the ping queue: the distinct `n`s.
+async fn pings_in_queue(broker: &Broker) -> std::collections::HashSet<u32> {
+    broker
+        .drain(&broker.spec(0).queue())
+        .await
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Event<Ping>>(body)
+                .unwrap()
+                .payload
+                .n
+        })
+        .collect()
+}
+
 /// Runs `consumer` until `done` holds, then shuts it down gracefully.
 async fn run_until<F, Fut>(
     broker: &Broker,
@@ -652,21 +692,11 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
 
 #[tokio::test]
 async fn the_outbox_relay_run_stops_at_a_cut_connection_and_run_reconnecting_rides_it_out() {
-    use prost_db::outbox::{self, Outbox, Relay};
-    use prost_db::testing::TestDb;
+    use prost_db::outbox::Relay;
 
-    let test_db = TestDb::new().await.unwrap();
-    let db = test_db.db("catalog").await.unwrap();
-    outbox::install(&db).await.unwrap();
-    let broker = ping_broker().await;
+    let (test_db, db, broker, outbox) = outbox_fixture().await;
     let exchange = format!("{}pings", broker.prefix);
-    let outbox = Outbox::new(&db);
-    let mut tx = db.begin().await.unwrap();
-    for n in 0..1500 {
-        let event = Event::new(n.to_string(), "c", Ping { n });
-        outbox.stage(&mut tx, &exchange, &event).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    stage_pings(&db, &exchange, 0..1500).await;
 
     let proxy = Proxy::start().await;
     let connection = amqp::connect(&proxy.url).await.unwrap();
@@ -726,17 +756,11 @@ async fn the_outbox_relay_run_stops_at_a_cut_connection_and_run_reconnecting_rid
     let _ = stop.send(());
     let published = resumed.await.unwrap().unwrap();
     assert!(published >= left as u64 - 50, "{published} of {left}");
-    let queued = broker.drain(&broker.spec(0).queue()).await;
-    let distinct: std::collections::HashSet<u32> = queued
-        .iter()
-        .map(|(_, body)| {
-            serde_json::from_slice::<Event<Ping>>(body)
-                .unwrap()
-                .payload
-                .n
-        })
-        .collect();
-    assert_eq!(distinct.len(), 1500, "every staged event reached the queue");
+    assert_eq!(
+        pings_in_queue(&broker).await.len(),
+        1500,
+        "every staged event reached the queue"
+    );
 
     broker.cleanup().await;
     db.close().await;
@@ -776,27 +800,14 @@ async fn run_reconnecting_returns_an_error_when_its_queue_is_deleted() {
 async fn outbox_rows_for_a_missing_exchange_wait_without_blocking_the_rest() {
     use prost_db::amqp::lapin::ExchangeKind;
     use prost_db::amqp::lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
-    use prost_db::outbox::{self, Outbox, Relay};
-    use prost_db::testing::TestDb;
+    use prost_db::outbox::Relay;
 
-    let test_db = TestDb::new().await.unwrap();
-    let db = test_db.db("catalog").await.unwrap();
-    outbox::install(&db).await.unwrap();
-    let broker = ping_broker().await;
+    let (test_db, db, broker, _) = outbox_fixture().await;
     let exchange = format!("{}pings", broker.prefix);
     let missing = format!("{}not-yet", broker.prefix);
-    let outbox = Outbox::new(&db);
     // The rows for the missing exchange come first, more of them than a batch holds.
-    let mut tx = db.begin().await.unwrap();
-    for n in 0..30 {
-        let event = Event::new(n.to_string(), "c", Ping { n });
-        outbox.stage(&mut tx, &missing, &event).await.unwrap();
-    }
-    for n in 30..130 {
-        let event = Event::new(n.to_string(), "c", Ping { n });
-        outbox.stage(&mut tx, &exchange, &event).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    stage_pings(&db, &missing, 0..30).await;
+    stage_pings(&db, &exchange, 30..130).await;
     let pending_for = |name: String| {
         let pool = db.pool().clone();
         async move {
@@ -877,18 +888,7 @@ async fn outbox_rows_for_a_missing_exchange_wait_without_blocking_the_rest() {
     );
     let _ = stop.send(());
     assert_eq!(relay.await.unwrap().unwrap(), 130);
-    let distinct: std::collections::HashSet<u32> = broker
-        .drain(&broker.spec(0).queue())
-        .await
-        .iter()
-        .map(|(_, body)| {
-            serde_json::from_slice::<Event<Ping>>(body)
-                .unwrap()
-                .payload
-                .n
-        })
-        .collect();
-    assert_eq!(distinct.len(), 130);
+    assert_eq!(pings_in_queue(&broker).await.len(), 130);
 
     broker
         .channel
