@@ -796,21 +796,38 @@ async fn embedded_migrations_match_the_directory_and_run() {
     test_db.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_lock_timeout_names_the_session_holding_the_lock() {
-    let test_db = TestDb::new().await.unwrap();
-    let pool = test_db.pool().await.unwrap();
-    let db = small_db(&test_db, "users").await;
+/// Takes `schema`'s migration lock on a connection of `pool`, as another runner would:
+/// the connection and its backend pid.
+async fn hold_migration_lock(
+    pool: &PgPool,
+    schema: &str,
+) -> (sqlx::pool::PoolConnection<sqlx::Postgres>, i32) {
     let mut holder = pool.acquire().await.unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *holder)
         .await
         .unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(prost_db::migrate::lock_key("users"))
+        .bind(prost_db::migrate::lock_key(schema))
         .execute(&mut *holder)
         .await
         .unwrap();
+    (holder, pid)
+}
+
+async fn release(mut holder: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_lock_timeout_names_the_session_holding_the_lock() {
+    let test_db = TestDb::new().await.unwrap();
+    let pool = test_db.pool().await.unwrap();
+    let db = small_db(&test_db, "users").await;
+    let (holder, pid) = hold_migration_lock(&pool, "users").await;
     let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
     let err = migrate_error(m.up(&db).await.unwrap_err());
     assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
@@ -818,11 +835,7 @@ async fn a_lock_timeout_names_the_session_holding_the_lock() {
         err.to_string().contains(&format!("backend pid {pid}")),
         "{err}"
     );
-    sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    drop(holder);
+    release(holder).await;
     assert_eq!(m.up(&db).await.unwrap().applied.len(), 1);
     db.close().await;
     pool.close().await;
@@ -836,12 +849,7 @@ async fn reset_waits_for_the_lock_like_up_and_honours_the_lock_timeout() {
     let db = small_db(&test_db, "users").await;
     let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
     m.up(&db).await.unwrap();
-    let mut holder = pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(prost_db::migrate::lock_key("users"))
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let (holder, _) = hold_migration_lock(&pool, "users").await;
     let err = migrate_error(m.reset(&db).await.unwrap_err());
     assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM users._prost_db_migrations")
@@ -852,11 +860,7 @@ async fn reset_waits_for_the_lock_like_up_and_honours_the_lock_timeout() {
         applied, 1,
         "the schema must survive a reset that did not get the lock"
     );
-    sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    drop(holder);
+    release(holder).await;
     assert_eq!(m.reset(&db).await.unwrap().applied.len(), 1);
     db.close().await;
     pool.close().await;
