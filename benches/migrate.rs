@@ -169,25 +169,14 @@ async fn sqlx_side(dir: &Path, proxy: &Proxy) -> Sample {
         .await
         .unwrap();
     let migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
-    proxy.take();
-    let started = Instant::now();
-    migrator.run(&pool).await.unwrap();
-    let apply = started.elapsed();
-    let apply_round_trips = proxy.take();
-    let started = Instant::now();
-    for _ in 0..NOOP_CALLS {
-        migrator.run(&pool).await.unwrap();
-    }
-    let noop = started.elapsed() / NOOP_CALLS;
-    let noop_round_trips = proxy.take() as f64 / f64::from(NOOP_CALLS);
+    let (migrator_ref, pool_ref) = (&migrator, &pool);
+    let (sample, ()) = measure(proxy, move || async move {
+        migrator_ref.run(pool_ref).await.unwrap();
+    })
+    .await;
     pool.close().await;
     test_db.close().await.unwrap();
-    Sample {
-        apply,
-        apply_round_trips,
-        noop,
-        noop_round_trips,
-    }
+    sample
 }
 
 async fn prost_side(root: &Path, proxy: &Proxy) -> Sample {
@@ -197,26 +186,42 @@ async fn prost_side(root: &Path, proxy: &Proxy) -> Sample {
         .max_connections(2);
     let db = Db::connect(config).await.unwrap();
     let migrator = Migrator::new(Migrations::from_dir(root).unwrap());
+    let (migrator_ref, db_ref) = (&migrator, &db);
+    let (sample, report) = measure(proxy, move || async move {
+        migrator_ref.up(db_ref).await.unwrap()
+    })
+    .await;
+    assert!(!report.applied.is_empty());
+    db.close().await;
+    test_db.close().await.unwrap();
+    sample
+}
+
+/// Times the first `up` (it applies everything) and the mean of `NOOP_CALLS` more (nothing
+/// left to apply), with the round trips of each; returns the first call's result too.
+async fn measure<T, F, Fut>(proxy: &Proxy, mut up: F) -> (Sample, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     proxy.take();
     let started = Instant::now();
-    let report = migrator.up(&db).await.unwrap();
+    let first = up().await;
     let apply = started.elapsed();
     let apply_round_trips = proxy.take();
-    assert!(!report.applied.is_empty());
     let started = Instant::now();
     for _ in 0..NOOP_CALLS {
-        migrator.up(&db).await.unwrap();
+        up().await;
     }
     let noop = started.elapsed() / NOOP_CALLS;
     let noop_round_trips = proxy.take() as f64 / f64::from(NOOP_CALLS);
-    db.close().await;
-    test_db.close().await.unwrap();
-    Sample {
+    let sample = Sample {
         apply,
         apply_round_trips,
         noop,
         noop_round_trips,
-    }
+    };
+    (sample, first)
 }
 
 fn median(mut samples: Vec<Sample>) -> Sample {
