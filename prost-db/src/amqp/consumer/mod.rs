@@ -1,0 +1,242 @@
+//! The consumer's builder and handler registry: routes deliveries by event type to
+//! handlers; the session loop, settlement and delivery decoding live in the submodules.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::handler_error::HandlerError;
+use super::topology::QueueSpec;
+use crate::error::Result;
+use crate::events::{Event, EventPayload};
+
+mod delivery;
+mod session;
+mod settle;
+
+pub use delivery::{ATTEMPT_HEADER, Delivered};
+pub use settle::{DEAD_LETTER_REASON_HEADER, LAST_ERROR_HEADER};
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type Handler = Arc<dyn Fn(Delivered) -> HandlerFuture + Send + Sync>;
+
+/// What a consumer did, returned when it stops.
+///
+/// ```
+/// let stats = prost_db::amqp::ConsumerStats::default();
+/// assert_eq!(stats.acked + stats.retried + stats.dead_lettered, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Deliveries acked after their handler succeeded.
+    pub acked: u64,
+    /// Deliveries sent to the retry queue after a transient failure.
+    pub retried: u64,
+    /// Deliveries dead-lettered (poison, permanent failure, too many attempts).
+    pub dead_lettered: u64,
+    /// Deliveries of an event type without a handler, acked and ignored.
+    pub ignored: u64,
+    /// Deliveries whose settlement failed (channel gone); the broker redelivers them.
+    pub unsettled: u64,
+    /// Times [`Consumer::run_reconnecting`] re-established a lost connection.
+    pub reconnects: u64,
+}
+
+/// A consumer of one queue family: routes deliveries by `event_type` to handlers and acks
+/// only after the handler returned `Ok`.
+///
+/// Up to `prefetch` deliveries run concurrently. Shutdown stops taking new deliveries,
+/// lets the running handlers finish and settle, and closes the channel, so the broker
+/// requeues what was prefetched but not started.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use prost_db::amqp::{self, Consumer, HandlerError, QueueSpec};
+///
+/// # async fn run(connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
+/// let stats = Consumer::new(QueueSpec::new("products.events"))
+///     .prefetch(32)
+///     .max_attempts(8)
+///     .retry_delay(Duration::from_millis(200), Duration::from_secs(30))
+///     .handler("OrderCreated", |delivered| async move {
+///         let _ = delivered.envelope.event_id;
+///         Ok::<(), HandlerError>(())
+///     })
+///     .run(&connection, tokio::time::sleep(Duration::from_secs(10)))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Consumer {
+    spec: QueueSpec,
+    handlers: HashMap<String, Handler>,
+    prefetch: u16,
+    max_attempts: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+    dead_letter_unknown: bool,
+    ack_before_handling: bool,
+    tag: String,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.spec.queue())
+            .field("event_types", &self.handlers.keys().collect::<Vec<_>>())
+            .field("prefetch", &self.prefetch)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// A consumer of `spec`'s work queue with the defaults: prefetch 16, 10 attempts,
+    /// retries after 200 ms doubling up to 30 s (about 80 s in all, enough to ride out a
+    /// database restart), unknown event types acked and ignored.
+    ///
+    /// ```
+    /// let consumer = prost_db::amqp::Consumer::new(prost_db::amqp::QueueSpec::new("cart.events"));
+    /// assert!(format!("{consumer:?}").contains("cart.events.queue"));
+    /// ```
+    pub fn new(spec: QueueSpec) -> Self {
+        Consumer {
+            spec,
+            handlers: HashMap::new(),
+            prefetch: 16,
+            max_attempts: 10,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            dead_letter_unknown: false,
+            ack_before_handling: false,
+            tag: format!("prost-{}", Uuid::new_v4()),
+        }
+    }
+
+    /// Deliveries in flight at once (the channel's `basic.qos` prefetch).
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let consumer = Consumer::new(QueueSpec::new("cart.events")).prefetch(64);
+    /// assert!(format!("{consumer:?}").contains("prefetch: 64"));
+    /// ```
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// Attempts before a transiently failing message is dead-lettered.
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let consumer = Consumer::new(QueueSpec::new("cart.events")).max_attempts(3);
+    /// assert!(format!("{consumer:?}").contains("max_attempts: 3"));
+    /// ```
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Delay before the first retry and the cap of its doubling.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let consumer = Consumer::new(QueueSpec::new("cart.events"))
+    ///     .retry_delay(Duration::from_secs(1), Duration::from_secs(60));
+    /// # let _ = consumer;
+    /// ```
+    #[must_use]
+    pub fn retry_delay(mut self, base: Duration, max: Duration) -> Self {
+        self.retry_base = base;
+        self.retry_max = max.max(base);
+        self
+    }
+
+    /// Dead-letter deliveries whose `event_type` has no handler, instead of acking them
+    /// (topic bindings such as `order.*` usually bring types a service ignores).
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// let strict = Consumer::new(QueueSpec::new("cart.events")).dead_letter_unknown(true);
+    /// # let _ = strict;
+    /// ```
+    #[must_use]
+    pub fn dead_letter_unknown(mut self, yes: bool) -> Self {
+        self.dead_letter_unknown = yes;
+        self
+    }
+
+    /// Only for tests that demonstrate why acking must wait for the commit: ack every
+    /// delivery before its handler runs. A crash then loses messages.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn unsafe_ack_before_handling(mut self, yes: bool) -> Self {
+        self.ack_before_handling = yes;
+        self
+    }
+
+    /// Routes deliveries whose `event_type` is `event_type` to `handler`.
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
+    ///
+    /// let consumer = Consumer::new(QueueSpec::new("orders.events"))
+    ///     .handler("OrderShipped", |_delivered| async { Ok::<(), HandlerError>(()) });
+    /// # let _ = consumer;
+    /// ```
+    #[must_use]
+    pub fn handler<F, Fut>(mut self, event_type: &str, handler: F) -> Self
+    where
+        F: Fn(Delivered) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handlers.insert(
+            event_type.to_owned(),
+            Arc::new(move |delivered| Box::pin(handler(delivered))),
+        );
+        self
+    }
+
+    /// Routes events of type `P` to `handler`, decoding the payload first (a payload that
+    /// does not decode is dead-lettered).
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
+    /// use prost_db::events::{Event, EventPayload};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct OrderConfirmed { order_id: i64 }
+    /// impl EventPayload for OrderConfirmed {
+    ///     const EVENT_TYPE: &'static str = "OrderConfirmed";
+    ///     const AGGREGATE_TYPE: &'static str = "order";
+    ///     const ROUTING_KEY: &'static str = "order.confirmed";
+    /// }
+    ///
+    /// let consumer = Consumer::new(QueueSpec::new("orders.events"))
+    ///     .on(|event: Event<OrderConfirmed>| async move {
+    ///         let _ = event.payload.order_id;
+    ///         Ok::<(), HandlerError>(())
+    ///     });
+    /// # let _ = consumer;
+    /// ```
+    #[must_use]
+    pub fn on<P, F, Fut>(self, handler: F) -> Self
+    where
+        P: EventPayload,
+        F: Fn(Event<P>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.handler(P::EVENT_TYPE, move |delivered: Delivered| {
+            let handler = Arc::clone(&handler);
+            async move { handler(delivered.decode::<P>()?).await }
+        })
+    }
+}

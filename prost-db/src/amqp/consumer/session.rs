@@ -1,0 +1,264 @@
+//! The session loop: one channel's consumption until shutdown, a broker cancel or a lost
+//! connection, and the reconnecting loop around it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio::task::JoinSet;
+
+use super::settle::{Context, Settled};
+use super::{Consumer, ConsumerStats};
+use crate::error::Result;
+
+impl Consumer {
+    /// Consumes until `shutdown` completes (or the broker cancels the consumer), then
+    /// finishes the deliveries in flight and returns what it did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Amqp`](crate::Error::Amqp) if the channel cannot be set up or the connection
+    /// is lost; deliveries not yet settled are redelivered by the broker. To ride out a lost
+    /// connection instead, use [`run_reconnecting`](Self::run_reconnecting).
+    ///
+    /// ```no_run
+    /// use prost_db::amqp::{Consumer, QueueSpec};
+    /// # async fn run(connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
+    /// let stats = Consumer::new(QueueSpec::new("cart.events"))
+    ///     .run(&connection, async { let _ = tokio::signal::ctrl_c().await; })
+    ///     .await?;
+    /// assert_eq!(stats.unsettled, 0);
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "prost_db.consume", skip_all, fields(queue = %self.spec.queue()))]
+    pub async fn run(
+        self,
+        connection: &Connection,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ConsumerStats> {
+        let consumer = Arc::new(self);
+        tokio::pin!(shutdown);
+        let mut stats = ConsumerStats::default();
+        let ended = consumer
+            .session(connection, shutdown.as_mut(), &mut stats)
+            .await;
+        tracing::info!(?stats, "consumer stopped");
+        match ended {
+            Ended::Shutdown | Ended::Cancelled => Ok(stats),
+            Ended::ChannelClosed(e) | Ended::Lost(e) | Ended::Refused(e) => Err(e.into()),
+        }
+    }
+
+    /// Connects to `url` and consumes like [`run`](Self::run), but when the connection is
+    /// lost (broker restart, network cut, connection closed by an operator) it reconnects
+    /// with backoff (100 ms doubling up to 5 s, without limit) and consumes again, until
+    /// `shutdown` completes. Deliveries that were in flight when the connection went are
+    /// redelivered by the broker; idempotent handlers turn those that had committed into
+    /// duplicates. Handlers still running when the connection goes get 5 s to finish
+    /// (their results cannot be acked any more), then are cancelled, which rolls back what
+    /// they had not committed. [`ConsumerStats::reconnects`] counts the reconnections.
+    ///
+    /// If the broker cancels the consumer (a queue moved on failover) or closes the channel
+    /// (its `consumer_timeout`, say) while the connection stays up, it subscribes again on a
+    /// new channel. The first connection is not retried, so that a wrong URL, wrong
+    /// credentials or a broker that is down make the service fail at startup instead of
+    /// waiting in silence.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AmqpConnect`](crate::Error::AmqpConnect) if the first connection fails;
+    /// [`Error::Amqp`](crate::Error::Amqp) if the broker refuses the channel or the consumer
+    /// while the connection stays up (a missing queue, say), which reconnecting cannot fix.
+    ///
+    /// ```no_run
+    /// use prost_db::amqp::{self, Consumer, QueueSpec};
+    /// # async fn run() -> prost_db::Result<()> {
+    /// let stats = Consumer::new(QueueSpec::new("cart.events"))
+    ///     .run_reconnecting(&amqp::url_from_env(), async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// println!("acked {}, reconnected {} times", stats.acked, stats.reconnects);
+    /// # Ok(()) }
+    /// ```
+    #[tracing::instrument(name = "prost_db.consume", skip_all, fields(queue = %self.spec.queue()))]
+    pub async fn run_reconnecting(
+        self,
+        url: &str,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ConsumerStats> {
+        let consumer = Arc::new(self);
+        tokio::pin!(shutdown);
+        let mut stats = ConsumerStats::default();
+        let mut connection = crate::amqp::connect(url).await?;
+        loop {
+            let ended = consumer
+                .session(&connection, shutdown.as_mut(), &mut stats)
+                .await;
+            match ended {
+                Ended::Shutdown => break,
+                Ended::Refused(e) => {
+                    let _ = connection.close(200, "consumer stopped".into()).await;
+                    return Err(e.into());
+                }
+                Ended::Cancelled | Ended::ChannelClosed(_) => {
+                    // The connection is fine: subscribe again on a new channel. If the
+                    // queue is gone, that is refused and returned.
+                    tracing::warn!("consumer cancelled or channel closed; subscribing again");
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => break,
+                        () = tokio::time::sleep(crate::amqp::RECONNECT_DELAY_MIN) => {}
+                    }
+                }
+                Ended::Lost(error) => {
+                    tracing::warn!(%error, "connection lost; reconnecting");
+                    let _ = connection.close(200, "consumer stopped".into()).await;
+                    match crate::amqp::reconnect(url, shutdown.as_mut()).await {
+                        Some(live) => connection = live,
+                        None => break,
+                    }
+                    stats.reconnects += 1;
+                    tracing::info!(reconnects = stats.reconnects, "reconnected");
+                }
+            }
+        }
+        let _ = connection.close(200, "consumer stopped".into()).await;
+        tracing::info!(?stats, "consumer stopped");
+        Ok(stats)
+    }
+
+    /// One channel's consumption, until shutdown, a broker cancel or an error; settles or
+    /// gives back everything it took before returning.
+    async fn session<S: Future<Output = ()>>(
+        self: &Arc<Self>,
+        connection: &Connection,
+        mut shutdown: Pin<&mut S>,
+        stats: &mut ConsumerStats,
+    ) -> Ended {
+        let setup = async {
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let deliveries = channel
+                .basic_consume(
+                    self.spec.queue().into(),
+                    self.tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((channel, deliveries))
+        };
+        let (channel, mut deliveries) = match setup.await {
+            Ok(ready) => ready,
+            Err(e) if connection.status().connected() => return Ended::Refused(e),
+            Err(e) => return Ended::Lost(e),
+        };
+
+        let ctx = Arc::new(Context {
+            channel: channel.clone(),
+            retry_queue: self.spec.retry_queue(),
+            dead_letter_exchange: self.spec.dead_letter_exchange(),
+            consumer: Arc::clone(self),
+        });
+        let mut in_flight: JoinSet<Settled> = JoinSet::new();
+        let ended = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => break Ended::Shutdown,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    stats.record(done.unwrap_or(Settled::Unsettled));
+                }
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => {
+                        in_flight.spawn(Arc::clone(&ctx).process(delivery));
+                    }
+                    Some(Err(e)) if connection.status().connected() => {
+                        break Ended::ChannelClosed(e);
+                    }
+                    Some(Err(e)) => break Ended::Lost(e),
+                    None if connection.status().connected() => break Ended::Cancelled,
+                    None => {
+                        let state = if connection.status().errored() {
+                            lapin::ConnectionState::Error
+                        } else {
+                            lapin::ConnectionState::Closed
+                        };
+                        break Ended::Lost(lapin::ErrorKind::InvalidConnectionState(state).into());
+                    }
+                },
+            }
+        };
+
+        if matches!(ended, Ended::Shutdown | Ended::Cancelled) {
+            // Stop the flow; prefetched deliveries not yet started are requeued on close.
+            let _ = channel
+                .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
+        settle_in_flight(&mut in_flight, stats, connection, &channel).await;
+        let _ = channel.close(200, "consumer stopped".into()).await;
+        ended
+    }
+}
+
+/// How long handlers in flight may run on after their connection was lost.
+const LOST_CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a session ended.
+enum Ended {
+    Shutdown,
+    /// The broker cancelled the consumer (its queue was deleted, or moved on failover).
+    Cancelled,
+    /// The channel closed under a live connection (e.g. the broker's `consumer_timeout`).
+    ChannelClosed(lapin::Error),
+    /// The connection is gone: reconnecting may help.
+    Lost(lapin::Error),
+    /// The broker refused the channel or the consumer on a live connection (a missing
+    /// queue, say): neither subscribing again nor reconnecting will help.
+    Refused(lapin::Error),
+}
+
+/// Waits for the handlers in flight and records how they settled. While the channel is
+/// open they take as long as they need. Once it is gone nothing can be settled any more
+/// (the broker redelivers it all): handlers get a grace period to finish their
+/// transactions (a committed one makes the redelivery a duplicate), then are cancelled,
+/// which rolls back what they had not committed. The grace is also a bound: an ack issued
+/// just as the connection died may never complete.
+async fn settle_in_flight(
+    in_flight: &mut JoinSet<Settled>,
+    stats: &mut ConsumerStats,
+    connection: &Connection,
+    channel: &Channel,
+) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), in_flight.join_next()).await {
+            Ok(Some(done)) => stats.record(done.unwrap_or(Settled::Unsettled)),
+            Ok(None) => return,
+            Err(_) if connection.status().connected() && channel.status().connected() => {}
+            Err(_) => break,
+        }
+    }
+    let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
+        while let Some(done) = in_flight.join_next().await {
+            stats.record(done.unwrap_or(Settled::Unsettled));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        stats.unsettled += in_flight.len() as u64;
+        in_flight.shutdown().await;
+    }
+}

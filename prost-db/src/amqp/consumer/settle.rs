@@ -1,0 +1,255 @@
+//! Settlement: runs one delivery's handler, then acks, retries or dead-letters it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::types::AMQPValue;
+use tracing::Instrument;
+
+use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
+use super::{Consumer, ConsumerStats};
+use crate::amqp::HandlerError;
+use crate::amqp::publisher::{header_str, wait_confirm};
+use crate::amqp::topology::backoff;
+use crate::events::Envelope;
+
+/// Header on retry and dead-lettered copies: the handler's last error.
+///
+/// ```
+/// assert_eq!(prost_db::amqp::LAST_ERROR_HEADER, "x-prost-last-error");
+/// ```
+pub const LAST_ERROR_HEADER: &str = "x-prost-last-error";
+/// Header on dead-lettered copies: why the message was given up.
+///
+/// ```
+/// assert_eq!(prost_db::amqp::DEAD_LETTER_REASON_HEADER, "x-prost-dead-letter-reason");
+/// ```
+pub const DEAD_LETTER_REASON_HEADER: &str = "x-prost-dead-letter-reason";
+
+pub(super) struct Context {
+    pub(super) channel: Channel,
+    pub(super) retry_queue: String,
+    pub(super) dead_letter_exchange: String,
+    pub(super) consumer: Arc<Consumer>,
+}
+
+pub(super) enum Settled {
+    Acked,
+    Retried,
+    DeadLettered,
+    Ignored,
+    Unsettled,
+}
+
+impl ConsumerStats {
+    pub(super) fn record(&mut self, settled: Settled) {
+        match settled {
+            Settled::Acked => self.acked += 1,
+            Settled::Retried => self.retried += 1,
+            Settled::DeadLettered => self.dead_lettered += 1,
+            Settled::Ignored => self.ignored += 1,
+            Settled::Unsettled => self.unsettled += 1,
+        }
+    }
+}
+
+impl Context {
+    pub(super) async fn process(self: Arc<Self>, delivery: Delivery) -> Settled {
+        let attempt = attempt_of(&delivery);
+        let envelope = match decode_envelope(&delivery.data) {
+            Ok(envelope) => envelope,
+            Err(reason) => {
+                tracing::warn!(%reason, "poison message");
+                return self.dead_letter(delivery, &reason, None).await;
+            }
+        };
+        let span = tracing::info_span!(
+            "prost_db.handle",
+            event_id = %envelope.event_id,
+            event_type = %envelope.event_type,
+            attempt,
+            outcome = tracing::field::Empty,
+        );
+        self.handle(delivery, envelope, attempt, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        envelope: Envelope,
+        attempt: u32,
+        span: tracing::Span,
+    ) -> Settled {
+        let Some(handler) = self.consumer.handlers.get(&envelope.event_type).cloned() else {
+            if self.consumer.dead_letter_unknown {
+                let reason = format!("no handler for event type {:?}", envelope.event_type);
+                return self.dead_letter(delivery, &reason, None).await;
+            }
+            return match delivery.acker.ack(BasicAckOptions::default()).await {
+                Ok(_) => Settled::Ignored,
+                Err(_) => Settled::Unsettled,
+            };
+        };
+        if self.consumer.ack_before_handling
+            && delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .is_err()
+        {
+            return Settled::Unsettled;
+        }
+
+        let delivered = Delivered {
+            envelope,
+            body: delivery.data.as_slice().into(),
+            attempt,
+            redelivered: delivery.redelivered,
+            routing_key: delivery.routing_key.as_str().to_owned(),
+        };
+        let result = AssertUnwindSafe(handler(delivered))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::permanent("handler panicked")));
+        if self.consumer.ack_before_handling {
+            return Settled::Acked;
+        }
+
+        match result {
+            Ok(()) => {
+                span.record("outcome", "acked");
+                // If the ack is lost, the redelivery is a duplicate the handler skips.
+                match delivery.acker.ack(BasicAckOptions::default()).await {
+                    Ok(_) => Settled::Acked,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ack failed; the broker will redeliver");
+                        Settled::Unsettled
+                    }
+                }
+            }
+            Err(error @ HandlerError::Transient(_)) if attempt < self.consumer.max_attempts => {
+                span.record("outcome", "retry");
+                tracing::warn!(%error, "transient failure; retrying");
+                self.retry(delivery, attempt, &error).await
+            }
+            Err(error @ HandlerError::Transient(_)) => {
+                span.record("outcome", "dead-lettered");
+                let reason = format!("too many attempts ({attempt}): {error}");
+                self.dead_letter(delivery, &reason, Some(&error)).await
+            }
+            Err(error) => {
+                span.record("outcome", "dead-lettered");
+                let reason = error.to_string();
+                self.dead_letter(delivery, &reason, Some(&error)).await
+            }
+        }
+    }
+
+    /// Publishes a delayed copy with the next attempt number, then acks the original; if
+    /// the copy is not confirmed, the original is requeued instead.
+    async fn retry(&self, delivery: Delivery, attempt: u32, error: &HandlerError) -> Settled {
+        let delay = backoff(self.consumer.retry_base, self.consumer.retry_max, attempt);
+        let mut headers = headers_of(&delivery);
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(attempt) + 1),
+        );
+        headers.insert(LAST_ERROR_HEADER.into(), header_str(&error.to_string()));
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_expiration(delay.as_millis().to_string().into());
+        let published = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.retry_queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await;
+        let confirmed = match published {
+            Ok(confirm) => wait_confirm(confirm, "", &self.retry_queue).await,
+            Err(e) => Err(e.into()),
+        };
+        match confirmed {
+            Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
+                Ok(_) => Settled::Retried,
+                Err(_) => Settled::Unsettled,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "retry copy not confirmed; requeueing");
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                let _ = delivery.acker.nack(requeue).await;
+                Settled::Unsettled
+            }
+        }
+    }
+
+    /// Publishes a copy carrying `reason` to the dead-letter exchange, then acks the
+    /// original; if that fails, rejects the original without requeue (the queue's DLX still
+    /// catches it, without our reason).
+    async fn dead_letter(
+        &self,
+        delivery: Delivery,
+        reason: &str,
+        error: Option<&HandlerError>,
+    ) -> Settled {
+        tracing::warn!(%reason, "dead-lettering");
+        let mut headers = headers_of(&delivery);
+        headers.insert(DEAD_LETTER_REASON_HEADER.into(), header_str(reason));
+        if let Some(error) = error {
+            headers.insert(LAST_ERROR_HEADER.into(), header_str(&error.to_string()));
+        }
+        headers.insert(
+            "x-prost-original-exchange".into(),
+            header_str(delivery.exchange.as_str()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        let published = self
+            .channel
+            .basic_publish(
+                self.dead_letter_exchange.as_str().into(),
+                delivery.routing_key.clone(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await;
+        let confirmed = match published {
+            Ok(confirm) => {
+                wait_confirm(
+                    confirm,
+                    &self.dead_letter_exchange,
+                    delivery.routing_key.as_str(),
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let settled = match confirmed {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(_) => {
+                delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+            }
+        };
+        match settled {
+            Ok(_) => Settled::DeadLettered,
+            Err(_) => Settled::Unsettled,
+        }
+    }
+}
