@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prost_db::amqp::{Consumer, HandlerError, Publisher, QueueSpec};
+use prost_db::amqp::{Consumer, DeliveryError, Publisher, QueueSpec};
 use prost_db::events::Event;
 use prost_db::idempotency::{HandlerError as IdempotencyError, Outcome, Tx};
 use prost_db::outbox::Outbox;
@@ -51,10 +51,10 @@ pub async fn record_stock_reserved(
 
 /// Maps the idempotency runtime's error to the consumer's: the body's own database errors
 /// are classified by cause (a constraint violation is permanent, a lost connection is not).
-fn classify(error: IdempotencyError<prost_db::Error>) -> HandlerError {
+fn classify(error: IdempotencyError<prost_db::Error>) -> DeliveryError {
     match error {
-        IdempotencyError::Failed(e) => HandlerError::from(e),
-        other => HandlerError::from(other),
+        IdempotencyError::Failed(e) => DeliveryError::from(e),
+        other => DeliveryError::from(other),
     }
 }
 
@@ -173,7 +173,7 @@ impl Catalog {
     pub async fn handle_order_created(
         &self,
         event: &Event<OrderCreated>,
-    ) -> Result<bool, HandlerError> {
+    ) -> Result<bool, DeliveryError> {
         let started = Instant::now();
         let result = match self.mode {
             Mode::Bare => self.bare(event).await.map(|_| false),
@@ -192,7 +192,7 @@ impl Catalog {
         result
     }
 
-    async fn bare(&self, event: &Event<OrderCreated>) -> Result<Reservation, HandlerError> {
+    async fn bare(&self, event: &Event<OrderCreated>) -> Result<Reservation, DeliveryError> {
         let mut tx = self.db.begin().await?;
         let reservation =
             reserve_stock_body(&mut tx, &self.outbox, &self.products_exchange, event).await?;
@@ -204,7 +204,7 @@ impl Catalog {
     async fn publish_after_commit(
         &self,
         event: &Event<OrderCreated>,
-    ) -> Result<bool, HandlerError> {
+    ) -> Result<bool, DeliveryError> {
         let outcome = reserve_stock(
             &self.db,
             event,
@@ -221,7 +221,7 @@ impl Catalog {
         let publisher = self
             .publisher
             .as_ref()
-            .ok_or_else(|| HandlerError::permanent("PublishAfterCommit needs a publisher"))?;
+            .ok_or_else(|| DeliveryError::permanent("PublishAfterCommit needs a publisher"))?;
         for (item, &reservation_id) in event.payload.items.iter().zip(ids) {
             let reserved = Event::new(
                 item.product_id.to_string(),
@@ -236,12 +236,12 @@ impl Catalog {
             publisher
                 .publish(&self.products_exchange, &reserved)
                 .await
-                .map_err(HandlerError::transient)?;
+                .map_err(DeliveryError::transient)?;
         }
         Ok(false)
     }
 
-    async fn idempotent(&self, event: &Event<OrderCreated>) -> Result<bool, HandlerError> {
+    async fn idempotent(&self, event: &Event<OrderCreated>) -> Result<bool, DeliveryError> {
         let outcome = reserve_stock(
             &self.db,
             event,
@@ -285,7 +285,7 @@ impl Orders {
     pub async fn handle_stock_reserved(
         &self,
         event: &Event<StockReserved>,
-    ) -> Result<bool, HandlerError> {
+    ) -> Result<bool, DeliveryError> {
         let started = Instant::now();
         let result = record_stock_reserved(&self.db, event)
             .await

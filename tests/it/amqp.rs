@@ -8,7 +8,7 @@ use prost_db::amqp::lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use prost_db::amqp::lapin::types::{AMQPValue, FieldTable};
 use prost_db::amqp::lapin::{Channel, Connection};
 use prost_db::amqp::{
-    self, ATTEMPT_HEADER, Consumer, DEAD_LETTER_REASON_HEADER, HandlerError, Publisher, QueueSpec,
+    self, ATTEMPT_HEADER, Consumer, DEAD_LETTER_REASON_HEADER, DeliveryError, Publisher, QueueSpec,
     Topology,
 };
 use prost_db::events::{Event, EventPayload};
@@ -228,7 +228,7 @@ async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind
             let seen = Arc::clone(&seen);
             async move {
                 if event.payload.n == 13 {
-                    return Err(HandlerError::permanent("13 is unlucky"));
+                    return Err(DeliveryError::permanent("13 is unlucky"));
                 }
                 seen.lock().unwrap().push(event.payload.n);
                 Ok(())
@@ -304,7 +304,7 @@ async fn transient_failures_are_retried_with_delay_until_they_succeed_or_run_out
                     let tries = map.entry(n).or_default();
                     tries.push(delivered.attempt);
                     if n == 99 || tries.len() < 3 {
-                        return Err(HandlerError::transient("database is restarting"));
+                        return Err(DeliveryError::transient("database is restarting"));
                     }
                     Ok(())
                 }
@@ -400,7 +400,7 @@ async fn attempt_header_survives_the_retry_queue() {
     let consumer = Consumer::new(broker.spec(0))
         .max_attempts(3)
         .handler("Ping", |_| async {
-            Err::<(), _>(HandlerError::transient("still down"))
+            Err::<(), _>(DeliveryError::transient("still down"))
         });
     run_until(&broker, consumer, || async {
         broker.depth(&broker.spec(0).dead_letter_queue()).await == 1

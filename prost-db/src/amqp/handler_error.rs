@@ -5,7 +5,9 @@ use std::fmt;
 
 type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
-/// A failed handler run, classified for the consumer.
+/// Why a delivery's handler failed, as the consumer acts on it: retry later (transient) or
+/// dead-letter now (permanent). An `#[idempotent_handler]` returns
+/// [`idempotency::HandlerError`](crate::idempotency::HandlerError), which converts into this.
 ///
 /// Conversions from [`crate::Error`] and [`sqlx::Error`] classify by cause: lost connections,
 /// pool timeouts, serialization failures, deadlocks, lock and statement timeouts and server
@@ -13,64 +15,64 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// permanent.
 ///
 /// ```
-/// use prost_db::amqp::HandlerError;
+/// use prost_db::amqp::DeliveryError;
 ///
-/// let e = HandlerError::from(sqlx::Error::PoolTimedOut);
+/// let e = DeliveryError::from(sqlx::Error::PoolTimedOut);
 /// assert!(e.is_transient());
-/// let e = HandlerError::permanent("unknown product 42");
+/// let e = DeliveryError::permanent("unknown product 42");
 /// assert!(!e.is_transient());
 /// assert_eq!(e.to_string(), "permanent: unknown product 42");
 /// ```
 #[derive(Debug)]
-pub enum HandlerError {
+pub enum DeliveryError {
     /// May succeed later (database down, lock timeout): retried with delay.
     Transient(BoxError),
     /// Will never succeed: dead-lettered at once.
     Permanent(BoxError),
 }
 
-impl HandlerError {
+impl DeliveryError {
     /// A transient failure.
     ///
     /// ```
-    /// assert!(prost_db::amqp::HandlerError::transient("busy").is_transient());
+    /// assert!(prost_db::amqp::DeliveryError::transient("busy").is_transient());
     /// ```
     pub fn transient(error: impl Into<BoxError>) -> Self {
-        HandlerError::Transient(error.into())
+        DeliveryError::Transient(error.into())
     }
 
     /// A permanent failure.
     ///
     /// ```
-    /// assert!(!prost_db::amqp::HandlerError::permanent("bad sku").is_transient());
+    /// assert!(!prost_db::amqp::DeliveryError::permanent("bad sku").is_transient());
     /// ```
     pub fn permanent(error: impl Into<BoxError>) -> Self {
-        HandlerError::Permanent(error.into())
+        DeliveryError::Permanent(error.into())
     }
 
     /// Whether a retry may succeed.
     ///
     /// ```
-    /// assert!(prost_db::amqp::HandlerError::transient("x").is_transient());
+    /// assert!(prost_db::amqp::DeliveryError::transient("x").is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
-        matches!(self, HandlerError::Transient(_))
+        matches!(self, DeliveryError::Transient(_))
     }
 }
 
-impl fmt::Display for HandlerError {
+impl fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HandlerError::Transient(e) => write!(f, "transient: {e}"),
-            HandlerError::Permanent(e) => write!(f, "permanent: {e}"),
+            DeliveryError::Transient(e) => write!(f, "transient: {e}"),
+            DeliveryError::Permanent(e) => write!(f, "permanent: {e}"),
         }
     }
 }
 
-impl StdError for HandlerError {
+impl StdError for DeliveryError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            HandlerError::Transient(e) | HandlerError::Permanent(e) => Some(&**e),
+            DeliveryError::Transient(e) | DeliveryError::Permanent(e) => Some(&**e),
         }
     }
 }
@@ -102,17 +104,17 @@ fn sqlstate_is_transient(code: &str) -> bool {
         )
 }
 
-impl From<sqlx::Error> for HandlerError {
+impl From<sqlx::Error> for DeliveryError {
     fn from(error: sqlx::Error) -> Self {
         if sqlx_is_transient(&error) {
-            HandlerError::Transient(error.into())
+            DeliveryError::Transient(error.into())
         } else {
-            HandlerError::Permanent(error.into())
+            DeliveryError::Permanent(error.into())
         }
     }
 }
 
-impl From<crate::Error> for HandlerError {
+impl From<crate::Error> for DeliveryError {
     fn from(error: crate::Error) -> Self {
         let transient = match &error {
             crate::Error::Connect { .. } | crate::Error::PoolTimedOut(_) => true,
@@ -120,9 +122,9 @@ impl From<crate::Error> for HandlerError {
             _ => false,
         };
         if transient {
-            HandlerError::Transient(error.into())
+            DeliveryError::Transient(error.into())
         } else {
-            HandlerError::Permanent(error.into())
+            DeliveryError::Permanent(error.into())
         }
     }
 }
@@ -133,31 +135,31 @@ impl From<crate::Error> for HandlerError {
 /// stored results are dead-lettered.
 ///
 /// ```
-/// use prost_db::amqp::HandlerError;
+/// use prost_db::amqp::DeliveryError;
 /// use prost_db::idempotency::HandlerError as IdempotencyError;
 ///
 /// let mismatch: IdempotencyError<std::io::Error> = IdempotencyError::PayloadMismatch {
 ///     event_id: "e1".into(),
 ///     action: "reserve".into(),
 /// };
-/// assert!(!HandlerError::from(mismatch).is_transient());
+/// assert!(!DeliveryError::from(mismatch).is_transient());
 /// ```
-impl<E> From<crate::idempotency::HandlerError<E>> for HandlerError
+impl<E> From<crate::idempotency::HandlerError<E>> for DeliveryError
 where
     E: StdError + Send + Sync + 'static,
 {
     fn from(error: crate::idempotency::HandlerError<E>) -> Self {
         if error.should_retry() {
-            HandlerError::Transient(error.into())
+            DeliveryError::Transient(error.into())
         } else {
-            HandlerError::Permanent(error.into())
+            DeliveryError::Permanent(error.into())
         }
     }
 }
 
-impl From<serde_json::Error> for HandlerError {
+impl From<serde_json::Error> for DeliveryError {
     fn from(error: serde_json::Error) -> Self {
-        HandlerError::Permanent(error.into())
+        DeliveryError::Permanent(error.into())
     }
 }
 

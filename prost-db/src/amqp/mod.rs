@@ -7,16 +7,16 @@
 //! | handler result | what happens to the delivery |
 //! |---|---|
 //! | `Ok(())` (committed, or a duplicate) | acked |
-//! | [`HandlerError::Transient`], attempts left | a copy with `x-prost-attempt + 1` goes to the retry queue (confirmed), then the original is acked |
-//! | [`HandlerError::Transient`], no attempts left | dead-lettered with reason `too many attempts` |
-//! | [`HandlerError::Permanent`], undecodable, no `event_id` | dead-lettered with the reason in `x-prost-dead-letter-reason` |
+//! | [`DeliveryError::Transient`], attempts left | a copy with `x-prost-attempt + 1` goes to the retry queue (confirmed), then the original is acked |
+//! | [`DeliveryError::Transient`], no attempts left | dead-lettered with reason `too many attempts` |
+//! | [`DeliveryError::Permanent`], undecodable, no `event_id` | dead-lettered with the reason in `x-prost-dead-letter-reason` |
 //!
 //! If the process dies anywhere before the ack, the broker redelivers the message; handlers
 //! are idempotent (see `#[idempotent_handler]`), so a redelivery of a committed event is a
 //! duplicate and is acked without running the body again.
 //!
 //! ```no_run
-//! use prost_db::amqp::{self, Consumer, HandlerError, QueueSpec, Topology};
+//! use prost_db::amqp::{self, Consumer, DeliveryError, QueueSpec, Topology};
 //!
 //! # async fn run() -> prost_db::Result<()> {
 //! let connection = amqp::connect(&amqp::url_from_env()).await?;
@@ -28,7 +28,7 @@
 //!     .prefetch(16)
 //!     .handler("OrderCreated", |delivery| async move {
 //!         println!("order event {}", delivery.envelope.event_id);
-//!         Ok::<(), HandlerError>(())
+//!         Ok::<(), DeliveryError>(())
 //!     })
 //!     .run(&connection, async { let _ = tokio::signal::ctrl_c().await; })
 //!     .await?;
@@ -45,7 +45,7 @@ pub use consumer::{
     ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered,
     LAST_ERROR_HEADER,
 };
-pub use handler_error::HandlerError;
+pub use handler_error::DeliveryError;
 pub use lapin;
 pub use publisher::Publisher;
 pub(crate) use publisher::wait_confirm as publisher_wait_confirm;

@@ -128,8 +128,9 @@ impl Relay {
         self
     }
 
-    /// Only for crash tests: called after a batch is confirmed by the broker and before it
-    /// is marked published.
+    /// Fault injection for crash tests (feature `fault-injection`, never for a service):
+    /// called after a batch is confirmed by the broker and before it is marked published.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     #[must_use]
     pub fn after_publish_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {

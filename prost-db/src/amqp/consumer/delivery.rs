@@ -7,7 +7,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 use uuid::Uuid;
 
-use crate::amqp::HandlerError;
+use crate::amqp::DeliveryError;
 use crate::events::{Envelope, Event, EventPayload};
 
 /// Header holding the delivery attempt (1 on first publish; absent means 1).
@@ -64,7 +64,7 @@ impl Delivered {
     ///
     /// # Errors
     ///
-    /// [`HandlerError::Permanent`] if the payload does not match `P` (a poison message).
+    /// [`DeliveryError::Permanent`] if the payload does not match `P` (a poison message).
     ///
     /// ```
     /// use prost_db::amqp::Delivered;
@@ -81,9 +81,9 @@ impl Delivered {
     /// let delivered = Delivered::new(event.envelope.clone(), event.to_json().unwrap());
     /// assert_eq!(delivered.decode::<Ping>().unwrap().payload.n, 5);
     /// ```
-    pub fn decode<P: EventPayload>(&self) -> Result<Event<P>, HandlerError> {
+    pub fn decode<P: EventPayload>(&self) -> Result<Event<P>, DeliveryError> {
         serde_json::from_slice(&self.body).map_err(|e| {
-            HandlerError::permanent(format!("cannot decode {} payload: {e}", P::EVENT_TYPE))
+            DeliveryError::permanent(format!("cannot decode {} payload: {e}", P::EVENT_TYPE))
         })
     }
 }

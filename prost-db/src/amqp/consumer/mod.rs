@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::handler_error::HandlerError;
+use super::handler_error::DeliveryError;
 use super::topology::QueueSpec;
 use crate::error::Result;
 use crate::events::{Event, EventPayload};
@@ -21,7 +21,7 @@ mod settle;
 pub use delivery::{ATTEMPT_HEADER, Delivered};
 pub use settle::{DEAD_LETTER_REASON_HEADER, LAST_ERROR_HEADER};
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send>>;
 type Handler = Arc<dyn Fn(Delivered) -> HandlerFuture + Send + Sync>;
 
 /// What a consumer did, returned when it stops.
@@ -55,7 +55,7 @@ pub struct ConsumerStats {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use prost_db::amqp::{self, Consumer, HandlerError, QueueSpec};
+/// use prost_db::amqp::{self, Consumer, DeliveryError, QueueSpec};
 ///
 /// # async fn run(connection: prost_db::amqp::lapin::Connection) -> prost_db::Result<()> {
 /// let stats = Consumer::new(QueueSpec::new("products.events"))
@@ -64,7 +64,7 @@ pub struct ConsumerStats {
 ///     .retry_delay(Duration::from_millis(200), Duration::from_secs(30))
 ///     .handler("OrderCreated", |delivered| async move {
 ///         let _ = delivered.envelope.event_id;
-///         Ok::<(), HandlerError>(())
+///         Ok::<(), DeliveryError>(())
 ///     })
 ///     .run(&connection, tokio::time::sleep(Duration::from_secs(10)))
 ///     .await?;
@@ -173,8 +173,10 @@ impl Consumer {
         self
     }
 
-    /// Only for tests that demonstrate why acking must wait for the commit: ack every
-    /// delivery before its handler runs. A crash then loses messages.
+    /// Fault injection for the control tests that show why acking must wait for the commit
+    /// (feature `fault-injection`, never for a service): ack every delivery before its
+    /// handler runs. A crash then loses messages.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     #[must_use]
     pub fn unsafe_ack_before_handling(mut self, yes: bool) -> Self {
@@ -185,17 +187,17 @@ impl Consumer {
     /// Routes deliveries whose `event_type` is `event_type` to `handler`.
     ///
     /// ```
-    /// use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
+    /// use prost_db::amqp::{Consumer, DeliveryError, QueueSpec};
     ///
     /// let consumer = Consumer::new(QueueSpec::new("orders.events"))
-    ///     .handler("OrderShipped", |_delivered| async { Ok::<(), HandlerError>(()) });
+    ///     .handler("OrderShipped", |_delivered| async { Ok::<(), DeliveryError>(()) });
     /// # let _ = consumer;
     /// ```
     #[must_use]
     pub fn handler<F, Fut>(mut self, event_type: &str, handler: F) -> Self
     where
         F: Fn(Delivered) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<(), DeliveryError>> + Send + 'static,
     {
         self.handlers.insert(
             event_type.to_owned(),
@@ -208,7 +210,7 @@ impl Consumer {
     /// does not decode is dead-lettered).
     ///
     /// ```
-    /// use prost_db::amqp::{Consumer, HandlerError, QueueSpec};
+    /// use prost_db::amqp::{Consumer, DeliveryError, QueueSpec};
     /// use prost_db::events::{Event, EventPayload};
     ///
     /// #[derive(serde::Serialize, serde::Deserialize)]
@@ -222,7 +224,7 @@ impl Consumer {
     /// let consumer = Consumer::new(QueueSpec::new("orders.events"))
     ///     .on(|event: Event<OrderConfirmed>| async move {
     ///         let _ = event.payload.order_id;
-    ///         Ok::<(), HandlerError>(())
+    ///         Ok::<(), DeliveryError>(())
     ///     });
     /// # let _ = consumer;
     /// ```
@@ -231,7 +233,7 @@ impl Consumer {
     where
         P: EventPayload,
         F: Fn(Event<P>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+        Fut: Future<Output = Result<(), DeliveryError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
         self.handler(P::EVENT_TYPE, move |delivered: Delivered| {

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
 use super::{Consumer, ConsumerStats};
-use crate::amqp::HandlerError;
+use crate::amqp::DeliveryError;
 use crate::amqp::publisher::{header_str, wait_confirm};
 use crate::amqp::topology::backoff;
 use crate::events::Envelope;
@@ -116,7 +116,7 @@ impl Context {
         let result = AssertUnwindSafe(handler(delivered))
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(HandlerError::permanent("handler panicked")));
+            .unwrap_or_else(|_| Err(DeliveryError::permanent("handler panicked")));
         if self.consumer.ack_before_handling {
             return Settled::Acked;
         }
@@ -133,12 +133,12 @@ impl Context {
                     }
                 }
             }
-            Err(error @ HandlerError::Transient(_)) if attempt < self.consumer.max_attempts => {
+            Err(error @ DeliveryError::Transient(_)) if attempt < self.consumer.max_attempts => {
                 span.record("outcome", "retry");
                 tracing::warn!(%error, "transient failure; retrying");
                 self.retry(delivery, attempt, &error).await
             }
-            Err(error @ HandlerError::Transient(_)) => {
+            Err(error @ DeliveryError::Transient(_)) => {
                 span.record("outcome", "dead-lettered");
                 let reason = format!("too many attempts ({attempt}): {error}");
                 self.dead_letter(delivery, &reason, Some(&error)).await
@@ -153,7 +153,7 @@ impl Context {
 
     /// Publishes a delayed copy with the next attempt number, then acks the original; if
     /// the copy is not confirmed, the original is requeued instead.
-    async fn retry(&self, delivery: Delivery, attempt: u32, error: &HandlerError) -> Settled {
+    async fn retry(&self, delivery: Delivery, attempt: u32, error: &DeliveryError) -> Settled {
         let delay = backoff(self.consumer.retry_base, self.consumer.retry_max, attempt);
         let mut headers = headers_of(&delivery);
         headers.insert(
@@ -204,7 +204,7 @@ impl Context {
         &self,
         delivery: Delivery,
         reason: &str,
-        error: Option<&HandlerError>,
+        error: Option<&DeliveryError>,
     ) -> Settled {
         tracing::warn!(%reason, "dead-lettering");
         let mut headers = headers_of(&delivery);
