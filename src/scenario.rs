@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use prost_db::Db;
-use prost_db::amqp::Publisher;
-use prost_db::amqp::lapin::types::FieldTable;
-use prost_db::events::{Event, EventPayload};
+use prost_db::amqp::{Message, Publisher};
+use prost_db::events::Event;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -210,30 +209,12 @@ impl Plan {
             .collect::<Result<_, _>>()
             .map_err(prost_db::Error::EventEncode)?;
         for chunk in self.deliveries[range].chunks(500) {
-            let mut confirms = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                let order = &self.orders[i];
-                confirms.push(
-                    publisher
-                        .send(
-                            exchange,
-                            OrderCreated::ROUTING_KEY,
-                            &bodies[i],
-                            &order.envelope.event_id.to_string(),
-                            OrderCreated::EVENT_TYPE,
-                            FieldTable::default(),
-                        )
-                        .await?,
-                );
-            }
-            for confirm in confirms {
-                let confirmation = confirm.await.map_err(prost_db::Error::from)?;
-                if !confirmation.is_ack() {
-                    return Err(prost_db::Error::PublishNotConfirmed {
-                        exchange: exchange.to_owned(),
-                        routing_key: OrderCreated::ROUTING_KEY.to_owned(),
-                    });
-                }
+            let messages: Vec<Message> = chunk
+                .iter()
+                .map(|&i| Message::event(exchange, &self.orders[i], &bodies[i]))
+                .collect();
+            for outcome in publisher.publish_all(&messages).await? {
+                outcome?;
             }
         }
         Ok(())

@@ -117,6 +117,40 @@ pub enum Error {
         routing_key: String,
     },
 
+    /// The broker returned a mandatory message: no queue is bound for its routing key (or,
+    /// on the default exchange, no queue has that name). Nothing received it.
+    #[error(
+        "RabbitMQ returned the message published to {exchange:?} with routing key {routing_key:?} \
+         ({reply}): no queue is bound for it; declare the queue and its binding \
+         (`Topology::declare`) before publishing"
+    )]
+    PublishReturned {
+        /// The exchange published to.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+        /// The broker's reply code and text, e.g. `312 NO_ROUTE`.
+        reply: String,
+    },
+
+    /// The broker did not take a publish within the publisher's confirm timeout (a memory
+    /// or disk alarm blocks publishers; `rabbitmqctl status` lists alarms). The publisher's
+    /// channel is abandoned: open a new one (the relay and consumer reconnect by
+    /// themselves).
+    #[error(
+        "RabbitMQ did not confirm the message published to {exchange:?} with routing key \
+         {routing_key:?} within {after:?}; a memory or disk alarm blocks publishers \
+         (`rabbitmqctl status` lists alarms); this publisher's channel is abandoned, open a new one"
+    )]
+    PublishTimedOut {
+        /// The exchange published to.
+        exchange: String,
+        /// The routing key.
+        routing_key: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+
     /// An event could not be serialized to JSON.
     #[error("cannot encode event: {0}")]
     EventEncode(#[source] serde_json::Error),

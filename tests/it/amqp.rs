@@ -899,3 +899,302 @@ async fn outbox_rows_for_a_missing_exchange_wait_without_blocking_the_rest() {
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Pong {
+    n: u32,
+}
+
+/// A routing key no queue of the ping topology binds.
+impl EventPayload for Pong {
+    const EVENT_TYPE: &'static str = "Pong";
+    const AGGREGATE_TYPE: &'static str = "ping";
+    const ROUTING_KEY: &'static str = "pong.sent";
+}
+
+/// Deletes the queue family's retry queues, as a topology declared by hand without them.
+async fn delete_retry_queues(broker: &Broker, spec: &QueueSpec) {
+    for queue in [spec.retry_queue()] {
+        broker
+            .channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_retry_copy_that_no_queue_receives_keeps_the_delivery_and_dead_letters_it_with_the_reason()
+ {
+    let broker = ping_broker().await;
+    let spec = broker.spec(0);
+    delete_retry_queues(&broker, &spec).await;
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let event = Event::new("p", "c", Ping { n: 7 });
+    publisher
+        .publish(&format!("{}pings", broker.prefix), &event)
+        .await
+        .unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let consumer = Consumer::new(spec.clone())
+        .max_attempts(5)
+        .handler("Ping", {
+            let calls = Arc::clone(&calls);
+            move |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Err::<(), _>(DeliveryError::transient("database is restarting")) }
+            }
+        });
+    let dlq = spec.dead_letter_queue();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let connection = Arc::clone(&broker.connection);
+    let task = tokio::spawn(async move {
+        consumer
+            .run(&connection, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let dead_lettered = wait_until(Duration::from_secs(10), || async {
+        broker.depth(&dlq).await == 1
+    })
+    .await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+    let in_queue = broker.depth(&spec.queue()).await;
+    assert!(
+        dead_lettered,
+        "the delivery is gone: {in_queue} in the work queue, nothing in the DLQ, \
+         {} handler call(s), {stats:?}",
+        calls.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert_eq!(stats.retried, 0, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 1, "{stats:?}");
+    let dead = broker.drain(&dlq).await;
+    assert!(dead[0].0.contains("returned"), "{:?}", dead[0].0);
+    assert_eq!(
+        serde_json::from_slice::<Event<Ping>>(&dead[0].1).unwrap(),
+        event
+    );
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn outbox_rows_for_a_routing_key_no_queue_binds_stay_pending_with_the_reason() {
+    use prost_db::outbox::Relay;
+
+    let (test_db, db, broker, outbox) = outbox_fixture().await;
+    let exchange = format!("{}pings", broker.prefix);
+    {
+        let mut tx = db.begin().await.unwrap();
+        for n in 0..10 {
+            let pong = Event::new(n.to_string(), "c", Pong { n });
+            outbox.stage(&mut tx, &exchange, &pong).await.unwrap();
+            let ping = Event::new(n.to_string(), "c", Ping { n });
+            outbox.stage(&mut tx, &exchange, &ping).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn({
+        let db = db.clone();
+        async move {
+            Relay::new(db)
+                .batch_size(8)
+                .poll_interval(Duration::from_millis(20))
+                .run_reconnecting(&amqp::url_from_env(), async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    let pending_of = |event_type: &'static str| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_as::<_, (i64, Option<String>, Option<i32>)>(
+                "SELECT count(*) FILTER (WHERE published_at IS NULL), max(last_error), \
+                 max(publish_attempts) FROM outbox_events WHERE event_type = $1",
+            )
+            .bind(event_type)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            pending_of("Ping").await.0 == 0
+        })
+        .await,
+        "the routable events go out"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(());
+    let published = relay.await.unwrap().unwrap();
+    let (pending, error, attempts) = pending_of("Pong").await;
+    assert_eq!(
+        pending, 10,
+        "rows no queue received were marked published ({published} published)"
+    );
+    let error = error.unwrap_or_default();
+    assert!(error.contains("returned"), "{error:?}");
+    assert!(attempts.unwrap_or(0) >= 1);
+    assert_eq!(published, 10);
+    assert_eq!(pings_in_queue(&broker).await.len(), 10);
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn publishing_to_a_routing_key_no_queue_binds_is_an_error() {
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let result = publisher
+        .publish(&exchange, &Event::new("1", "c", Pong { n: 1 }))
+        .await;
+    let error = result.expect_err("an unroutable publish was reported as delivered");
+    assert!(error.to_string().contains("pong.sent"), "{error}");
+    let raw = publisher
+        .publish_raw(&exchange, "nobody.listens", b"{}", FieldTable::default())
+        .await;
+    assert!(raw.is_err(), "{raw:?}");
+    // The channel stays usable for routable messages.
+    publisher
+        .publish(&exchange, &Event::new("1", "c", Ping { n: 1 }))
+        .await
+        .unwrap();
+    assert_eq!(broker.depth(&broker.spec(0).queue()).await, 1);
+    broker.cleanup().await;
+}
+
+/// A RabbitMQ memory alarm, raised by setting the memory high watermark to almost nothing;
+/// the original watermark is restored on drop, also when the test panics.
+struct MemoryAlarm {
+    original: String,
+}
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl on PATH (the Debian rabbitmq-server package)");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl MemoryAlarm {
+    fn raise() -> MemoryAlarm {
+        let original = rabbitmqctl(&["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."]);
+        let alarm = MemoryAlarm { original };
+        rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"]);
+        alarm
+    }
+
+    fn active() -> bool {
+        rabbitmqctl(&["eval", "rabbit_alarm:get_alarms()."]).contains("memory")
+    }
+}
+
+impl Drop for MemoryAlarm {
+    fn drop(&mut self) {
+        // `0.4`, or `{absolute,1073741824}` when set as an absolute value.
+        let value = self.original.trim_matches(|c| c == '{' || c == '}');
+        let args: Vec<&str> = match value.strip_prefix("absolute,") {
+            Some(bytes) => vec!["set_vm_memory_high_watermark", "absolute", bytes],
+            None => vec!["set_vm_memory_high_watermark", value],
+        };
+        rabbitmqctl(&args);
+    }
+}
+
+/// Raises a real memory alarm on the shared broker, which blocks every publisher on it, so
+/// it is ignored by default; `.ci/run` runs it alone after the suite:
+/// `cargo test --test it amqp::relay_under_a_memory_alarm -- --ignored --test-threads=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "raises a memory alarm on the shared broker; run alone"]
+async fn relay_under_a_memory_alarm_gives_up_within_its_bound_holds_no_transaction_and_publishes_everything_after()
+ {
+    use prost_db::outbox::Relay;
+
+    let (test_db, db, broker, outbox) = outbox_fixture().await;
+    let exchange = format!("{}pings", broker.prefix);
+    stage_pings(&db, &exchange, 0..100).await;
+    let bound = Duration::from_secs(2);
+
+    let alarm = MemoryAlarm::raise();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { MemoryAlarm::active() }).await,
+        "the memory alarm did not go off"
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = tokio::spawn({
+        let db = db.clone();
+        async move {
+            Relay::new(db)
+                .batch_size(20)
+                .poll_interval(Duration::from_millis(20))
+                .publish_timeout(bound)
+                .run_reconnecting(&amqp::url_from_env(), async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    // While the alarm lasts: the oldest open transaction of the test database, sampled.
+    let started = std::time::Instant::now();
+    let mut longest = 0.0_f64;
+    while started.elapsed() < Duration::from_secs(7) {
+        let age: f64 = sqlx::query_scalar(
+            "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::float8 \
+             FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        longest = longest.max(age);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (pending, error): (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE published_at IS NULL), max(last_error) FROM outbox_events",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    drop(alarm);
+    assert!(
+        wait_until(Duration::from_secs(10), || async { !MemoryAlarm::active() }).await,
+        "the memory alarm did not clear"
+    );
+    let drained = wait_until(Duration::from_secs(60), || async {
+        outbox.pending(db.pool()).await.unwrap() == 0
+    })
+    .await;
+    let _ = stop.send(());
+    let published = relay.await.unwrap();
+
+    eprintln!("longest transaction under the alarm: {longest:.2} s (bound {bound:?})");
+    assert!(pending > 0, "the alarm blocked nothing");
+    assert!(
+        longest < (bound + Duration::from_secs(2)).as_secs_f64(),
+        "a transaction stayed open {longest:.2} s under the alarm (bound {bound:?})"
+    );
+    let error = error.unwrap_or_default();
+    assert!(error.contains("did not confirm"), "{error:?}");
+    assert!(drained, "events left in the outbox after the alarm cleared");
+    assert!(published.is_ok(), "{published:?}");
+    assert_eq!(
+        pings_in_queue(&broker).await.len(),
+        100,
+        "every staged event reached the queue"
+    );
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}

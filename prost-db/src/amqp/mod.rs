@@ -47,8 +47,7 @@ pub use consumer::{
 };
 pub use handler_error::DeliveryError;
 pub use lapin;
-pub use publisher::Publisher;
-pub(crate) use publisher::wait_confirm as publisher_wait_confirm;
+pub use publisher::{AGGREGATE_ID_HEADER, DEFAULT_CONFIRM_TIMEOUT, Message, Publisher};
 pub use topology::{QueueSpec, Topology};
 
 use crate::error::{Error, Result};

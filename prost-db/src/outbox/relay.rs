@@ -11,11 +11,14 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
 use sqlx::AssertSqlSafe;
 
-use crate::amqp::Publisher;
+use crate::amqp::{Message, Publisher};
 use crate::error::Result;
 use crate::pool::Db;
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
+
+/// id, event id, event type, exchange, routing key, payload, aggregate id.
+type Row = (i64, String, String, String, String, String, String);
 
 /// Publishes a service's staged events.
 ///
@@ -24,11 +27,14 @@ type Hook = Arc<dyn Fn() + Send + Sync>;
 /// the broker's confirms, mark the confirmed rows, commit. A relay that dies before the
 /// commit leaves the rows unpublished and they go out again: at least once.
 ///
-/// Publishing to an exchange that does not exist makes the broker close the channel, which
-/// would fail every batch holding such a row. [`run`](Self::run) therefore checks each
-/// exchange once per connection (a passive declare on a channel of its own); the rows of a
-/// missing exchange get `last_error` set and wait, out of the batches, while the others go
-/// out; the exchange is checked again every 2 s, and its events follow once it exists.
+/// Every publish is mandatory: a row whose routing key no queue is bound for comes back
+/// from the broker, stays pending with `last_error` saying so, and is tried again later; it
+/// is never marked published. Publishing to an exchange that does not exist makes the
+/// broker close the channel, which would fail every batch holding such a row.
+/// [`run`](Self::run) therefore checks each exchange once per connection (a passive declare
+/// on a channel of its own). The rows of a missing exchange or of an unroutable routing key
+/// get `last_error` set and wait, out of the batches, while the others go out; they are
+/// tried again every 2 s, and follow once their exchange and binding exist.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -52,6 +58,7 @@ pub struct Relay {
     mark_failed: Arc<str>,
     batch_size: i64,
     poll_interval: Duration,
+    publish_timeout: Duration,
     after_publish: Option<Hook>,
 }
 
@@ -77,9 +84,12 @@ impl Relay {
         let schema = db.schema_ident();
         Relay {
             select: format!(
-                "SELECT id, event_id::text, event_type, exchange, routing_key, payload::text \
+                "SELECT id, event_id::text, event_type, exchange, routing_key, payload::text, \
+                 coalesce(payload->>'aggregate_id', '') \
                  FROM {schema}.outbox_events \
                  WHERE published_at IS NULL AND exchange <> ALL($2) \
+                 AND (exchange, routing_key) NOT IN \
+                 (SELECT * FROM unnest($3::text[], $4::text[])) \
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
             )
             .into(),
@@ -98,6 +108,7 @@ impl Relay {
             db,
             batch_size: 100,
             poll_interval: Duration::from_millis(100),
+            publish_timeout: crate::amqp::DEFAULT_CONFIRM_TIMEOUT,
             after_publish: None,
         }
     }
@@ -125,6 +136,26 @@ impl Relay {
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// The longest a batch may wait on the broker (exchange checks, publishes and confirms
+    /// together) while it holds its rows locked; default
+    /// [`DEFAULT_CONFIRM_TIMEOUT`](crate::amqp::DEFAULT_CONFIRM_TIMEOUT). When it elapses
+    /// (a memory or disk alarm blocks publishers), the batch rolls back, its rows get
+    /// `last_error` and stay pending, and the connection is given up:
+    /// [`run`](Self::run) returns [`Error::PublishTimedOut`](crate::Error::PublishTimedOut),
+    /// [`run_reconnecting`](Self::run_reconnecting) reconnects. No transaction stays open
+    /// longer than this while the broker does not answer.
+    ///
+    /// ```no_run
+    /// # fn run(db: prost_db::Db) {
+    /// let relay = prost_db::outbox::Relay::new(db).publish_timeout(std::time::Duration::from_secs(2));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
         self
     }
 
@@ -157,29 +188,48 @@ impl Relay {
         self.publish_batch(publisher, None).await
     }
 
-    /// One batch; with `exchanges`, rows whose exchange does not exist are set aside
-    /// instead of closing the publishing channel.
+    /// One batch; with `destinations`, rows whose exchange does not exist, or whose
+    /// routing key no queue receives, are set aside for a while instead of being tried in
+    /// every batch.
     async fn publish_batch(
         &self,
         publisher: &Publisher,
-        exchanges: Option<&mut Exchanges<'_>>,
+        mut destinations: Option<&mut Destinations<'_>>,
     ) -> Result<usize> {
-        let skip = exchanges
+        let (skip, unroutable) = destinations
             .as_ref()
-            .map(|exchanges| exchanges.waiting())
+            .map(|destinations| destinations.waiting())
             .unwrap_or_default();
+        let (skip_exchanges, skip_keys): (Vec<String>, Vec<String>) =
+            unroutable.into_iter().unzip();
         let mut tx = self.db.begin().await?;
-        let mut rows: Vec<(i64, String, String, String, String, String)> =
-            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.select)))
-                .bind(self.batch_size)
-                .bind(&skip)
-                .fetch_all(&mut *tx)
-                .await?;
-        if let Some(exchanges) = exchanges {
+        let mut rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(Arc::clone(&self.select)))
+            .bind(self.batch_size)
+            .bind(&skip)
+            .bind(&skip_exchanges)
+            .bind(&skip_keys)
+            .fetch_all(&mut *tx)
+            .await?;
+        // Every wait on the broker from here to the commit shares one deadline.
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        let timed_out = |row: &Row| crate::Error::PublishTimedOut {
+            exchange: row.3.clone(),
+            routing_key: row.4.clone(),
+            after: self.publish_timeout,
+        };
+        if let Some(destinations) = destinations.as_deref_mut() {
             let mut absent = HashSet::new();
-            for (_, _, _, exchange, _, _) in &rows {
-                if !absent.contains(exchange) && !exchanges.exists(exchange).await? {
-                    absent.insert(exchange.clone());
+            for row in &rows {
+                if absent.contains(&row.3) {
+                    continue;
+                }
+                match tokio::time::timeout_at(deadline, destinations.exists(&row.3)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        absent.insert(row.3.clone());
+                    }
+                    Ok(Err(error)) => return self.give_up(tx, &rows, error).await,
+                    Err(_) => return self.give_up(tx, &rows, timed_out(row)).await,
                 }
             }
             if !absent.is_empty() {
@@ -197,11 +247,7 @@ impl Relay {
                         "exchange {exchange:?} does not exist; its events wait until it is declared"
                     );
                     tracing::warn!(exchange, events = ids.len(), "{error}");
-                    sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
-                        .bind(&ids)
-                        .bind(&error)
-                        .execute(&mut *tx)
-                        .await?;
+                    self.record_failure(&mut tx, &ids, &error).await?;
                 }
             }
         }
@@ -209,39 +255,44 @@ impl Relay {
             tx.commit().await?;
             return Ok(0);
         }
-        let mut confirms = Vec::with_capacity(rows.len());
-        for (id, event_id, event_type, exchange, routing_key, payload) in &rows {
-            let confirm = publisher
-                .send(
-                    exchange,
-                    routing_key,
-                    payload.as_bytes(),
-                    event_id,
-                    event_type,
-                    FieldTable::default(),
-                )
-                .await?;
-            confirms.push((*id, exchange, routing_key, confirm));
-        }
+        let messages: Vec<Message> = rows
+            .iter()
+            .map(
+                |(_, event_id, event_type, exchange, routing_key, payload, aggregate)| {
+                    Message::new(exchange, routing_key, payload.as_bytes())
+                        .message_id(event_id)
+                        .event_type(event_type)
+                        .aggregate_id(aggregate)
+                },
+            )
+            .collect();
+        let published = tokio::time::timeout_at(deadline, publisher.publish_all(&messages)).await;
+        let outcomes = match published {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(error)) => return self.give_up(tx, &rows, error).await,
+            Err(_) => {
+                let error = timed_out(&rows[0]);
+                return self.give_up(tx, &rows, error).await;
+            }
+        };
         let mut confirmed = Vec::with_capacity(rows.len());
-        let mut refused = Vec::new();
-        let mut last_error = String::new();
-        for (id, exchange, routing_key, confirm) in confirms {
-            match crate::amqp::publisher_wait_confirm(confirm, exchange, routing_key).await {
-                Ok(()) => confirmed.push(id),
-                Err(e) => {
-                    tracing::warn!(error = %e, id, "outbox event not confirmed; will retry");
-                    last_error = e.to_string();
-                    refused.push(id);
+        let mut failed: HashMap<String, Vec<i64>> = HashMap::new();
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => confirmed.push(row.0),
+                Err(error) => {
+                    if let (Some(destinations), crate::Error::PublishReturned { .. }) =
+                        (destinations.as_deref_mut(), &error)
+                    {
+                        destinations.unroutable(&row.3, &row.4);
+                    }
+                    failed.entry(error.to_string()).or_default().push(row.0);
                 }
             }
         }
-        if !refused.is_empty() {
-            sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
-                .bind(&refused)
-                .bind(&last_error)
-                .execute(&mut *tx)
-                .await?;
+        for (error, ids) in &failed {
+            tracing::warn!(%error, events = ids.len(), "outbox events not delivered; will retry");
+            self.record_failure(&mut tx, ids, error).await?;
         }
         if let Some(hook) = &self.after_publish {
             hook();
@@ -255,12 +306,46 @@ impl Relay {
         Ok(confirmed.len())
     }
 
+    /// Ends a batch the broker failed: rolls back at once (the rows stay pending), then
+    /// records `error` on them outside the transaction.
+    async fn give_up(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        rows: &[Row],
+        error: crate::Error,
+    ) -> Result<usize> {
+        tx.rollback().await?;
+        tracing::warn!(%error, events = rows.len(), "outbox batch not published; will retry");
+        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+        let mut conn = self.db.pool().acquire().await?;
+        self.record_failure(&mut conn, &ids, &error.to_string())
+            .await?;
+        Err(error)
+    }
+
+    /// Counts a failed attempt on `ids` and keeps `error` as their `last_error`.
+    async fn record_failure(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        ids: &[i64],
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
+            .bind(ids)
+            .bind(error)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     /// Publishes until `shutdown` completes; database errors (e.g. a restart) are logged
     /// and retried after the poll interval. Returns how many events it published.
     ///
     /// # Errors
     ///
-    /// [`Error::Amqp`](crate::Error::Amqp) if the broker connection fails. Events published
+    /// [`Error::Amqp`](crate::Error::Amqp) if the broker connection fails,
+    /// [`Error::PublishTimedOut`](crate::Error::PublishTimedOut) if the broker does not take a
+    /// batch within the [publish timeout](Self::publish_timeout). Events published
     /// but not yet marked are published again by the next run (at least once). To ride out
     /// a lost connection instead, use [`run_reconnecting`](Self::run_reconnecting).
     ///
@@ -279,8 +364,9 @@ impl Relay {
     }
 
     /// Connects to `url` and publishes like [`run`](Self::run), but when the connection is
-    /// lost it reconnects with backoff (100 ms doubling up to 5 s, without limit) and goes
-    /// on, until `shutdown` completes. The first connection is not retried, so that a wrong
+    /// lost, or the broker does not take a batch within the
+    /// [publish timeout](Self::publish_timeout), it reconnects with backoff and goes on,
+    /// until `shutdown` completes. The first connection is not retried, so that a wrong
     /// URL fails at startup.
     ///
     /// # Errors
@@ -315,6 +401,12 @@ impl Relay {
                 Err(error @ crate::Error::Amqp(_)) if !connection.status().connected() => {
                     tracing::warn!(%error, "outbox relay: connection lost; reconnecting");
                 }
+                Err(error @ crate::Error::PublishTimedOut { .. }) => {
+                    // A blocked connection answers nothing, not even its close.
+                    tracing::warn!(%error, "outbox relay: broker not confirming; reconnecting");
+                    let closing = connection.close(200, "outbox relay gave up".into());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+                }
                 Err(error) => return Err(error),
             }
             match crate::amqp::reconnect(url, shutdown.as_mut()).await {
@@ -330,15 +422,27 @@ impl Relay {
         mut shutdown: Pin<&mut S>,
         published: &mut u64,
     ) -> Result<()> {
-        let publisher = Publisher::new(connection).await?;
-        let mut exchanges = Exchanges::new(connection);
+        let opened = tokio::time::timeout(self.publish_timeout, Publisher::new(connection)).await;
+        let publisher = opened
+            .map_err(|_| crate::Error::PublishTimedOut {
+                exchange: String::new(),
+                routing_key: String::new(),
+                after: self.publish_timeout,
+            })??
+            .confirm_timeout(self.publish_timeout);
+        let mut destinations = Destinations::new(connection);
         loop {
-            let idle = match self.publish_batch(&publisher, Some(&mut exchanges)).await {
+            let idle = match self
+                .publish_batch(&publisher, Some(&mut destinations))
+                .await
+            {
                 Ok(n) => {
                     *published += n as u64;
                     n == 0
                 }
-                Err(e @ crate::Error::Amqp(_)) => return Err(e),
+                Err(e @ (crate::Error::Amqp(_) | crate::Error::PublishTimedOut { .. })) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay: retrying");
                     true
@@ -356,36 +460,56 @@ impl Relay {
     }
 }
 
-/// How long the events of an exchange found missing are left out of the batches before the
-/// exchange is checked again.
-const MISSING_EXCHANGE_RECHECK: Duration = Duration::from_secs(2);
+/// How long the events of an exchange found missing, or of a routing key no queue
+/// received, are left out of the batches before they are tried again.
+const UNDELIVERABLE_RECHECK: Duration = Duration::from_secs(2);
 
-/// What the relay knows about the exchanges its rows name, for one connection. Publishing
-/// to a missing exchange makes the broker close the channel (404), which would fail every
-/// batch holding such a row; a passive declare on a channel of its own finds them first.
-struct Exchanges<'c> {
+/// What the relay knows about where its rows go, for one connection. Publishing to a
+/// missing exchange makes the broker close the channel (404), which would fail every batch
+/// holding such a row, so a passive declare on a channel of its own finds them first. A
+/// routing key no queue is bound for comes back from the broker; its rows wait too.
+struct Destinations<'c> {
     connection: &'c Connection,
     present: HashSet<String>,
     missing: HashMap<String, Instant>,
+    unroutable: HashMap<(String, String), Instant>,
 }
 
-impl<'c> Exchanges<'c> {
+impl<'c> Destinations<'c> {
     fn new(connection: &'c Connection) -> Self {
-        Exchanges {
+        Destinations {
             connection,
             present: HashSet::new(),
             missing: HashMap::new(),
+            unroutable: HashMap::new(),
         }
     }
 
-    /// The exchanges found missing within the recheck interval: their rows stay out of
-    /// the batches, so they cannot fill them and hold the others back.
-    fn waiting(&self) -> Vec<String> {
-        self.missing
+    /// The exchanges and the (exchange, routing key) pairs found undeliverable within the
+    /// recheck interval: their rows stay out of the batches, so they cannot fill them and
+    /// hold the others back.
+    fn waiting(&self) -> (Vec<String>, Vec<(String, String)>) {
+        let recent = |checked: &Instant| checked.elapsed() < UNDELIVERABLE_RECHECK;
+        let exchanges = self
+            .missing
             .iter()
-            .filter(|(_, checked)| checked.elapsed() < MISSING_EXCHANGE_RECHECK)
+            .filter(|(_, checked)| recent(checked))
             .map(|(name, _)| name.clone())
-            .collect()
+            .collect();
+        let keys = self
+            .unroutable
+            .iter()
+            .filter(|(_, checked)| recent(checked))
+            .map(|(pair, _)| pair.clone())
+            .collect();
+        (exchanges, keys)
+    }
+
+    fn unroutable(&mut self, exchange: &str, routing_key: &str) {
+        self.unroutable.insert(
+            (exchange.to_owned(), routing_key.to_owned()),
+            Instant::now(),
+        );
     }
 
     async fn exists(&mut self, name: &str) -> Result<bool> {

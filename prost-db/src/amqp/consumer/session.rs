@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
 
 use super::settle::{Context, Settled};
 use super::{Consumer, ConsumerStats};
+use crate::amqp::Publisher;
 use crate::error::Result;
 
 impl Consumer {
@@ -52,7 +51,7 @@ impl Consumer {
         tracing::info!(?stats, "consumer stopped");
         match ended {
             Ended::Shutdown | Ended::Cancelled => Ok(stats),
-            Ended::ChannelClosed(e) | Ended::Lost(e) | Ended::Refused(e) => Err(e.into()),
+            Ended::ChannelClosed(e) | Ended::Lost(e) | Ended::Refused(e) => Err(e),
         }
     }
 
@@ -106,7 +105,7 @@ impl Consumer {
                 Ended::Shutdown => break,
                 Ended::Refused(e) => {
                     let _ = connection.close(200, "consumer stopped".into()).await;
-                    return Err(e.into());
+                    return Err(e);
                 }
                 Ended::Cancelled | Ended::ChannelClosed(_) => {
                     // The connection is fine: subscribe again on a new channel. If the
@@ -148,9 +147,8 @@ impl Consumer {
             channel
                 .basic_qos(self.prefetch, BasicQosOptions::default())
                 .await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
+            // Retry and dead-letter copies go out on a channel of their own.
+            let publisher = Publisher::new(connection).await?;
             let deliveries = channel
                 .basic_consume(
                     self.spec.queue().into(),
@@ -159,16 +157,16 @@ impl Consumer {
                     FieldTable::default(),
                 )
                 .await?;
-            Ok::<_, lapin::Error>((channel, deliveries))
+            Ok::<_, crate::Error>((channel, publisher, deliveries))
         };
-        let (channel, mut deliveries) = match setup.await {
+        let (channel, publisher, mut deliveries) = match setup.await {
             Ok(ready) => ready,
             Err(e) if connection.status().connected() => return Ended::Refused(e),
             Err(e) => return Ended::Lost(e),
         };
 
         let ctx = Arc::new(Context {
-            channel: channel.clone(),
+            publisher: publisher.clone(),
             retry_queue: self.spec.retry_queue(),
             dead_letter_exchange: self.spec.dead_letter_exchange(),
             consumer: Arc::clone(self),
@@ -180,15 +178,20 @@ impl Consumer {
                 () = shutdown.as_mut() => break Ended::Shutdown,
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     stats.record(done.unwrap_or(Settled::Unsettled));
+                    if publisher.is_abandoned() || !publisher.channel().status().connected() {
+                        let state = lapin::ChannelState::Closed;
+                        let gone = lapin::ErrorKind::InvalidChannelState(state, "retry publisher");
+                        break Ended::ChannelClosed(lapin::Error::from(gone).into());
+                    }
                 }
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
                         in_flight.spawn(Arc::clone(&ctx).process(delivery));
                     }
                     Some(Err(e)) if connection.status().connected() => {
-                        break Ended::ChannelClosed(e);
+                        break Ended::ChannelClosed(e.into());
                     }
-                    Some(Err(e)) => break Ended::Lost(e),
+                    Some(Err(e)) => break Ended::Lost(e.into()),
                     None if connection.status().connected() => break Ended::Cancelled,
                     None => {
                         let state = if connection.status().errored() {
@@ -196,7 +199,8 @@ impl Consumer {
                         } else {
                             lapin::ConnectionState::Closed
                         };
-                        break Ended::Lost(lapin::ErrorKind::InvalidConnectionState(state).into());
+                        let lost = lapin::ErrorKind::InvalidConnectionState(state);
+                        break Ended::Lost(lapin::Error::from(lost).into());
                     }
                 },
             }
@@ -210,6 +214,12 @@ impl Consumer {
         }
         settle_in_flight(&mut in_flight, stats, connection, &channel).await;
         let _ = channel.close(200, "consumer stopped".into()).await;
+        if !publisher.is_abandoned() {
+            let _ = publisher
+                .channel()
+                .close(200, "consumer stopped".into())
+                .await;
+        }
         ended
     }
 }
@@ -223,12 +233,12 @@ enum Ended {
     /// The broker cancelled the consumer (its queue was deleted, or moved on failover).
     Cancelled,
     /// The channel closed under a live connection (e.g. the broker's `consumer_timeout`).
-    ChannelClosed(lapin::Error),
+    ChannelClosed(crate::Error),
     /// The connection is gone: reconnecting may help.
-    Lost(lapin::Error),
+    Lost(crate::Error),
     /// The broker refused the channel or the consumer on a live connection (a missing
     /// queue, say): neither subscribing again nor reconnecting will help.
-    Refused(lapin::Error),
+    Refused(crate::Error),
 }
 
 /// Waits for the handlers in flight and records how they settled. While the channel is

@@ -4,17 +4,18 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use tracing::Instrument;
 
 use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::DeliveryError;
-use crate::amqp::publisher::{header_str, wait_confirm};
+use crate::amqp::publisher::header_str;
 use crate::amqp::topology::backoff;
+use crate::amqp::{Message, Publisher};
+use crate::error::Error;
 use crate::events::Envelope;
 
 /// Header on retry and dead-lettered copies: the handler's last error.
@@ -31,7 +32,7 @@ pub const LAST_ERROR_HEADER: &str = "x-prost-last-error";
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-prost-dead-letter-reason";
 
 pub(super) struct Context {
-    pub(super) channel: Channel,
+    pub(super) publisher: Publisher,
     pub(super) retry_queue: String,
     pub(super) dead_letter_exchange: String,
     pub(super) consumer: Arc<Consumer>,
@@ -151,8 +152,9 @@ impl Context {
         }
     }
 
-    /// Publishes a delayed copy with the next attempt number, then acks the original; if
-    /// the copy is not confirmed, the original is requeued instead.
+    /// Publishes a delayed copy with the next attempt number, then acks the original. If no
+    /// queue received the copy (the retry queue is missing), the original is dead-lettered
+    /// with that reason; if the copy is not confirmed, the original is requeued.
     async fn retry(&self, delivery: Delivery, attempt: u32, error: &DeliveryError) -> Settled {
         let delay = backoff(self.consumer.retry_base, self.consumer.retry_max, attempt);
         let mut headers = headers_of(&delivery);
@@ -166,40 +168,32 @@ impl Context {
             .clone()
             .with_headers(headers)
             .with_expiration(delay.as_millis().to_string().into());
-        let published = self
-            .channel
-            .basic_publish(
-                "".into(),
-                self.retry_queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await;
-        let confirmed = match published {
-            Ok(confirm) => wait_confirm(confirm, "", &self.retry_queue).await,
-            Err(e) => Err(e.into()),
-        };
-        match confirmed {
+        let copy = Message::new("", &self.retry_queue, &delivery.data).with_properties(properties);
+        match self.publisher.publish_one(copy).await {
             Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
                 Ok(_) => Settled::Retried,
                 Err(_) => Settled::Unsettled,
             },
+            Err(returned @ Error::PublishReturned { .. }) => {
+                tracing::error!(error = %returned, "retry copy returned: no retry queue");
+                let reason = format!(
+                    "retry copy returned, the retry queue {:?} does not exist ({returned}); after: {error}",
+                    self.retry_queue
+                );
+                self.dead_letter(delivery, &reason, Some(error)).await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "retry copy not confirmed; requeueing");
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                };
-                let _ = delivery.acker.nack(requeue).await;
-                Settled::Unsettled
+                requeue(delivery).await
             }
         }
     }
 
     /// Publishes a copy carrying `reason` to the dead-letter exchange, then acks the
-    /// original; if that fails, rejects the original without requeue (the queue's DLX still
-    /// catches it, without our reason).
+    /// original. If no queue received the copy, the original is requeued (rejecting it
+    /// would send it through the same exchange to nowhere); if the copy is not confirmed,
+    /// the original is rejected without requeue (the queue's DLX catches it, without our
+    /// reason).
     async fn dead_letter(
         &self,
         delivery: Delivery,
@@ -217,29 +211,23 @@ impl Context {
             header_str(delivery.exchange.as_str()),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        let published = self
-            .channel
-            .basic_publish(
-                self.dead_letter_exchange.as_str().into(),
-                delivery.routing_key.clone(),
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await;
-        let confirmed = match published {
-            Ok(confirm) => {
-                wait_confirm(
-                    confirm,
-                    &self.dead_letter_exchange,
-                    delivery.routing_key.as_str(),
-                )
-                .await
-            }
-            Err(e) => Err(e.into()),
-        };
-        let settled = match confirmed {
+        let copy = Message::new(
+            &self.dead_letter_exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+        )
+        .with_properties(properties);
+        let settled = match self.publisher.publish_one(copy).await {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(returned @ Error::PublishReturned { .. }) => {
+                tracing::error!(
+                    error = %returned,
+                    "dead-letter copy returned: no queue bound to the dead-letter exchange; \
+                     the delivery stays in the work queue"
+                );
+                tokio::time::sleep(UNROUTABLE_DEAD_LETTER_PAUSE).await;
+                return requeue(delivery).await;
+            }
             Err(_) => {
                 delivery
                     .acker
@@ -252,4 +240,18 @@ impl Context {
             Err(_) => Settled::Unsettled,
         }
     }
+}
+
+/// How long a delivery whose dead-letter copy nobody received waits before it goes back to
+/// the queue, so that a missing dead-letter queue does not become a busy loop.
+const UNROUTABLE_DEAD_LETTER_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Gives the delivery back to the broker, to be delivered again.
+async fn requeue(delivery: Delivery) -> Settled {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    let _ = delivery.acker.nack(requeue).await;
+    Settled::Unsettled
 }
