@@ -228,7 +228,11 @@ async fn channel_depth(channel: &amqp::lapin::Channel, queue: &str) -> u32 {
 
 async fn purge(channel: &amqp::lapin::Channel, topology: &Topology) -> Result<(), BoxError> {
     for spec in topology.queues() {
-        for queue in [spec.queue(), spec.retry_queue(), spec.dead_letter_queue()] {
+        let tiers = spec.retry_queues().into_iter().map(|(_, queue)| queue);
+        for queue in [spec.queue(), spec.dead_letter_queue()]
+            .into_iter()
+            .chain(tiers)
+        {
             channel
                 .queue_purge(queue.into(), QueuePurgeOptions::default())
                 .await?;

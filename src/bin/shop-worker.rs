@@ -138,7 +138,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stats = catalog
             .consumer(spec)
             .prefetch(prefetch)
-            .retry_delay(Duration::from_millis(50), Duration::from_secs(2))
             .max_attempts(50)
             .run(&connection, stopped())
             .await?;

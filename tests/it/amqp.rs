@@ -77,6 +77,15 @@ impl Broker {
         out
     }
 
+    /// Ready messages in all of `spec`'s retry tiers.
+    pub async fn retry_depth(&self, spec: &QueueSpec) -> u32 {
+        let mut depth = 0;
+        for (_, queue) in spec.retry_queues() {
+            depth += self.depth(&queue).await;
+        }
+        depth
+    }
+
     pub async fn cleanup(self) {
         self.topology.delete(&self.channel).await.unwrap();
         let _ = self.connection.close(200, "done".into()).await;
@@ -105,15 +114,22 @@ impl EventPayload for Ping {
     const ROUTING_KEY: &'static str = "ping.sent";
 }
 
-fn ping_topology(prefix: &str) -> Topology {
+fn ping_topology(prefix: &str, spec: impl FnOnce(QueueSpec) -> QueueSpec) -> Topology {
     Topology::new()
         .exchange(format!("{prefix}pings"))
-        .queue(QueueSpec::new(format!("{prefix}pong")).bind(format!("{prefix}pings"), "ping.#"))
+        .queue(spec(
+            QueueSpec::new(format!("{prefix}pong")).bind(format!("{prefix}pings"), "ping.#"),
+        ))
 }
 
 async fn ping_broker() -> Broker {
+    ping_broker_with(|spec| spec).await
+}
+
+/// The ping topology, its queue family adjusted by `spec`.
+async fn ping_broker_with(spec: impl FnOnce(QueueSpec) -> QueueSpec) -> Broker {
     let prefix = format!("t{}.", Uuid::new_v4().simple());
-    Broker::with(ping_topology(&prefix), prefix).await
+    Broker::with(ping_topology(&prefix, spec), prefix).await
 }
 
 /// A test database whose `catalog` schema has the outbox, and a ping topology.
@@ -280,7 +296,8 @@ async fn poison_messages_are_dead_lettered_with_the_reason_and_valid_ones_behind
 
 #[tokio::test]
 async fn transient_failures_are_retried_with_delay_until_they_succeed_or_run_out_of_attempts() {
-    let broker = ping_broker().await;
+    let broker =
+        ping_broker_with(|spec| spec.retry_delays([50, 100, 200].map(Duration::from_millis))).await;
     let exchange = format!("{}pings", broker.prefix);
     let publisher = Publisher::new(&broker.connection).await.unwrap();
     // n < 10: fails twice, then succeeds; n = 99: always fails.
@@ -293,7 +310,6 @@ async fn transient_failures_are_retried_with_delay_until_they_succeed_or_run_out
     let attempts: Arc<Mutex<HashMap<u32, Vec<u32>>>> = Arc::default();
     let consumer = Consumer::new(broker.spec(0))
         .max_attempts(4)
-        .retry_delay(Duration::from_millis(50), Duration::from_millis(200))
         .handler("Ping", {
             let attempts = Arc::clone(&attempts);
             move |delivered| {
@@ -331,7 +347,7 @@ async fn transient_failures_are_retried_with_delay_until_they_succeed_or_run_out
         dead[0].0
     );
     assert_eq!(broker.depth(&broker.spec(0).queue()).await, 0);
-    assert_eq!(broker.depth(&broker.spec(0).retry_queue()).await, 0);
+    assert_eq!(broker.retry_depth(&broker.spec(0)).await, 0);
     broker.cleanup().await;
 }
 
@@ -914,7 +930,7 @@ impl EventPayload for Pong {
 
 /// Deletes the queue family's retry queues, as a topology declared by hand without them.
 async fn delete_retry_queues(broker: &Broker, spec: &QueueSpec) {
-    for queue in [spec.retry_queue()] {
+    for (_, queue) in spec.retry_queues() {
         broker
             .channel
             .queue_delete(queue.as_str().into(), Default::default())
@@ -1197,4 +1213,89 @@ async fn relay_under_a_memory_alarm_gives_up_within_its_bound_holds_no_transacti
     broker.cleanup().await;
     db.close().await;
     test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_short_retry_delay_holds_behind_a_long_one_queued_ahead_of_it() {
+    let broker = ping_broker().await;
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    // n = 1 is on its 9th attempt (the longest delay), n = 2 on its first (the shortest).
+    for (n, attempt) in [(1, 9), (2, 1)] {
+        let mut headers = FieldTable::default();
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt));
+        let event = Event::new("p", "c", Ping { n });
+        publisher
+            .publish_raw(&exchange, "ping.sent", &event.to_json().unwrap(), headers)
+            .await
+            .unwrap();
+    }
+    // Each message fails once; the time from its failure to its redelivery is measured.
+    let failed_at: Arc<Mutex<HashMap<u32, std::time::Instant>>> = Arc::default();
+    let waited: Arc<Mutex<HashMap<u32, Duration>>> = Arc::default();
+    let consumer = Consumer::new(broker.spec(0))
+        .prefetch(1)
+        .max_attempts(20)
+        .handler("Ping", {
+            let (failed_at, waited) = (Arc::clone(&failed_at), Arc::clone(&waited));
+            move |delivered| {
+                let (failed_at, waited) = (Arc::clone(&failed_at), Arc::clone(&waited));
+                async move {
+                    let n = delivered.decode::<Ping>()?.payload.n;
+                    let first = failed_at.lock().unwrap().get(&n).copied();
+                    match first {
+                        None => {
+                            failed_at
+                                .lock()
+                                .unwrap()
+                                .insert(n, std::time::Instant::now());
+                            Err(DeliveryError::transient("try again"))
+                        }
+                        Some(at) => {
+                            waited.lock().unwrap().insert(n, at.elapsed());
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let connection = Arc::clone(&broker.connection);
+    let task = tokio::spawn(async move {
+        consumer
+            .run(&connection, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let redelivered = wait_until(Duration::from_secs(12), || async {
+        waited.lock().unwrap().contains_key(&2)
+    })
+    .await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let order: Vec<u32> = {
+        let failed_at = failed_at.lock().unwrap();
+        let mut order: Vec<u32> = failed_at.keys().copied().collect();
+        order.sort_by_key(|n| failed_at[n]);
+        order
+    };
+    assert_eq!(
+        order,
+        [1, 2],
+        "the long retry failed first, ahead of the short one"
+    );
+    assert!(
+        redelivered,
+        "the first attempt's retry (200 ms) was not redelivered within 12 s: it waits behind \
+         the 9th attempt's"
+    );
+    let short = waited.lock().unwrap()[&2];
+    eprintln!("first attempt's retry redelivered after {short:?} (its delay: 200 ms)");
+    assert!(short < Duration::from_secs(5), "{short:?}");
+    assert!(
+        !waited.lock().unwrap().contains_key(&1),
+        "the 9th attempt's long delay held"
+    );
+    broker.cleanup().await;
 }

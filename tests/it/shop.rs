@@ -136,7 +136,7 @@ async fn settle(
     let queue = broker.spec(0);
     wait_until(timeout, || async {
         broker.depth(&queue.queue()).await == 0
-            && broker.depth(&queue.retry_queue()).await == 0
+            && broker.retry_depth(&queue).await == 0
             && plan.verify(catalog).await.unwrap().orders_missing == 0
     })
     .await;
@@ -197,7 +197,7 @@ async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exac
         0,
         "messages left unacked"
     );
-    assert_eq!(broker.depth(&queue.retry_queue()).await, 0);
+    assert_eq!(broker.retry_depth(&queue).await, 0);
     assert_eq!(broker.depth(&queue.dead_letter_queue()).await, 0);
     eprintln!("restarts: {restarts}, crashes after commit: {after_commit}");
     broker.cleanup().await;
@@ -290,8 +290,7 @@ async fn database_connections_terminated_mid_run_lose_nothing_and_apply_nothing_
     let consumer = handler
         .consumer(broker.spec(0))
         .prefetch(8)
-        .max_attempts(100)
-        .retry_delay(Duration::from_millis(50), Duration::from_secs(1));
+        .max_attempts(100);
     let task = tokio::spawn(async move {
         consumer
             .run(&connection, async {
@@ -312,7 +311,7 @@ async fn database_connections_terminated_mid_run_lose_nothing_and_apply_nothing_
     let queue = broker.spec(0);
     wait_until(Duration::from_secs(90), || async {
         broker.depth(&queue.queue()).await == 0
-            && broker.depth(&queue.retry_queue()).await == 0
+            && broker.retry_depth(&queue).await == 0
             && plan
                 .verify(&catalog)
                 .await
@@ -374,7 +373,7 @@ async fn postgres_server_restart_mid_run_loses_nothing_and_applies_nothing_twice
     .unwrap();
     wait_until(Duration::from_secs(120), || async {
         broker.depth(&queue.queue()).await == 0
-            && broker.depth(&queue.retry_queue()).await == 0
+            && broker.retry_depth(&queue).await == 0
             && plan
                 .verify(&catalog2)
                 .await

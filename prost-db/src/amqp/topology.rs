@@ -11,7 +11,21 @@ use lapin::{Channel, ExchangeKind};
 
 use crate::error::Result;
 
-/// One service's inbound queue and the three queues around it.
+/// The delays of the retry tiers a [`QueueSpec`] declares by default: attempt 1 waits
+/// 200 ms, attempt 2 one second, attempt 3 five seconds, every later attempt 30 s.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(prost_db::amqp::DEFAULT_RETRY_DELAYS[0], Duration::from_millis(200));
+/// ```
+pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
+
+/// One service's inbound queue and the queues around it.
 ///
 /// From a base name such as `products.events` it derives the seed's names:
 ///
@@ -20,21 +34,28 @@ use crate::error::Result;
 /// | `products.events.queue` | the work queue, dead-lettering to `products.events.dlx` |
 /// | `products.events.dlx` | topic exchange for rejected messages |
 /// | `products.events.dlq` | bound to the DLX with `#`; poison messages rest here |
-/// | `products.events.retry` | delay queue: messages expire back into the work queue |
+/// | `products.events.retry.200ms`, `.retry.1s`, `.retry.5s`, `.retry.30s` | retry tiers: one queue per delay, whose messages expire (queue TTL) back into the work queue |
+///
+/// A transient failure on attempt `n` sends the delivery to the `n`-th tier (the last one
+/// for every later attempt). Each tier holds a single delay, so a message never waits
+/// behind a longer one: RabbitMQ expires messages only at the head of a queue, which is
+/// why one retry queue with per-message delays would hold a 200 ms retry behind a 30 s one.
 ///
 /// ```
+/// use std::time::Duration;
 /// use prost_db::amqp::QueueSpec;
 ///
 /// let spec = QueueSpec::new("products.events").bind("orders.events", "order.*");
 /// assert_eq!(spec.queue(), "products.events.queue");
 /// assert_eq!(spec.dead_letter_queue(), "products.events.dlq");
-/// assert_eq!(spec.retry_queue(), "products.events.retry");
+/// assert_eq!(spec.retry_queues()[0], (Duration::from_millis(200), "products.events.retry.200ms".to_owned()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
     base: String,
     bindings: Vec<(String, String)>,
     delivery_limit: Option<u32>,
+    retry_delays: Vec<Duration>,
 }
 
 impl QueueSpec {
@@ -44,6 +65,64 @@ impl QueueSpec {
             base: base.into(),
             bindings: Vec::new(),
             delivery_limit: None,
+            retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
+        }
+    }
+
+    /// The retry tiers' delays instead of [`DEFAULT_RETRY_DELAYS`]: attempt `n` waits the
+    /// `n`-th shortest, and every attempt past the last tier waits the longest. Delays are
+    /// whole milliseconds; duplicates and zero are dropped. Each delay is its own queue
+    /// (named after it), so changing them declares new tiers next to the old ones, which
+    /// can be deleted once empty.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let spec = prost_db::amqp::QueueSpec::new("orders.events")
+    ///     .retry_delays([Duration::from_secs(1), Duration::from_millis(50)]);
+    /// assert_eq!(spec.retry_queues()[0].1, "orders.events.retry.50ms");
+    /// assert_eq!(spec.retry_queues()[1].1, "orders.events.retry.1s");
+    /// ```
+    #[must_use]
+    pub fn retry_delays(mut self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        let mut delays: Vec<Duration> = delays
+            .into_iter()
+            .map(|delay| Duration::from_millis(delay.as_millis().try_into().unwrap_or(u64::MAX)))
+            .filter(|delay| !delay.is_zero())
+            .collect();
+        delays.sort_unstable();
+        delays.dedup();
+        self.retry_delays = delays;
+        self
+    }
+
+    /// The retry tiers: each delay and the queue that holds it, shortest first.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("cart.events");
+    /// let names: Vec<String> = spec.retry_queues().into_iter().map(|(_, name)| name).collect();
+    /// assert_eq!(names, ["cart.events.retry.200ms", "cart.events.retry.1s", "cart.events.retry.5s", "cart.events.retry.30s"]);
+    /// ```
+    pub fn retry_queues(&self) -> Vec<(Duration, String)> {
+        self.retry_delays
+            .iter()
+            .map(|&delay| (delay, self.retry_queue_of(delay)))
+            .collect()
+    }
+
+    /// The tier a delivery goes to after failing its attempt `attempt` (1-based).
+    pub(crate) fn retry_tier(&self, attempt: u32) -> Option<(Duration, String)> {
+        let last = self.retry_delays.len().checked_sub(1)?;
+        let index = usize::try_from(attempt.saturating_sub(1)).map_or(last, |i| i.min(last));
+        let delay = self.retry_delays[index];
+        Some((delay, self.retry_queue_of(delay)))
+    }
+
+    fn retry_queue_of(&self, delay: Duration) -> String {
+        let ms = delay.as_millis();
+        if ms % 1000 == 0 {
+            format!("{}.retry.{}s", self.base, ms / 1000)
+        } else {
+            format!("{}.retry.{ms}ms", self.base)
         }
     }
 
@@ -124,16 +203,6 @@ impl QueueSpec {
     /// ```
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dlq", self.base)
-    }
-
-    /// The delay queue for retries: `<base>.retry`.
-    ///
-    /// ```
-    /// let spec = prost_db::amqp::QueueSpec::new("cart.events");
-    /// assert_eq!(spec.retry_queue(), "cart.events.retry");
-    /// ```
-    pub fn retry_queue(&self) -> String {
-        format!("{}.retry", self.base)
     }
 
     /// The `(exchange, pattern)` bindings of the work queue.
@@ -322,18 +391,31 @@ impl Topology {
                 )
                 .await?;
 
-            // Retry copies carry a per-message expiration; on expiry the broker dead-letters
-            // them through the default exchange straight back into the work queue.
-            let mut retry_args = FieldTable::default();
-            retry_args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString("".into()),
-            );
-            retry_args.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(spec.queue().into()),
-            );
-            declare_queue(channel, &spec.retry_queue(), retry_args).await?;
+            if spec.retry_delays.is_empty() {
+                return Err(crate::Error::Config(format!(
+                    "queue family {:?} has no retry delays; give QueueSpec::retry_delays at least one",
+                    spec.base
+                )));
+            }
+            // Each tier's messages expire after the same time, at the head, and the broker
+            // dead-letters them through the default exchange straight back into the work
+            // queue.
+            for (delay, queue) in spec.retry_queues() {
+                let mut retry_args = FieldTable::default();
+                retry_args.insert(
+                    "x-message-ttl".into(),
+                    AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                );
+                retry_args.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString("".into()),
+                );
+                retry_args.insert(
+                    "x-dead-letter-routing-key".into(),
+                    AMQPValue::LongString(spec.queue().into()),
+                );
+                declare_queue(channel, &queue, retry_args).await?;
+            }
 
             for (exchange, pattern) in &spec.bindings {
                 channel
@@ -363,7 +445,11 @@ impl Topology {
     /// ```
     pub async fn delete(&self, channel: &Channel) -> Result<()> {
         for spec in &self.queues {
-            for queue in [spec.queue(), spec.retry_queue(), spec.dead_letter_queue()] {
+            let tiers = spec.retry_queues().into_iter().map(|(_, queue)| queue);
+            for queue in [spec.queue(), spec.dead_letter_queue()]
+                .into_iter()
+                .chain(tiers)
+            {
                 channel
                     .queue_delete(queue.into(), QueueDeleteOptions::default())
                     .await?;
@@ -398,23 +484,25 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
     Ok(())
 }
 
-/// The delay before retry number `attempt` (1-based): `base * 2^(attempt-1)`, at most `max`.
-pub(crate) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(max)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(1);
-        assert_eq!(backoff(base, max, 1), Duration::from_millis(100));
-        assert_eq!(backoff(base, max, 3), Duration::from_millis(400));
-        assert_eq!(backoff(base, max, 30), max);
+    fn attempts_map_to_tiers_and_stay_on_the_last() {
+        let spec = QueueSpec::new("t");
+        let tier = |attempt| spec.retry_tier(attempt).unwrap();
+        assert_eq!(
+            tier(1),
+            (Duration::from_millis(200), "t.retry.200ms".into())
+        );
+        assert_eq!(tier(2).1, "t.retry.1s");
+        assert_eq!(tier(4).1, "t.retry.30s");
+        assert_eq!(tier(9).1, "t.retry.30s");
+        assert_eq!(tier(u32::MAX).1, "t.retry.30s");
+        let odd = QueueSpec::new("t").retry_delays([Duration::from_micros(1500)]);
+        assert_eq!(odd.retry_queues()[0].1, "t.retry.1ms");
+        assert!(QueueSpec::new("t").retry_delays([]).retry_tier(1).is_none());
     }
 
     #[test]

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
 use uuid::Uuid;
 
 use super::handler_error::DeliveryError;
@@ -61,7 +59,6 @@ pub struct ConsumerStats {
 /// let stats = Consumer::new(QueueSpec::new("products.events"))
 ///     .prefetch(32)
 ///     .max_attempts(8)
-///     .retry_delay(Duration::from_millis(200), Duration::from_secs(30))
 ///     .handler("OrderCreated", |delivered| async move {
 ///         let _ = delivered.envelope.event_id;
 ///         Ok::<(), DeliveryError>(())
@@ -76,8 +73,6 @@ pub struct Consumer {
     handlers: HashMap<String, Handler>,
     prefetch: u16,
     max_attempts: u32,
-    retry_base: Duration,
-    retry_max: Duration,
     dead_letter_unknown: bool,
     ack_before_handling: bool,
     tag: String,
@@ -96,8 +91,9 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     /// A consumer of `spec`'s work queue with the defaults: prefetch 16, 10 attempts,
-    /// retries after 200 ms doubling up to 30 s (about 80 s in all, enough to ride out a
-    /// database restart), unknown event types acked and ignored.
+    /// retries through `spec`'s delay tiers (by default 200 ms, 1 s, 5 s, then 30 s: about
+    /// three minutes in all, enough to ride out a database restart), unknown event types
+    /// acked and ignored.
     ///
     /// ```
     /// let consumer = prost_db::amqp::Consumer::new(prost_db::amqp::QueueSpec::new("cart.events"));
@@ -109,8 +105,6 @@ impl Consumer {
             handlers: HashMap::new(),
             prefetch: 16,
             max_attempts: 10,
-            retry_base: Duration::from_millis(200),
-            retry_max: Duration::from_secs(30),
             dead_letter_unknown: false,
             ack_before_handling: false,
             tag: format!("prost-{}", Uuid::new_v4()),
@@ -140,22 +134,6 @@ impl Consumer {
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
-        self
-    }
-
-    /// Delay before the first retry and the cap of its doubling.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use prost_db::amqp::{Consumer, QueueSpec};
-    /// let consumer = Consumer::new(QueueSpec::new("cart.events"))
-    ///     .retry_delay(Duration::from_secs(1), Duration::from_secs(60));
-    /// # let _ = consumer;
-    /// ```
-    #[must_use]
-    pub fn retry_delay(mut self, base: Duration, max: Duration) -> Self {
-        self.retry_base = base;
-        self.retry_max = max.max(base);
         self
     }
 

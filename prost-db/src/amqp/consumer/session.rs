@@ -167,7 +167,6 @@ impl Consumer {
 
         let ctx = Arc::new(Context {
             publisher: publisher.clone(),
-            retry_queue: self.spec.retry_queue(),
             dead_letter_exchange: self.spec.dead_letter_exchange(),
             consumer: Arc::clone(self),
         });

@@ -13,7 +13,6 @@ use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, he
 use super::{Consumer, ConsumerStats};
 use crate::amqp::DeliveryError;
 use crate::amqp::publisher::header_str;
-use crate::amqp::topology::backoff;
 use crate::amqp::{Message, Publisher};
 use crate::error::Error;
 use crate::events::Envelope;
@@ -33,7 +32,6 @@ pub const DEAD_LETTER_REASON_HEADER: &str = "x-prost-dead-letter-reason";
 
 pub(super) struct Context {
     pub(super) publisher: Publisher,
-    pub(super) retry_queue: String,
     pub(super) dead_letter_exchange: String,
     pub(super) consumer: Arc<Consumer>,
 }
@@ -156,7 +154,10 @@ impl Context {
     /// queue received the copy (the retry queue is missing), the original is dead-lettered
     /// with that reason; if the copy is not confirmed, the original is requeued.
     async fn retry(&self, delivery: Delivery, attempt: u32, error: &DeliveryError) -> Settled {
-        let delay = backoff(self.consumer.retry_base, self.consumer.retry_max, attempt);
+        let Some((delay, tier)) = self.consumer.spec.retry_tier(attempt) else {
+            let reason = format!("no retry delays configured: {error}");
+            return self.dead_letter(delivery, &reason, Some(error)).await;
+        };
         let mut headers = headers_of(&delivery);
         headers.insert(
             ATTEMPT_HEADER.into(),
@@ -168,7 +169,9 @@ impl Context {
             .clone()
             .with_headers(headers)
             .with_expiration(delay.as_millis().to_string().into());
-        let copy = Message::new("", &self.retry_queue, &delivery.data).with_properties(properties);
+        // The tier's own TTL sets the delay; the same expiration on the copy overrides one it
+        // may have brought from its publisher.
+        let copy = Message::new("", &tier, &delivery.data).with_properties(properties);
         match self.publisher.publish_one(copy).await {
             Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
                 Ok(_) => Settled::Retried,
@@ -177,8 +180,7 @@ impl Context {
             Err(returned @ Error::PublishReturned { .. }) => {
                 tracing::error!(error = %returned, "retry copy returned: no retry queue");
                 let reason = format!(
-                    "retry copy returned, the retry queue {:?} does not exist ({returned}); after: {error}",
-                    self.retry_queue
+                    "retry copy returned, the retry queue {tier:?} does not exist ({returned}); after: {error}"
                 );
                 self.dead_letter(delivery, &reason, Some(error)).await
             }
