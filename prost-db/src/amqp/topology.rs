@@ -119,7 +119,7 @@ impl QueueSpec {
 
     fn retry_queue_of(&self, delay: Duration) -> String {
         let ms = delay.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             format!("{}.retry.{}s", self.base, ms / 1000)
         } else {
             format!("{}.retry.{ms}ms", self.base)
