@@ -151,6 +151,21 @@ pub enum Error {
         after: Duration,
     },
 
+    /// A queue exists on the broker with other arguments than the topology declares.
+    #[error(
+        "queue {queue:?} already exists with other arguments ({reason}); a queue's type \
+         (quorum or classic), delivery limit, dead-letter exchange, TTL and single active \
+         consumer cannot change in place: drain it and delete it (`rabbitmqctl delete_queue \
+         {queue}`) so that it is declared anew, or declare it as it is (`QueueSpec::classic()` \
+         for a classic work queue)"
+    )]
+    QueueInequivalent {
+        /// The queue.
+        queue: String,
+        /// The broker's reason, naming the argument that differs.
+        reason: String,
+    },
+
     /// An event could not be serialized to JSON.
     #[error("cannot encode event: {0}")]
     EventEncode(#[source] serde_json::Error),

@@ -1299,3 +1299,92 @@ async fn a_short_retry_delay_holds_behind_a_long_one_queued_ahead_of_it() {
     );
     broker.cleanup().await;
 }
+
+#[tokio::test]
+async fn work_queues_are_quorum_queues_that_dead_letter_a_message_past_the_delivery_limit() {
+    use prost_db::amqp::lapin::options::BasicNackOptions;
+
+    let broker = ping_broker().await;
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    publisher
+        .publish(
+            &format!("{}pings", broker.prefix),
+            &Event::new("p", "c", Ping { n: 1 }),
+        )
+        .await
+        .unwrap();
+    // A consumer that takes the message and gives it back, again and again.
+    let mut returns = 0;
+    while returns < 40 {
+        let Some(message) = broker
+            .channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+        else {
+            break;
+        };
+        message
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .unwrap();
+        returns += 1;
+    }
+    let dead = wait_until(Duration::from_secs(5), || async {
+        broker.depth(&broker.spec(0).dead_letter_queue()).await == 1
+    })
+    .await;
+    assert!(
+        dead,
+        "returned {returns} times and still not dead-lettered: no delivery limit"
+    );
+    assert!((20..=22).contains(&returns), "{returns} returns");
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_classic_queue_redeclared_as_quorum_is_an_error_that_says_what_to_do() {
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let spec = QueueSpec::new(format!("{prefix}pong")).bind(format!("{prefix}pings"), "ping.#");
+    let connection = amqp::connect(&amqp::url_from_env()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // The work queue as an older deployment declared it: classic.
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(spec.dead_letter_exchange().as_str().into()),
+    );
+    channel
+        .queue_declare(
+            spec.queue().as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    let topology = Topology::new()
+        .exchange(format!("{prefix}pings"))
+        .queue(spec.clone().quorum(20));
+    let error = topology
+        .declare(&connection.create_channel().await.unwrap())
+        .await
+        .expect_err("a classic queue cannot become a quorum queue");
+    let message = error.to_string();
+    assert!(message.contains(&spec.queue()), "{message}");
+    assert!(
+        message.contains("delete") && message.contains("classic"),
+        "{message}"
+    );
+    let cleanup = connection.create_channel().await.unwrap();
+    topology.delete(&cleanup).await.unwrap();
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -48,7 +48,7 @@ pub use consumer::{
 pub use handler_error::DeliveryError;
 pub use lapin;
 pub use publisher::{AGGREGATE_ID_HEADER, DEFAULT_CONFIRM_TIMEOUT, Message, Publisher};
-pub use topology::{DEFAULT_RETRY_DELAYS, QueueSpec, Topology};
+pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueSpec, Topology};
 
 use crate::error::{Error, Result};
 

@@ -54,9 +54,19 @@ pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
 pub struct QueueSpec {
     base: String,
     bindings: Vec<(String, String)>,
+    /// `Some` for a quorum queue, `None` for a classic one.
     delivery_limit: Option<u32>,
+    single_active_consumer: bool,
     retry_delays: Vec<Duration>,
 }
+
+/// The delivery limit of a [`QueueSpec`]'s quorum work queue unless
+/// [`quorum`](QueueSpec::quorum) sets another (RabbitMQ 4's own default).
+///
+/// ```
+/// assert_eq!(prost_db::amqp::DEFAULT_DELIVERY_LIMIT, 20);
+/// ```
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 
 impl QueueSpec {
     /// A queue family named after `base` (e.g. `"products.events"`), with no bindings yet.
@@ -64,7 +74,8 @@ impl QueueSpec {
         QueueSpec {
             base: base.into(),
             bindings: Vec::new(),
-            delivery_limit: None,
+            delivery_limit: Some(DEFAULT_DELIVERY_LIMIT),
+            single_active_consumer: false,
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
         }
     }
@@ -126,31 +137,71 @@ impl QueueSpec {
         }
     }
 
-    /// Makes the work queue a quorum queue that dead-letters a message after it was
-    /// returned to the queue `limit` times without being settled (`x-delivery-limit`).
+    /// The work queue is a quorum queue (the default) that dead-letters a message after it
+    /// was returned to the queue `limit` times without being settled (`x-delivery-limit`;
+    /// [`DEFAULT_DELIVERY_LIMIT`] unless set here).
     ///
     /// The consumer's attempt count only sees handler failures; this bounds the other kind
     /// of poison message, one that kills the consumer process before it can settle. The
-    /// broker dead-letters such a message with `x-first-death-reason: delivery_limit`.
-    /// A queue's type cannot change once declared: choose before the first deployment.
+    /// broker dead-letters such a message with `x-first-death-reason: delivery_limit` to the
+    /// family's dead-letter exchange, which is always declared: RabbitMQ 4 drops a message
+    /// past the limit when a queue has none. A queue's type and arguments cannot change
+    /// once declared (see [`Topology::declare`]).
     ///
     /// ```
-    /// let spec = prost_db::amqp::QueueSpec::new("orders.events").quorum(20);
-    /// assert_eq!(spec.delivery_limit(), Some(20));
+    /// let spec = prost_db::amqp::QueueSpec::new("orders.events").quorum(5);
+    /// assert_eq!(spec.delivery_limit(), Some(5));
     /// ```
     #[must_use]
     pub fn quorum(mut self, limit: u32) -> Self {
-        self.delivery_limit = Some(limit);
+        self.delivery_limit = Some(limit.max(1));
         self
     }
 
-    /// The quorum queue's delivery limit, if [`quorum`](Self::quorum) was chosen.
+    /// The work queue is a classic queue: single node, no delivery limit, for brokers or
+    /// existing deployments that keep classic queues.
     ///
     /// ```
-    /// assert_eq!(prost_db::amqp::QueueSpec::new("orders.events").delivery_limit(), None);
+    /// let spec = prost_db::amqp::QueueSpec::new("orders.events").classic();
+    /// assert_eq!(spec.delivery_limit(), None);
+    /// ```
+    #[must_use]
+    pub fn classic(mut self) -> Self {
+        self.delivery_limit = None;
+        self
+    }
+
+    /// The quorum work queue's delivery limit; `None` for a [classic](Self::classic) queue.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::amqp::QueueSpec::new("orders.events").delivery_limit(), Some(20));
     /// ```
     pub fn delivery_limit(&self) -> Option<u32> {
         self.delivery_limit
+    }
+
+    /// Only one consumer of the work queue receives messages at a time
+    /// (`x-single-active-consumer`); the others wait and take over, in order, when it goes.
+    /// Keeps the queue's order across consumer processes; see
+    /// [`OrderedQueues`](crate::amqp::OrderedQueues).
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("orders.events").single_active_consumer();
+    /// assert!(spec.is_single_active_consumer());
+    /// ```
+    #[must_use]
+    pub fn single_active_consumer(mut self) -> Self {
+        self.single_active_consumer = true;
+        self
+    }
+
+    /// Whether [`single_active_consumer`](Self::single_active_consumer) was chosen.
+    ///
+    /// ```
+    /// assert!(!prost_db::amqp::QueueSpec::new("orders.events").is_single_active_consumer());
+    /// ```
+    pub fn is_single_active_consumer(&self) -> bool {
+        self.single_active_consumer
     }
 
     /// Also receive messages published to `exchange` whose routing key matches `pattern`
@@ -331,7 +382,9 @@ impl Topology {
     ///
     /// # Errors
     ///
-    /// [`Error::Amqp`](crate::Error::Amqp), e.g. when a queue exists with other arguments.
+    /// [`Error::QueueInequivalent`](crate::Error::QueueInequivalent) when a queue exists with
+    /// other arguments (a classic work queue from before quorum queues became the default,
+    /// say), saying what to do; [`Error::Amqp`](crate::Error::Amqp) for other broker errors.
     ///
     /// ```no_run
     /// # async fn run(channel: prost_db::amqp::lapin::Channel) -> prost_db::Result<()> {
@@ -378,6 +431,9 @@ impl Topology {
                     "x-delivery-limit".into(),
                     AMQPValue::LongLongInt(i64::from(limit)),
                 );
+            }
+            if spec.single_active_consumer {
+                work_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
             }
             declare_queue(channel, &spec.queue(), work_args).await?;
             declare_queue(channel, &spec.dead_letter_queue(), FieldTable::default()).await?;
@@ -471,7 +527,7 @@ impl Topology {
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
-    channel
+    let declared = channel
         .queue_declare(
             name.into(),
             QueueDeclareOptions {
@@ -480,8 +536,20 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
             },
             args,
         )
-        .await?;
-    Ok(())
+        .await;
+    match declared {
+        Ok(_) => Ok(()),
+        Err(error) => match error.kind() {
+            // PRECONDITION_FAILED: the queue exists with other arguments.
+            lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406 => {
+                Err(crate::Error::QueueInequivalent {
+                    queue: name.to_owned(),
+                    reason: amqp.get_message().to_string(),
+                })
+            }
+            _ => Err(error.into()),
+        },
+    }
 }
 
 #[cfg(test)]
