@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 mod consumer;
 mod handler_error;
 mod publisher;
@@ -51,6 +52,7 @@ pub use publisher::{AGGREGATE_ID_HEADER, DEFAULT_CONFIRM_TIMEOUT, Message, Publi
 pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueSpec, Topology};
 
 use crate::error::{Error, Result};
+pub(crate) use backoff::Backoff;
 
 /// The broker URL when `AMQP_URL` is not set: the local RabbitMQ with its default user.
 ///
@@ -89,24 +91,25 @@ pub async fn connect(url: &str) -> Result<lapin::Connection> {
         })
 }
 
-/// First wait before reconnecting after a lost connection; it doubles per failed attempt.
-pub(crate) const RECONNECT_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
-/// Longest wait between reconnection attempts.
-const RECONNECT_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// The backoff between reconnection attempts and resubscriptions: waits with full jitter
+/// under a ceiling of 100 ms doubling up to 5 s.
+pub(crate) fn reconnect_backoff() -> Backoff {
+    Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    )
+}
 
-/// Connects to `url` again after a lost connection: waits 100 ms before the first attempt,
-/// doubling up to 5 s between failed ones, without limit. `None` if `shutdown` completes
-/// first.
+/// Connects to `url` again after a lost connection, with [`reconnect_backoff`] before every
+/// attempt, without limit. `None` if `shutdown` completes first.
 pub(crate) async fn reconnect<S: std::future::Future<Output = ()>>(
     url: &str,
     mut shutdown: std::pin::Pin<&mut S>,
 ) -> Option<lapin::Connection> {
-    let mut delay = RECONNECT_DELAY_MIN;
+    let mut backoff = reconnect_backoff();
     loop {
-        tokio::select! {
-            biased;
-            () = shutdown.as_mut() => return None,
-            () = tokio::time::sleep(delay) => {}
+        if !backoff.wait(shutdown.as_mut()).await {
+            return None;
         }
         // A host that drops packets can keep a connect waiting for minutes.
         let attempt = tokio::select! {
@@ -116,9 +119,8 @@ pub(crate) async fn reconnect<S: std::future::Future<Output = ()>>(
         };
         match attempt {
             Ok(connection) => return Some(connection),
-            Err(error) => tracing::warn!(%error, ?delay, "reconnecting failed"),
+            Err(error) => tracing::warn!(%error, "reconnecting failed"),
         }
-        delay = (delay * 2).min(RECONNECT_DELAY_MAX);
     }
 }
 

@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
 use sqlx::AssertSqlSafe;
 
-use crate::amqp::{Message, Publisher};
+use crate::amqp::{Backoff, Message, Publisher};
 use crate::error::Result;
 use crate::pool::Db;
 
@@ -431,12 +431,16 @@ impl Relay {
             })??
             .confirm_timeout(self.publish_timeout);
         let mut destinations = Destinations::new(connection);
+        // Database errors (a restart, say) are retried with the same jittered backoff as
+        // reconnects, starting at the poll interval.
+        let mut database = Backoff::new(self.poll_interval, Duration::from_secs(5));
         loop {
             let idle = match self
                 .publish_batch(&publisher, Some(&mut destinations))
                 .await
             {
                 Ok(n) => {
+                    database.reset();
                     *published += n as u64;
                     n == 0
                 }
@@ -445,7 +449,10 @@ impl Relay {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay: retrying");
-                    true
+                    if !database.wait(shutdown.as_mut()).await {
+                        return Ok(());
+                    }
+                    continue;
                 }
             };
             if idle {

@@ -57,7 +57,8 @@ impl Consumer {
 
     /// Connects to `url` and consumes like [`run`](Self::run), but when the connection is
     /// lost (broker restart, network cut, connection closed by an operator) it reconnects
-    /// with backoff (100 ms doubling up to 5 s, without limit) and consumes again, until
+    /// with backoff (jittered waits under a ceiling of 100 ms doubling up to 5 s, without
+    /// limit) and consumes again, until
     /// `shutdown` completes. Deliveries that were in flight when the connection went are
     /// redelivered by the broker; idempotent handlers turn those that had committed into
     /// duplicates. Handlers still running when the connection goes get 5 s to finish
@@ -97,10 +98,15 @@ impl Consumer {
         tokio::pin!(shutdown);
         let mut stats = ConsumerStats::default();
         let mut connection = crate::amqp::connect(url).await?;
+        let mut resubscribe = crate::amqp::reconnect_backoff();
         loop {
+            let settled_before = stats.settled();
             let ended = consumer
                 .session(&connection, shutdown.as_mut(), &mut stats)
                 .await;
+            if stats.settled() > settled_before {
+                resubscribe.reset();
+            }
             match ended {
                 Ended::Shutdown => break,
                 Ended::Refused(e) => {
@@ -111,10 +117,8 @@ impl Consumer {
                     // The connection is fine: subscribe again on a new channel. If the
                     // queue is gone, that is refused and returned.
                     tracing::warn!("consumer cancelled or channel closed; subscribing again");
-                    tokio::select! {
-                        biased;
-                        () = shutdown.as_mut() => break,
-                        () = tokio::time::sleep(crate::amqp::RECONNECT_DELAY_MIN) => {}
+                    if !resubscribe.wait(shutdown.as_mut()).await {
+                        break;
                     }
                 }
                 Ended::Lost(error) => {

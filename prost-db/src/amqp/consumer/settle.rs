@@ -45,6 +45,11 @@ pub(super) enum Settled {
 }
 
 impl ConsumerStats {
+    /// Deliveries settled one way or another.
+    pub(super) fn settled(&self) -> u64 {
+        self.acked + self.retried + self.dead_lettered + self.ignored
+    }
+
     pub(super) fn record(&mut self, settled: Settled) {
         match settled {
             Settled::Acked => self.acked += 1,
