@@ -50,7 +50,12 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| "error".into()),
         )
         .init();
-    match run().await {
+    let recorder = prost_shop::recorder::MemoryRecorder::default();
+    let _ = recorder.install();
+    let result = run().await;
+    println!("\n== metrics (what prost-db emits through the `metrics` facade)\n");
+    print!("{}", recorder.render());
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("\nINCONSISTENT: see the table above");

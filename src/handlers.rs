@@ -58,6 +58,15 @@ fn classify(error: IdempotencyError<prost_db::Error>) -> DeliveryError {
     }
 }
 
+/// What the consumer counts: a duplicate apart from a processed event.
+fn handled(duplicate: bool) -> Outcome<()> {
+    if duplicate {
+        Outcome::Duplicate(())
+    } else {
+        Outcome::Processed(())
+    }
+}
+
 /// How the handler protects the stock (the controls exist to show what breaks without it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -262,7 +271,7 @@ impl Catalog {
             .unsafe_ack_before_handling(ack_early)
             .on(move |event: Event<OrderCreated>| {
                 let catalog = Arc::clone(&catalog);
-                async move { catalog.handle_order_created(&event).await.map(drop) }
+                async move { catalog.handle_order_created(&event).await.map(handled) }
             })
     }
 }
@@ -305,7 +314,7 @@ impl Orders {
         let orders = Arc::new(self);
         Consumer::new(spec).on(move |event: Event<StockReserved>| {
             let orders = Arc::clone(&orders);
-            async move { orders.handle_stock_reserved(&event).await.map(drop) }
+            async move { orders.handle_stock_reserved(&event).await.map(handled) }
         })
     }
 }

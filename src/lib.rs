@@ -9,5 +9,6 @@ pub mod catalog;
 pub mod events;
 pub mod handlers;
 pub mod orders;
+pub mod recorder;
 pub mod scenario;
 pub mod tables;

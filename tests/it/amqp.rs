@@ -1388,3 +1388,123 @@ async fn a_classic_queue_redeclared_as_quorum_is_an_error_that_says_what_to_do()
     topology.delete(&cleanup).await.unwrap();
     let _ = connection.close(200, "done".into()).await;
 }
+
+/// Runs on the test's one thread (`current_thread`), so the thread's local recorder sees
+/// every metric the consumer's and relay's tasks emit, and no other test's.
+#[tokio::test]
+async fn consumer_and_relay_report_outcomes_latency_lag_and_batch_sizes_as_metrics() {
+    use prost_db::idempotency::Outcome;
+    use prost_db::outbox::Relay;
+    use prost_shop::recorder::MemoryRecorder;
+
+    let recorder = MemoryRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (test_db, db, _, outbox) = outbox_fixture().await;
+    let broker = ping_broker_with(|spec| spec.retry_delays([Duration::from_millis(50)])).await;
+    let queue = broker.spec(0).queue();
+    let exchange = format!("{}pings", broker.prefix);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    // 0..5 processed, 10 a duplicate, 20 fails once then is processed, 30 fails for good.
+    for n in [0, 1, 2, 3, 4, 10, 20, 30] {
+        publisher
+            .publish(&exchange, &Event::new("p", "c", Ping { n }))
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish_raw(&exchange, "ping.sent", b"not json", FieldTable::default())
+        .await
+        .unwrap();
+    let failed_once = Arc::new(Mutex::new(false));
+    let consumer = Consumer::new(broker.spec(0)).on({
+        let failed_once = Arc::clone(&failed_once);
+        move |event: Event<Ping>| {
+            let failed_once = Arc::clone(&failed_once);
+            async move {
+                match event.payload.n {
+                    10 => Ok(Outcome::Duplicate(())),
+                    20 if !std::mem::replace(&mut *failed_once.lock().unwrap(), true) => {
+                        Err(DeliveryError::transient("busy"))
+                    }
+                    30 => Err(DeliveryError::permanent("no such ping")),
+                    _ => Ok(Outcome::Processed(())),
+                }
+            }
+        }
+    });
+    let stats = run_until(&broker, consumer, || async {
+        broker.depth(&broker.spec(0).dead_letter_queue()).await == 2
+            && recorder.counter(
+                "prost_db_consumer_deliveries_total",
+                &[("queue", &queue), ("outcome", "processed")],
+            ) == 6
+    })
+    .await;
+    let deliveries = |outcome: &str, reason: Option<&str>| {
+        let mut labels = vec![("queue", queue.as_str()), ("outcome", outcome)];
+        labels.extend(reason.map(|reason| ("reason", reason)));
+        recorder.counter("prost_db_consumer_deliveries_total", &labels)
+    };
+    assert_eq!(deliveries("processed", None), 6, "{}", recorder.render());
+    assert_eq!(deliveries("duplicate", None), 1);
+    assert_eq!(deliveries("retried", None), 1);
+    assert_eq!(deliveries("dead_lettered", Some("permanent")), 1);
+    assert_eq!(deliveries("dead_lettered", Some("poison")), 1);
+    assert_eq!((stats.acked, stats.duplicates), (7, 1), "{stats:?}");
+    let latencies = recorder.histogram(
+        "prost_db_consumer_handler_seconds",
+        &[("queue", &queue), ("event_type", "Ping")],
+    );
+    assert_eq!(latencies.len(), 9, "one per handler run: {latencies:?}");
+
+    // The relay: 25 routable events in batches of 10, and 3 that no queue receives.
+    stage_pings(&db, &exchange, 100..125).await;
+    {
+        let mut tx = db.begin().await.unwrap();
+        for n in 0..3 {
+            let pong = Event::new("p", "c", Pong { n });
+            outbox.stage(&mut tx, &exchange, &pong).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = Relay::new(db.clone())
+        .batch_size(10)
+        .poll_interval(Duration::from_millis(20));
+    let url = amqp::url_from_env();
+    let relay = relay.run_reconnecting(&url, async {
+        let _ = stopped.await;
+    });
+    let watch = async {
+        wait_until(Duration::from_secs(20), || async {
+            recorder.counter("prost_db_outbox_published_total", &[("schema", "catalog")]) == 25
+                && recorder.counter("prost_db_outbox_failed_total", &[("reason", "returned")]) >= 3
+        })
+        .await;
+        // One more lag sample, with the unroutable rows still pending.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let _ = stop.send(());
+    };
+    let (published, ()) = tokio::join!(relay, watch);
+    assert_eq!(published.unwrap(), 25);
+    let mut batches = recorder.histogram("prost_db_outbox_batch_size", &[("schema", "catalog")]);
+    batches.retain(|size| *size > 0.0);
+    assert!(batches.iter().all(|size| *size <= 10.0), "{batches:?}");
+    assert_eq!(batches.iter().sum::<f64>(), 25.0, "{batches:?}");
+    assert!(
+        recorder.counter(
+            "prost_db_publish_returned_total",
+            &[("routing_key", "pong.sent")]
+        ) >= 3
+    );
+    let lag = recorder
+        .gauge("prost_db_outbox_lag_seconds", &[("schema", "catalog")])
+        .expect("the relay samples its lag");
+    assert!(lag >= 1.0, "the unroutable rows are pending: lag {lag} s");
+    eprintln!("{}", recorder.render());
+
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}

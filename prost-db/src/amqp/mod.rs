@@ -15,6 +15,24 @@
 //! are idempotent (see `#[idempotent_handler]`), so a redelivery of a committed event is a
 //! duplicate and is acked without running the body again.
 //!
+//! ## Metrics
+//!
+//! Emitted through the [`metrics`](https://docs.rs/metrics) facade, so any exporter
+//! (Prometheus, OpenTelemetry, ...) installed by the service sees them; without one they
+//! cost next to nothing.
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `prost_db_consumer_deliveries_total` | counter | `queue`, `outcome`, `reason` | settled deliveries; `outcome` is `processed`, `duplicate`, `retried`, `dead_lettered`, `ignored` or `unsettled`; `dead_lettered` carries `reason`: `poison`, `permanent`, `attempts_exhausted`, `retry_unroutable`, `no_handler` |
+//! | `prost_db_consumer_handler_seconds` | histogram | `queue`, `event_type` | handler run time |
+//! | `prost_db_consumer_reconnects_total` | counter | `queue` | reconnections of [`Consumer::run_reconnecting`] |
+//! | `prost_db_publish_returned_total` | counter | `exchange`, `routing_key` | publishes the broker returned because no queue was bound |
+//! | `prost_db_outbox_published_total` | counter | `schema` | outbox events published and marked |
+//! | `prost_db_outbox_batch_size` | histogram | `schema` | events per published relay batch |
+//! | `prost_db_outbox_failed_total` | counter | `schema`, `reason` | events not published this time: `returned`, `not_confirmed`, `missing_exchange`, `broker_timeout`, `broker_error` |
+//! | `prost_db_outbox_lag_seconds` | gauge | `schema` | age of the oldest pending outbox event, sampled every second (0 when none) |
+//! | `prost_db_outbox_reconnects_total` | counter | `schema` | reconnections of the relay |
+//!
 //! ```no_run
 //! use prost_db::amqp::{self, Consumer, DeliveryError, QueueSpec, Topology};
 //!
@@ -39,11 +57,12 @@
 mod backoff;
 mod consumer;
 mod handler_error;
+pub(crate) mod metrics;
 mod publisher;
 mod topology;
 
 pub use consumer::{
-    ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered,
+    ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered, Handled,
     LAST_ERROR_HEADER,
 };
 pub use handler_error::DeliveryError;

@@ -456,6 +456,12 @@ impl Publisher {
                     matched = true;
                 }
             }
+            if matched {
+                super::metrics::publish_returned(
+                    back.delivery.exchange.as_str(),
+                    back.delivery.routing_key.as_str(),
+                );
+            }
             if !matched {
                 tracing::error!(
                     exchange = %back.delivery.exchange,

@@ -11,6 +11,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
 use sqlx::AssertSqlSafe;
 
+use crate::amqp::metrics;
 use crate::amqp::{Backoff, Message, Publisher};
 use crate::error::Result;
 use crate::pool::Db;
@@ -56,6 +57,7 @@ pub struct Relay {
     select: Arc<str>,
     mark: Arc<str>,
     mark_failed: Arc<str>,
+    oldest_pending: Arc<str>,
     batch_size: i64,
     poll_interval: Duration,
     publish_timeout: Duration,
@@ -97,6 +99,11 @@ impl Relay {
                 "UPDATE {schema}.outbox_events \
                  SET published_at = now(), publish_attempts = publish_attempts + 1 \
                  WHERE id = ANY($1)"
+            )
+            .into(),
+            oldest_pending: format!(
+                "SELECT extract(epoch FROM now() - created_at)::float8 \
+                 FROM {schema}.outbox_events WHERE published_at IS NULL ORDER BY id LIMIT 1"
             )
             .into(),
             mark_failed: format!(
@@ -247,6 +254,7 @@ impl Relay {
                         "exchange {exchange:?} does not exist; its events wait until it is declared"
                     );
                     tracing::warn!(exchange, events = ids.len(), "{error}");
+                    metrics::outbox_failed(self.db.schema(), "missing_exchange", ids.len());
                     self.record_failure(&mut tx, &ids, &error).await?;
                 }
             }
@@ -276,22 +284,30 @@ impl Relay {
             }
         };
         let mut confirmed = Vec::with_capacity(rows.len());
-        let mut failed: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut failed: HashMap<String, (&'static str, Vec<i64>)> = HashMap::new();
         for (row, outcome) in rows.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => confirmed.push(row.0),
                 Err(error) => {
-                    if let (Some(destinations), crate::Error::PublishReturned { .. }) =
-                        (destinations.as_deref_mut(), &error)
-                    {
+                    let returned = matches!(error, crate::Error::PublishReturned { .. });
+                    if let (Some(destinations), true) = (destinations.as_deref_mut(), returned) {
                         destinations.unroutable(&row.3, &row.4);
                     }
-                    failed.entry(error.to_string()).or_default().push(row.0);
+                    let kind = if returned {
+                        "returned"
+                    } else {
+                        "not_confirmed"
+                    };
+                    let entry = failed
+                        .entry(error.to_string())
+                        .or_insert((kind, Vec::new()));
+                    entry.1.push(row.0);
                 }
             }
         }
-        for (error, ids) in &failed {
+        for (error, (kind, ids)) in &failed {
             tracing::warn!(%error, events = ids.len(), "outbox events not delivered; will retry");
+            metrics::outbox_failed(self.db.schema(), kind, ids.len());
             self.record_failure(&mut tx, ids, error).await?;
         }
         if let Some(hook) = &self.after_publish {
@@ -302,6 +318,7 @@ impl Relay {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        metrics::outbox_batch(self.db.schema(), confirmed.len());
         tracing::debug!(published = confirmed.len(), "outbox batch published");
         Ok(confirmed.len())
     }
@@ -316,11 +333,31 @@ impl Relay {
     ) -> Result<usize> {
         tx.rollback().await?;
         tracing::warn!(%error, events = rows.len(), "outbox batch not published; will retry");
+        let kind = match error {
+            crate::Error::PublishTimedOut { .. } => "broker_timeout",
+            _ => "broker_error",
+        };
+        metrics::outbox_failed(self.db.schema(), kind, rows.len());
         let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
         let mut conn = self.db.pool().acquire().await?;
         self.record_failure(&mut conn, &ids, &error.to_string())
             .await?;
         Err(error)
+    }
+
+    /// Sets the lag gauge: the age of the oldest pending row (0 when none is pending).
+    async fn sample_lag(&self) {
+        let age: std::result::Result<Option<f64>, sqlx::Error> =
+            sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.oldest_pending)))
+                .fetch_optional(self.db.pool())
+                .await;
+        match age {
+            Ok(age) => metrics::outbox_lag(
+                self.db.schema(),
+                Duration::from_secs_f64(age.unwrap_or(0.0).max(0.0)),
+            ),
+            Err(error) => tracing::debug!(%error, "outbox lag not sampled"),
+        }
     }
 
     /// Counts a failed attempt on `ids` and keeps `error` as their `last_error`.
@@ -413,6 +450,7 @@ impl Relay {
                 Some(live) => connection = live,
                 None => return Ok(published),
             }
+            metrics::outbox_reconnect(self.db.schema());
         }
     }
 
@@ -434,7 +472,12 @@ impl Relay {
         // Database errors (a restart, say) are retried with the same jittered backoff as
         // reconnects, starting at the poll interval.
         let mut database = Backoff::new(self.poll_interval, Duration::from_secs(5));
+        let mut lag_sampled: Option<Instant> = None;
         loop {
+            if lag_sampled.is_none_or(|at| at.elapsed() >= LAG_SAMPLE_INTERVAL) {
+                lag_sampled = Some(Instant::now());
+                self.sample_lag().await;
+            }
             let idle = match self
                 .publish_batch(&publisher, Some(&mut destinations))
                 .await
@@ -466,6 +509,9 @@ impl Relay {
         }
     }
 }
+
+/// How often the relay samples its lag (one indexed lookup).
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long the events of an exchange found missing, or of a routing key no queue
 /// received, are left out of the batches before they are tried again.

@@ -19,8 +19,37 @@ mod settle;
 pub use delivery::{ATTEMPT_HEADER, Delivered};
 pub use settle::{DEAD_LETTER_REASON_HEADER, LAST_ERROR_HEADER};
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send>>;
+/// A handler's run: `Ok(true)` for a duplicate.
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<bool, DeliveryError>> + Send>>;
 type Handler = Arc<dyn Fn(Delivered) -> HandlerFuture + Send + Sync>;
+
+/// What a handler returns on success: `()`, or an `#[idempotent_handler]`'s
+/// [`Outcome`](crate::idempotency::Outcome), whose duplicates the consumer counts apart
+/// ([`ConsumerStats::duplicates`] and the `duplicate` outcome of the deliveries metric).
+///
+/// ```
+/// use prost_db::amqp::Handled;
+/// use prost_db::idempotency::Outcome;
+///
+/// assert!(!().is_duplicate());
+/// assert!(Outcome::Duplicate(7).is_duplicate());
+/// ```
+pub trait Handled: Send + 'static {
+    /// Whether the delivery was a duplicate of one already processed.
+    fn is_duplicate(&self) -> bool;
+}
+
+impl Handled for () {
+    fn is_duplicate(&self) -> bool {
+        false
+    }
+}
+
+impl<T: Send + 'static> Handled for crate::idempotency::Outcome<T> {
+    fn is_duplicate(&self) -> bool {
+        crate::idempotency::Outcome::is_duplicate(self)
+    }
+}
 
 /// What a consumer did, returned when it stops.
 ///
@@ -32,6 +61,8 @@ type Handler = Arc<dyn Fn(Delivered) -> HandlerFuture + Send + Sync>;
 pub struct ConsumerStats {
     /// Deliveries acked after their handler succeeded.
     pub acked: u64,
+    /// Of the acked deliveries, those the handler reported as duplicates (see [`Handled`]).
+    pub duplicates: u64,
     /// Deliveries sent to the retry queue after a transient failure.
     pub retried: u64,
     /// Deliveries dead-lettered (poison, permanent failure, too many attempts).
@@ -172,14 +203,18 @@ impl Consumer {
     /// # let _ = consumer;
     /// ```
     #[must_use]
-    pub fn handler<F, Fut>(mut self, event_type: &str, handler: F) -> Self
+    pub fn handler<F, Fut, R>(mut self, event_type: &str, handler: F) -> Self
     where
         F: Fn(Delivered) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), DeliveryError>> + Send + 'static,
+        Fut: Future<Output = Result<R, DeliveryError>> + Send + 'static,
+        R: Handled,
     {
         self.handlers.insert(
             event_type.to_owned(),
-            Arc::new(move |delivered| Box::pin(handler(delivered))),
+            Arc::new(move |delivered| {
+                let run = handler(delivered);
+                Box::pin(async move { run.await.map(|handled| handled.is_duplicate()) })
+            }),
         );
         self
     }
@@ -207,11 +242,12 @@ impl Consumer {
     /// # let _ = consumer;
     /// ```
     #[must_use]
-    pub fn on<P, F, Fut>(self, handler: F) -> Self
+    pub fn on<P, F, Fut, R>(self, handler: F) -> Self
     where
         P: EventPayload,
         F: Fn(Event<P>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), DeliveryError>> + Send + 'static,
+        Fut: Future<Output = Result<R, DeliveryError>> + Send + 'static,
+        R: Handled,
     {
         let handler = Arc::new(handler);
         self.handler(P::EVENT_TYPE, move |delivered: Delivered| {

@@ -129,6 +129,7 @@ impl Consumer {
                         None => break,
                     }
                     stats.reconnects += 1;
+                    crate::amqp::metrics::consumer_reconnect(&consumer.spec.queue());
                     tracing::info!(reconnects = stats.reconnects, "reconnected");
                 }
             }
@@ -169,9 +170,11 @@ impl Consumer {
             Err(e) => return Ended::Lost(e),
         };
 
+        let queue = self.spec.queue();
         let ctx = Arc::new(Context {
             publisher: publisher.clone(),
             dead_letter_exchange: self.spec.dead_letter_exchange(),
+            queue: self.spec.queue(),
             consumer: Arc::clone(self),
         });
         let mut in_flight: JoinSet<Settled> = JoinSet::new();
@@ -180,7 +183,7 @@ impl Consumer {
                 biased;
                 () = shutdown.as_mut() => break Ended::Shutdown,
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    stats.record(done.unwrap_or(Settled::Unsettled));
+                    stats.record(&queue, done.unwrap_or(Settled::Unsettled));
                     if publisher.is_abandoned() || !publisher.channel().status().connected() {
                         let state = lapin::ChannelState::Closed;
                         let gone = lapin::ErrorKind::InvalidChannelState(state, "retry publisher");
@@ -215,7 +218,7 @@ impl Consumer {
                 .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
-        settle_in_flight(&mut in_flight, stats, connection, &channel).await;
+        settle_in_flight(&mut in_flight, stats, &queue, connection, &channel).await;
         let _ = channel.close(200, "consumer stopped".into()).await;
         if !publisher.is_abandoned() {
             let _ = publisher
@@ -253,12 +256,13 @@ enum Ended {
 async fn settle_in_flight(
     in_flight: &mut JoinSet<Settled>,
     stats: &mut ConsumerStats,
+    queue: &str,
     connection: &Connection,
     channel: &Channel,
 ) {
     loop {
         match tokio::time::timeout(Duration::from_millis(100), in_flight.join_next()).await {
-            Ok(Some(done)) => stats.record(done.unwrap_or(Settled::Unsettled)),
+            Ok(Some(done)) => stats.record(queue, done.unwrap_or(Settled::Unsettled)),
             Ok(None) => return,
             Err(_) if connection.status().connected() && channel.status().connected() => {}
             Err(_) => break,
@@ -266,7 +270,7 @@ async fn settle_in_flight(
     }
     let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
         while let Some(done) = in_flight.join_next().await {
-            stats.record(done.unwrap_or(Settled::Unsettled));
+            stats.record(queue, done.unwrap_or(Settled::Unsettled));
         }
     })
     .await;

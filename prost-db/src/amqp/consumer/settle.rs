@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::DeliveryError;
+use crate::amqp::metrics::{self, DeadLetter};
 use crate::amqp::publisher::header_str;
 use crate::amqp::{Message, Publisher};
 use crate::error::Error;
@@ -33,16 +34,12 @@ pub const DEAD_LETTER_REASON_HEADER: &str = "x-prost-dead-letter-reason";
 pub(super) struct Context {
     pub(super) publisher: Publisher,
     pub(super) dead_letter_exchange: String,
+    /// The work queue, as the metrics label it.
+    pub(super) queue: String,
     pub(super) consumer: Arc<Consumer>,
 }
 
-pub(super) enum Settled {
-    Acked,
-    Retried,
-    DeadLettered,
-    Ignored,
-    Unsettled,
-}
+pub(super) use crate::amqp::metrics::Outcome as Settled;
 
 impl ConsumerStats {
     /// Deliveries settled one way or another.
@@ -50,14 +47,20 @@ impl ConsumerStats {
         self.acked + self.retried + self.dead_lettered + self.ignored
     }
 
-    pub(super) fn record(&mut self, settled: Settled) {
+    /// Counts `settled` here and in the `metrics` facade.
+    pub(super) fn record(&mut self, queue: &str, settled: Settled) {
         match settled {
-            Settled::Acked => self.acked += 1,
+            Settled::Processed => self.acked += 1,
+            Settled::Duplicate => {
+                self.acked += 1;
+                self.duplicates += 1;
+            }
             Settled::Retried => self.retried += 1,
-            Settled::DeadLettered => self.dead_lettered += 1,
+            Settled::DeadLettered(_) => self.dead_lettered += 1,
             Settled::Ignored => self.ignored += 1,
             Settled::Unsettled => self.unsettled += 1,
         }
+        metrics::delivery(queue, settled);
     }
 }
 
@@ -68,7 +71,9 @@ impl Context {
             Ok(envelope) => envelope,
             Err(reason) => {
                 tracing::warn!(%reason, "poison message");
-                return self.dead_letter(delivery, &reason, None).await;
+                return self
+                    .dead_letter(delivery, DeadLetter::Poison, &reason, None)
+                    .await;
             }
         };
         let span = tracing::info_span!(
@@ -93,7 +98,9 @@ impl Context {
         let Some(handler) = self.consumer.handlers.get(&envelope.event_type).cloned() else {
             if self.consumer.dead_letter_unknown {
                 let reason = format!("no handler for event type {:?}", envelope.event_type);
-                return self.dead_letter(delivery, &reason, None).await;
+                return self
+                    .dead_letter(delivery, DeadLetter::NoHandler, &reason, None)
+                    .await;
             }
             return match delivery.acker.ack(BasicAckOptions::default()).await {
                 Ok(_) => Settled::Ignored,
@@ -110,6 +117,7 @@ impl Context {
             return Settled::Unsettled;
         }
 
+        let event_type = envelope.event_type.clone();
         let delivered = Delivered {
             envelope,
             body: delivery.data.as_slice().into(),
@@ -117,20 +125,23 @@ impl Context {
             redelivered: delivery.redelivered,
             routing_key: delivery.routing_key.as_str().to_owned(),
         };
+        let started = std::time::Instant::now();
         let result = AssertUnwindSafe(handler(delivered))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(DeliveryError::permanent("handler panicked")));
+        metrics::handler_latency(&self.queue, &event_type, started.elapsed());
         if self.consumer.ack_before_handling {
-            return Settled::Acked;
+            return Settled::Processed;
         }
 
         match result {
-            Ok(()) => {
-                span.record("outcome", "acked");
+            Ok(duplicate) => {
+                span.record("outcome", if duplicate { "duplicate" } else { "acked" });
                 // If the ack is lost, the redelivery is a duplicate the handler skips.
                 match delivery.acker.ack(BasicAckOptions::default()).await {
-                    Ok(_) => Settled::Acked,
+                    Ok(_) if duplicate => Settled::Duplicate,
+                    Ok(_) => Settled::Processed,
                     Err(e) => {
                         tracing::warn!(error = %e, "ack failed; the broker will redeliver");
                         Settled::Unsettled
@@ -145,12 +156,14 @@ impl Context {
             Err(error @ DeliveryError::Transient(_)) => {
                 span.record("outcome", "dead-lettered");
                 let reason = format!("too many attempts ({attempt}): {error}");
-                self.dead_letter(delivery, &reason, Some(&error)).await
+                let why = DeadLetter::AttemptsExhausted;
+                self.dead_letter(delivery, why, &reason, Some(&error)).await
             }
             Err(error) => {
                 span.record("outcome", "dead-lettered");
                 let reason = error.to_string();
-                self.dead_letter(delivery, &reason, Some(&error)).await
+                let why = DeadLetter::Permanent;
+                self.dead_letter(delivery, why, &reason, Some(&error)).await
             }
         }
     }
@@ -161,7 +174,8 @@ impl Context {
     async fn retry(&self, delivery: Delivery, attempt: u32, error: &DeliveryError) -> Settled {
         let Some((delay, tier)) = self.consumer.spec.retry_tier(attempt) else {
             let reason = format!("no retry delays configured: {error}");
-            return self.dead_letter(delivery, &reason, Some(error)).await;
+            let why = DeadLetter::RetryUnroutable;
+            return self.dead_letter(delivery, why, &reason, Some(error)).await;
         };
         let mut headers = headers_of(&delivery);
         headers.insert(
@@ -187,7 +201,8 @@ impl Context {
                 let reason = format!(
                     "retry copy returned, the retry queue {tier:?} does not exist ({returned}); after: {error}"
                 );
-                self.dead_letter(delivery, &reason, Some(error)).await
+                let why = DeadLetter::RetryUnroutable;
+                self.dead_letter(delivery, why, &reason, Some(error)).await
             }
             Err(e) => {
                 tracing::warn!(error = %e, "retry copy not confirmed; requeueing");
@@ -204,6 +219,7 @@ impl Context {
     async fn dead_letter(
         &self,
         delivery: Delivery,
+        why: DeadLetter,
         reason: &str,
         error: Option<&DeliveryError>,
     ) -> Settled {
@@ -243,7 +259,7 @@ impl Context {
             }
         };
         match settled {
-            Ok(_) => Settled::DeadLettered,
+            Ok(_) => Settled::DeadLettered(why),
             Err(_) => Settled::Unsettled,
         }
     }
