@@ -39,6 +39,8 @@ use crate::ident::Identifier;
 use crate::pool::Db;
 
 #[cfg(feature = "amqp")]
+mod destinations;
+#[cfg(feature = "amqp")]
 mod relay;
 #[cfg(feature = "amqp")]
 pub use relay::Relay;

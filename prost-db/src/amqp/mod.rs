@@ -59,6 +59,7 @@ mod consumer;
 mod handler_error;
 pub(crate) mod metrics;
 mod publisher;
+mod queue_spec;
 mod topology;
 
 pub use consumer::{
@@ -68,7 +69,8 @@ pub use consumer::{
 pub use handler_error::DeliveryError;
 pub use lapin;
 pub use publisher::{AGGREGATE_ID_HEADER, DEFAULT_CONFIRM_TIMEOUT, Message, Publisher};
-pub use topology::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueSpec, Topology};
+pub use queue_spec::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueSpec};
+pub use topology::Topology;
 
 use crate::error::{Error, Result};
 pub(crate) use backoff::Backoff;

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use uuid::Uuid;
 
+use super::QueueSpec;
 use super::handler_error::DeliveryError;
-use super::topology::QueueSpec;
 use crate::error::Result;
 use crate::events::{Event, EventPayload};
 
