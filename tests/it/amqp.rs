@@ -1508,3 +1508,240 @@ async fn consumer_and_relay_report_outcomes_latency_lag_and_batch_sizes_as_metri
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+/// The ledger of the ordering tests: accounts with the last applied sequence number, every
+/// applied event, and every event that arrived before its predecessor.
+async fn ledger_db() -> (prost_db::testing::TestDb, prost_db::Db) {
+    let test_db = prost_db::testing::TestDb::new().await.unwrap();
+    let db = test_db.db("ledger").await.unwrap();
+    prost_db::idempotency::IdempotencyStore::install(&db)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE accounts (id INT PRIMARY KEY, last_seq INT NOT NULL DEFAULT 0);
+         CREATE TABLE applied (account_id INT, seq INT, worker TEXT NOT NULL,
+             at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (account_id, seq));
+         CREATE TABLE violations (account_id INT, seq INT, worker TEXT);",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    (test_db, db)
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Sequenced {
+    seq: i32,
+}
+
+impl EventPayload for Sequenced {
+    const EVENT_TYPE: &'static str = "Sequenced";
+    const AGGREGATE_TYPE: &'static str = "account";
+    const ROUTING_KEY: &'static str = "account.sequenced";
+}
+
+/// Publishes `events` sequenced events for each of `accounts` accounts, interleaved
+/// (every account's event 1, then every account's event 2, ...).
+async fn publish_ledger(broker: &Broker, accounts: i32, events: i32) {
+    use prost_db::amqp::Message;
+
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let exchange = format!("{}accounts", broker.prefix);
+    for seq in 1..=events {
+        let batch: Vec<(Event<Sequenced>, Vec<u8>)> = (0..accounts)
+            .map(|account| {
+                let event = Event::new(account.to_string(), "c", Sequenced { seq });
+                let body = event.to_json().unwrap();
+                (event, body)
+            })
+            .collect();
+        let messages: Vec<Message> = batch
+            .iter()
+            .map(|(event, body)| Message::event(&exchange, event, body))
+            .collect();
+        for outcome in publisher.publish_all(&messages).await.unwrap() {
+            outcome.unwrap();
+        }
+    }
+}
+
+fn spawn_ordered_worker(
+    test_db: &prost_db::testing::TestDb,
+    prefix: &str,
+    worker: usize,
+    mode: &str,
+) -> tokio::process::Child {
+    let log = std::env::temp_dir().join(format!("{prefix}ordered-w{worker}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ordered-worker"))
+        .env("DATABASE_URL", test_db.url())
+        .env("PROST_ORDERED_PREFIX", prefix)
+        .env("PROST_ORDERED_WORKER", worker.to_string())
+        .env("PROST_ORDERED_MODE", mode)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn stop_gracefully(mut child: tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let _ = child.kill().await;
+}
+
+/// What the ledger holds after a run.
+#[derive(Debug)]
+struct Ledger {
+    applied: i64,
+    violations: i64,
+    accounts_complete: i64,
+    workers: i64,
+}
+
+async fn ledger(db: &prost_db::Db, events: i32) -> Ledger {
+    let (applied, workers): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT worker) FROM applied")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM violations")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let accounts_complete: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM accounts WHERE last_seq = $1")
+            .bind(events)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    Ledger {
+        applied,
+        violations,
+        accounts_complete,
+        workers,
+    }
+}
+
+/// Runs 4 ledger worker processes in `mode` over `accounts` x `events` sequenced events,
+/// SIGKILLs the one that applied the latest event once `kill_after` are applied, and
+/// waits for the rest.
+async fn ledger_run(mode: &str, accounts: i32, events: i32, kill_after: i64) -> (Ledger, String) {
+    use prost_db::amqp::OrderedQueues;
+
+    let (test_db, db) = ledger_db().await;
+    sqlx::query("INSERT INTO accounts (id) SELECT generate_series(0, $1 - 1)")
+        .bind(accounts)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let exchange = format!("{prefix}accounts");
+    let topology = if mode == "competing" {
+        Topology::new()
+            .exchange(&exchange)
+            .queue(QueueSpec::new(format!("{prefix}ledger.shared")).bind(&exchange, "account.#"))
+    } else {
+        Topology::new()
+            .exchange(&exchange)
+            .ordered(OrderedQueues::new(format!("{prefix}ledger"), 8).bind(&exchange, "account.#"))
+    };
+    let broker = Broker::with(topology, prefix.clone()).await;
+    let mut workers: Vec<Option<tokio::process::Child>> = (0..4)
+        .map(|i| Some(spawn_ordered_worker(&test_db, &prefix, i, mode)))
+        .collect();
+    // Every worker subscribed (the standbys a second after their own partitions).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publish_ledger(&broker, accounts, events).await;
+
+    let total = i64::from(accounts * events);
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            ledger(&db, events).await.applied >= kill_after
+        })
+        .await,
+        "no progress: {:?}",
+        ledger(&db, events).await
+    );
+    let victim: String = sqlx::query_scalar("SELECT worker FROM applied ORDER BY at DESC LIMIT 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let index: usize = victim.trim_start_matches('w').parse().unwrap();
+    let mut killed = workers[index].take().unwrap();
+    killed.start_kill().unwrap();
+    killed.wait().await.unwrap();
+    let done = if mode == "competing" {
+        // The control is only watched until it shows what it does wrong.
+        wait_until(Duration::from_secs(60), || async {
+            ledger(&db, events).await.violations > 0
+        })
+        .await
+    } else {
+        wait_until(Duration::from_secs(120), || async {
+            let state = ledger(&db, events).await;
+            state.applied == total && state.accounts_complete == i64::from(accounts)
+        })
+        .await
+    };
+    for child in workers.into_iter().flatten() {
+        stop_gracefully(child).await;
+    }
+    let state = ledger(&db, events).await;
+    if mode == "competing" {
+        broker.cleanup().await;
+        db.close().await;
+        test_db.close().await.unwrap();
+        return (state, victim);
+    }
+    assert!(done, "not every event was applied: {state:?}");
+    let mut dead = 0;
+    for spec in broker.topology.queues().iter().cloned().chain(
+        broker
+            .topology
+            .ordered_queues()
+            .iter()
+            .flat_map(OrderedQueues::partitions),
+    ) {
+        dead += broker.depth(&spec.dead_letter_queue()).await;
+    }
+    assert_eq!(dead, 0, "dead-lettered: {state:?}");
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+    (state, victim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_queues_apply_each_aggregates_events_in_order_across_four_processes_one_killed() {
+    let (state, victim) = ledger_run("ordered", 200, 20, 1000).await;
+    eprintln!("ordered: {state:?}, killed {victim}");
+    assert_eq!(state.applied, 4000, "{state:?}");
+    assert_eq!(state.accounts_complete, 200, "{state:?}");
+    assert_eq!(
+        state.violations, 0,
+        "events applied out of order: {state:?}"
+    );
+    assert!(
+        state.workers >= 2,
+        "one process did all the work: {state:?}"
+    );
+}
+
+/// The control: the same load on one queue shared by competing consumers, handlers
+/// concurrent (prefetch 16) and retries through the retry queues, as before the recipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_competing_consumers_apply_an_aggregates_events_out_of_order() {
+    let (state, victim) = ledger_run("competing", 50, 20, 250).await;
+    eprintln!("competing: {state:?}, killed {victim}");
+    assert!(state.violations > 0, "{state:?}");
+}

@@ -58,6 +58,7 @@ mod backoff;
 mod consumer;
 mod handler_error;
 pub(crate) mod metrics;
+mod ordered;
 mod publisher;
 mod queue_spec;
 mod topology;
@@ -68,6 +69,7 @@ pub use consumer::{
 };
 pub use handler_error::DeliveryError;
 pub use lapin;
+pub use ordered::OrderedQueues;
 pub use publisher::{AGGREGATE_ID_HEADER, DEFAULT_CONFIRM_TIMEOUT, Message, Publisher};
 pub use queue_spec::{DEFAULT_DELIVERY_LIMIT, DEFAULT_RETRY_DELAYS, QueueSpec};
 pub use topology::Topology;

@@ -49,6 +49,7 @@ pub struct QueueSpec {
     delivery_limit: Option<u32>,
     single_active_consumer: bool,
     retry_delays: Vec<Duration>,
+    retry_in_place: bool,
 }
 
 /// The delivery limit of a [`QueueSpec`]'s quorum work queue unless
@@ -68,6 +69,7 @@ impl QueueSpec {
             delivery_limit: Some(DEFAULT_DELIVERY_LIMIT),
             single_active_consumer: false,
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
+            retry_in_place: false,
         }
     }
 
@@ -105,13 +107,46 @@ impl QueueSpec {
     /// assert_eq!(names, ["cart.events.retry.200ms", "cart.events.retry.1s", "cart.events.retry.5s", "cart.events.retry.30s"]);
     /// ```
     pub fn retry_queues(&self) -> Vec<(Duration, String)> {
+        if self.retry_in_place {
+            return Vec::new();
+        }
         self.retry_delays
             .iter()
             .map(|&delay| (delay, self.retry_queue_of(delay)))
             .collect()
     }
 
-    /// The tier a delivery goes to after failing its attempt `attempt` (1-based).
+    /// No retry tiers: the consumer retries a transiently failing delivery itself, after the
+    /// same delays, holding on to it meanwhile, so that nothing behind it in the queue
+    /// overtakes it (what [`OrderedQueues`](crate::amqp::OrderedQueues) partitions need).
+    /// No tier queues are declared.
+    ///
+    /// ```
+    /// let spec = prost_db::amqp::QueueSpec::new("ledger").retry_in_place();
+    /// assert!(spec.retries_in_place());
+    /// assert!(spec.retry_queues().is_empty());
+    /// ```
+    #[must_use]
+    pub fn retry_in_place(mut self) -> Self {
+        self.retry_in_place = true;
+        self
+    }
+
+    /// Whether [`retry_in_place`](Self::retry_in_place) was chosen.
+    ///
+    /// ```
+    /// assert!(!prost_db::amqp::QueueSpec::new("ledger").retries_in_place());
+    /// ```
+    pub fn retries_in_place(&self) -> bool {
+        self.retry_in_place
+    }
+
+    pub(crate) fn has_retry_delays(&self) -> bool {
+        !self.retry_delays.is_empty()
+    }
+
+    /// The tier a delivery goes to after failing its attempt `attempt` (1-based); with
+    /// [`retry_in_place`](Self::retry_in_place), the delay the consumer waits itself.
     pub(crate) fn retry_tier(&self, attempt: u32) -> Option<(Duration, String)> {
         let last = self.retry_delays.len().checked_sub(1)?;
         let index = usize::try_from(attempt.saturating_sub(1)).map_or(last, |i| i.min(last));

@@ -7,7 +7,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
-use super::QueueSpec;
+use super::{OrderedQueues, QueueSpec};
 use crate::error::Result;
 
 /// Everything a set of services declares on the broker: topic exchanges and queue families.
@@ -30,6 +30,7 @@ use crate::error::Result;
 pub struct Topology {
     exchanges: Vec<String>,
     queues: Vec<QueueSpec>,
+    ordered: Vec<OrderedQueues>,
 }
 
 impl Topology {
@@ -103,6 +104,31 @@ impl Topology {
         self
     }
 
+    /// Adds a family of partition queues that keep each aggregate's events in order
+    /// across consumers (see [`OrderedQueues`] for the recipe).
+    ///
+    /// ```
+    /// use prost_db::amqp::{OrderedQueues, Topology};
+    /// let topology = Topology::new()
+    ///     .exchange("accounts.events")
+    ///     .ordered(OrderedQueues::new("ledger", 4).bind("accounts.events", "account.#"));
+    /// assert_eq!(topology.ordered_queues()[0].partitions().len(), 4);
+    /// ```
+    #[must_use]
+    pub fn ordered(mut self, ordered: OrderedQueues) -> Self {
+        self.ordered.push(ordered);
+        self
+    }
+
+    /// The ordered queue families.
+    ///
+    /// ```
+    /// assert!(prost_db::amqp::Topology::shop("").ordered_queues().is_empty());
+    /// ```
+    pub fn ordered_queues(&self) -> &[OrderedQueues] {
+        &self.ordered
+    }
+
     /// The exchanges.
     ///
     /// ```
@@ -150,83 +176,14 @@ impl Topology {
                 .await?;
         }
         for spec in &self.queues {
-            let dlx = spec.dead_letter_exchange();
-            channel
-                .exchange_declare(
-                    dlx.as_str().into(),
-                    ExchangeKind::Topic,
-                    durable,
-                    FieldTable::default(),
-                )
-                .await?;
-
-            let mut work_args = FieldTable::default();
-            work_args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(dlx.as_str().into()),
-            );
-            if let Some(limit) = spec.delivery_limit() {
-                work_args.insert(
-                    "x-queue-type".into(),
-                    AMQPValue::LongString("quorum".into()),
-                );
-                work_args.insert(
-                    "x-delivery-limit".into(),
-                    AMQPValue::LongLongInt(i64::from(limit)),
-                );
+            declare_family(channel, spec).await?;
+        }
+        for ordered in &self.ordered {
+            ordered.declare_exchange(channel).await?;
+            for spec in ordered.partitions() {
+                declare_family(channel, &spec).await?;
             }
-            if spec.is_single_active_consumer() {
-                work_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-            }
-            declare_queue(channel, &spec.queue(), work_args).await?;
-            declare_queue(channel, &spec.dead_letter_queue(), FieldTable::default()).await?;
-            channel
-                .queue_bind(
-                    spec.dead_letter_queue().into(),
-                    dlx.as_str().into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-
-            if spec.retry_queues().is_empty() {
-                return Err(crate::Error::Config(format!(
-                    "queue family {:?} has no retry delays; give QueueSpec::retry_delays at least one",
-                    spec.base()
-                )));
-            }
-            // Each tier's messages expire after the same time, at the head, and the broker
-            // dead-letters them through the default exchange straight back into the work
-            // queue.
-            for (delay, queue) in spec.retry_queues() {
-                let mut retry_args = FieldTable::default();
-                retry_args.insert(
-                    "x-message-ttl".into(),
-                    AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-                );
-                retry_args.insert(
-                    "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString("".into()),
-                );
-                retry_args.insert(
-                    "x-dead-letter-routing-key".into(),
-                    AMQPValue::LongString(spec.queue().into()),
-                );
-                declare_queue(channel, &queue, retry_args).await?;
-            }
-
-            for (exchange, pattern) in spec.bindings() {
-                channel
-                    .queue_bind(
-                        spec.queue().into(),
-                        exchange.as_str().into(),
-                        pattern.as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-            }
+            ordered.bind_partitions(channel).await?;
         }
         Ok(())
     }
@@ -243,7 +200,8 @@ impl Topology {
     /// # Ok(()) }
     /// ```
     pub async fn delete(&self, channel: &Channel) -> Result<()> {
-        for spec in &self.queues {
+        let partitions = self.ordered.iter().flat_map(OrderedQueues::partitions);
+        for spec in self.queues.iter().cloned().chain(partitions) {
             let tiers = spec.retry_queues().into_iter().map(|(_, queue)| queue);
             for queue in [spec.queue(), spec.dead_letter_queue()]
                 .into_iter()
@@ -260,13 +218,101 @@ impl Topology {
                 )
                 .await?;
         }
-        for exchange in &self.exchanges {
+        let hashes = self.ordered.iter().map(OrderedQueues::hash_exchange);
+        for exchange in self.exchanges.iter().cloned().chain(hashes) {
             channel
                 .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await?;
         }
         Ok(())
     }
+}
+
+/// Declares one queue family: its dead-letter exchange and queue, the work queue, the retry
+/// tiers and the work queue's bindings.
+async fn declare_family(channel: &Channel, spec: &QueueSpec) -> Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    let dlx = spec.dead_letter_exchange();
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut work_args = FieldTable::default();
+    work_args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(dlx.as_str().into()),
+    );
+    if let Some(limit) = spec.delivery_limit() {
+        work_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        work_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(limit)),
+        );
+    }
+    if spec.is_single_active_consumer() {
+        work_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
+    declare_queue(channel, &spec.queue(), work_args).await?;
+    declare_queue(channel, &spec.dead_letter_queue(), FieldTable::default()).await?;
+    channel
+        .queue_bind(
+            spec.dead_letter_queue().into(),
+            dlx.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    if !spec.has_retry_delays() {
+        return Err(crate::Error::Config(format!(
+            "queue family {:?} has no retry delays; give QueueSpec::retry_delays at least one",
+            spec.base()
+        )));
+    }
+    // Each tier's messages expire after the same time, at the head, and the broker
+    // dead-letters them through the default exchange straight back into the work
+    // queue.
+    for (delay, queue) in spec.retry_queues() {
+        let mut retry_args = FieldTable::default();
+        retry_args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+        );
+        retry_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        retry_args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(spec.queue().into()),
+        );
+        declare_queue(channel, &queue, retry_args).await?;
+    }
+
+    for (exchange, pattern) in spec.bindings() {
+        channel
+            .queue_bind(
+                spec.queue().into(),
+                exchange.as_str().into(),
+                pattern.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {

@@ -107,6 +107,21 @@ pub(super) fn attempt_of(delivery: &Delivery) -> u32 {
     u32::try_from(n.max(1)).unwrap_or(u32::MAX)
 }
 
+/// The lane key of a delivery: its `aggregate_type` and `aggregate_id`, read without
+/// decoding the rest; `None` if the body has neither.
+pub(super) fn aggregate_key(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Aggregate<'a> {
+        #[serde(borrow, default)]
+        aggregate_type: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        aggregate_id: std::borrow::Cow<'a, str>,
+    }
+    let aggregate: Aggregate<'_> = serde_json::from_slice(body).ok()?;
+    let kind = aggregate.aggregate_type.unwrap_or_default();
+    Some(format!("{kind}\u{0}{}", aggregate.aggregate_id))
+}
+
 /// Reads the envelope, naming precisely what is wrong with a poison message.
 pub(super) fn decode_envelope(body: &[u8]) -> std::result::Result<Envelope, String> {
     let value: serde_json::Value =

@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::events::{Event, EventPayload};
 
 mod delivery;
+mod lanes;
 mod session;
 mod settle;
 
@@ -105,6 +106,7 @@ pub struct Consumer {
     prefetch: u16,
     max_attempts: u32,
     dead_letter_unknown: bool,
+    serialize_by_aggregate: bool,
     ack_before_handling: bool,
     tag: String,
 }
@@ -137,6 +139,7 @@ impl Consumer {
             prefetch: 16,
             max_attempts: 10,
             dead_letter_unknown: false,
+            serialize_by_aggregate: false,
             ack_before_handling: false,
             tag: format!("prost-{}", Uuid::new_v4()),
         }
@@ -179,6 +182,29 @@ impl Consumer {
     #[must_use]
     pub fn dead_letter_unknown(mut self, yes: bool) -> Self {
         self.dead_letter_unknown = yes;
+        self
+    }
+
+    /// Runs the deliveries of one aggregate (same `aggregate_type` and `aggregate_id`) one
+    /// after another, in the order they arrived, while deliveries of different aggregates
+    /// run concurrently up to the prefetch; transient failures are then retried in place,
+    /// so a later event never overtakes an earlier one. With a single active consumer per
+    /// queue this keeps each aggregate's order across processes: see
+    /// [`OrderedQueues`](crate::amqp::OrderedQueues).
+    ///
+    /// ```
+    /// use prost_db::amqp::{Consumer, OrderedQueues};
+    /// let ordered = OrderedQueues::new("ledger", 4);
+    /// let consumers: Vec<Consumer> = ordered
+    ///     .partitions()
+    ///     .into_iter()
+    ///     .map(|spec| Consumer::new(spec).prefetch(32).serialize_by_aggregate())
+    ///     .collect();
+    /// # let _ = consumers;
+    /// ```
+    #[must_use]
+    pub fn serialize_by_aggregate(mut self) -> Self {
+        self.serialize_by_aggregate = true;
         self
     }
 

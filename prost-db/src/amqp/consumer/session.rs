@@ -12,7 +12,8 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
 
-use super::settle::{Context, Settled};
+use super::lanes::Lanes;
+use super::settle::{Context, Done, Settled};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::Publisher;
 use crate::error::Result;
@@ -171,19 +172,27 @@ impl Consumer {
         };
 
         let queue = self.spec.queue();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
         let ctx = Arc::new(Context {
             publisher: publisher.clone(),
             dead_letter_exchange: self.spec.dead_letter_exchange(),
             queue: self.spec.queue(),
             consumer: Arc::clone(self),
+            stopping,
         });
-        let mut in_flight: JoinSet<Settled> = JoinSet::new();
+        let mut in_flight: JoinSet<Done> = JoinSet::new();
+        let mut lanes = Lanes::new(self.serialize_by_aggregate);
         let ended = loop {
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => break Ended::Shutdown,
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    stats.record(&queue, done.unwrap_or(Settled::Unsettled));
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let (id, done) = match done {
+                        Ok((id, done)) => (id, done),
+                        Err(error) => (error.id(), Settled::Unsettled.into()),
+                    };
+                    stats.record(&queue, done);
+                    lanes.finished(id, &mut in_flight, &ctx, true);
                     if publisher.is_abandoned() || !publisher.channel().status().connected() {
                         let state = lapin::ChannelState::Closed;
                         let gone = lapin::ErrorKind::InvalidChannelState(state, "retry publisher");
@@ -191,9 +200,7 @@ impl Consumer {
                     }
                 }
                 next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => {
-                        in_flight.spawn(Arc::clone(&ctx).process(delivery));
-                    }
+                    Some(Ok(delivery)) => lanes.dispatch(delivery, &mut in_flight, &ctx),
                     Some(Err(e)) if connection.status().connected() => {
                         break Ended::ChannelClosed(e.into());
                     }
@@ -218,7 +225,11 @@ impl Consumer {
                 .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
                 .await;
         }
+        let _ = stop.send(true);
         settle_in_flight(&mut in_flight, stats, &queue, connection, &channel).await;
+        // Deliveries still waiting in a lane were never started: closing the channel gives
+        // them back to the broker.
+        drop(lanes);
         let _ = channel.close(200, "consumer stopped".into()).await;
         if !publisher.is_abandoned() {
             let _ = publisher
@@ -254,7 +265,7 @@ enum Ended {
 /// which rolls back what they had not committed. The grace is also a bound: an ack issued
 /// just as the connection died may never complete.
 async fn settle_in_flight(
-    in_flight: &mut JoinSet<Settled>,
+    in_flight: &mut JoinSet<Done>,
     stats: &mut ConsumerStats,
     queue: &str,
     connection: &Connection,
@@ -262,7 +273,7 @@ async fn settle_in_flight(
 ) {
     loop {
         match tokio::time::timeout(Duration::from_millis(100), in_flight.join_next()).await {
-            Ok(Some(done)) => stats.record(queue, done.unwrap_or(Settled::Unsettled)),
+            Ok(Some(done)) => stats.record(queue, done.unwrap_or(Settled::Unsettled.into())),
             Ok(None) => return,
             Err(_) if connection.status().connected() && channel.status().connected() => {}
             Err(_) => break,
@@ -270,7 +281,7 @@ async fn settle_in_flight(
     }
     let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
         while let Some(done) = in_flight.join_next().await {
-            stats.record(queue, done.unwrap_or(Settled::Unsettled));
+            stats.record(queue, done.unwrap_or(Settled::Unsettled.into()));
         }
     })
     .await;

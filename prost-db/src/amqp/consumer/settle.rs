@@ -37,9 +37,27 @@ pub(super) struct Context {
     /// The work queue, as the metrics label it.
     pub(super) queue: String,
     pub(super) consumer: Arc<Consumer>,
+    /// Turns `true` when the session stops: retries in place give their delivery back.
+    pub(super) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(super) use crate::amqp::metrics::Outcome as Settled;
+
+/// How one delivery ended, and how often it was retried in place on the way.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Done {
+    pub(super) settled: Settled,
+    pub(super) retried_in_place: u32,
+}
+
+impl From<Settled> for Done {
+    fn from(settled: Settled) -> Self {
+        Done {
+            settled,
+            retried_in_place: 0,
+        }
+    }
+}
 
 impl ConsumerStats {
     /// Deliveries settled one way or another.
@@ -47,8 +65,13 @@ impl ConsumerStats {
         self.acked + self.retried + self.dead_lettered + self.ignored
     }
 
-    /// Counts `settled` here and in the `metrics` facade.
-    pub(super) fn record(&mut self, queue: &str, settled: Settled) {
+    /// Counts `done` here and in the `metrics` facade.
+    pub(super) fn record(&mut self, queue: &str, done: Done) {
+        for _ in 0..done.retried_in_place {
+            self.retried += 1;
+            metrics::delivery(queue, Settled::Retried);
+        }
+        let settled = done.settled;
         match settled {
             Settled::Processed => self.acked += 1,
             Settled::Duplicate => {
@@ -65,7 +88,7 @@ impl ConsumerStats {
 }
 
 impl Context {
-    pub(super) async fn process(self: Arc<Self>, delivery: Delivery) -> Settled {
+    pub(super) async fn process(self: Arc<Self>, delivery: Delivery) -> Done {
         let attempt = attempt_of(&delivery);
         let envelope = match decode_envelope(&delivery.data) {
             Ok(envelope) => envelope,
@@ -73,7 +96,8 @@ impl Context {
                 tracing::warn!(%reason, "poison message");
                 return self
                     .dead_letter(delivery, DeadLetter::Poison, &reason, None)
-                    .await;
+                    .await
+                    .into();
             }
         };
         let span = tracing::info_span!(
@@ -92,20 +116,22 @@ impl Context {
         &self,
         delivery: Delivery,
         envelope: Envelope,
-        attempt: u32,
+        mut attempt: u32,
         span: tracing::Span,
-    ) -> Settled {
+    ) -> Done {
         let Some(handler) = self.consumer.handlers.get(&envelope.event_type).cloned() else {
             if self.consumer.dead_letter_unknown {
                 let reason = format!("no handler for event type {:?}", envelope.event_type);
                 return self
                     .dead_letter(delivery, DeadLetter::NoHandler, &reason, None)
-                    .await;
+                    .await
+                    .into();
             }
             return match delivery.acker.ack(BasicAckOptions::default()).await {
                 Ok(_) => Settled::Ignored,
                 Err(_) => Settled::Unsettled,
-            };
+            }
+            .into();
         };
         if self.consumer.ack_before_handling
             && delivery
@@ -114,27 +140,79 @@ impl Context {
                 .await
                 .is_err()
         {
-            return Settled::Unsettled;
+            return Settled::Unsettled.into();
         }
 
         let event_type = envelope.event_type.clone();
-        let delivered = Delivered {
+        let mut delivered = Delivered {
             envelope,
             body: delivery.data.as_slice().into(),
             attempt,
             redelivered: delivery.redelivered,
             routing_key: delivery.routing_key.as_str().to_owned(),
         };
-        let started = std::time::Instant::now();
-        let result = AssertUnwindSafe(handler(delivered))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(DeliveryError::permanent("handler panicked")));
-        metrics::handler_latency(&self.queue, &event_type, started.elapsed());
+        let in_place =
+            self.consumer.serialize_by_aggregate || self.consumer.spec.retries_in_place();
+        let mut retried_in_place = 0;
+        let result = loop {
+            let started = std::time::Instant::now();
+            let result = AssertUnwindSafe(handler(delivered.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(DeliveryError::permanent("handler panicked")));
+            metrics::handler_latency(&self.queue, &event_type, started.elapsed());
+            match result {
+                Err(error @ DeliveryError::Transient(_))
+                    if in_place && attempt < self.consumer.max_attempts =>
+                {
+                    // Retried here, holding the delivery (and its aggregate's lane), so that
+                    // nothing behind it overtakes it.
+                    tracing::warn!(%error, attempt, "transient failure; retrying in place");
+                    retried_in_place += 1;
+                    if !self.pause(attempt).await {
+                        let settled = requeue(delivery).await;
+                        return Done {
+                            settled,
+                            retried_in_place,
+                        };
+                    }
+                    attempt += 1;
+                    delivered.attempt = attempt;
+                }
+                result => break result,
+            }
+        };
+        let settled = self.settle(delivery, result, attempt, &span).await;
+        Done {
+            settled,
+            retried_in_place,
+        }
+    }
+
+    /// Waits before retry `attempt` in place; `false` if the session stops meanwhile.
+    async fn pause(&self, attempt: u32) -> bool {
+        let delay = self
+            .consumer
+            .spec
+            .retry_tier(attempt)
+            .map_or(std::time::Duration::from_secs(1), |(delay, _)| delay);
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            _ = stopping.wait_for(|stop| *stop) => false,
+        }
+    }
+
+    async fn settle(
+        &self,
+        delivery: Delivery,
+        result: Result<bool, DeliveryError>,
+        attempt: u32,
+        span: &tracing::Span,
+    ) -> Settled {
         if self.consumer.ack_before_handling {
             return Settled::Processed;
         }
-
         match result {
             Ok(duplicate) => {
                 span.record("outcome", if duplicate { "duplicate" } else { "acked" });
