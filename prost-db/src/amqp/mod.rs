@@ -6,14 +6,19 @@
 //!
 //! | handler result | what happens to the delivery |
 //! |---|---|
-//! | `Ok(())` (committed, or a duplicate) | acked |
-//! | [`DeliveryError::Transient`], attempts left | a copy with `x-prost-attempt + 1` goes to the retry queue (confirmed), then the original is acked |
+//! | `Ok(())` or an [`Outcome`](crate::idempotency::Outcome) (committed, or a duplicate) | acked |
+//! | [`DeliveryError::Transient`] on attempt `n`, attempts left | a copy with `x-prost-attempt = n + 1` goes to the `n`-th retry tier (a queue whose TTL returns it to the work queue; see [`QueueSpec`]), confirmed, then the original is acked; a copy that comes back unroutable dead-letters the original with that reason |
 //! | [`DeliveryError::Transient`], no attempts left | dead-lettered with reason `too many attempts` |
 //! | [`DeliveryError::Permanent`], undecodable, no `event_id` | dead-lettered with the reason in `x-prost-dead-letter-reason` |
 //!
 //! If the process dies anywhere before the ack, the broker redelivers the message; handlers
 //! are idempotent (see `#[idempotent_handler]`), so a redelivery of a committed event is a
-//! duplicate and is acked without running the body again.
+//! duplicate and is acked without running the body again. Work queues are quorum queues
+//! with a delivery limit and a dead-letter exchange, so a message that kills its consumer
+//! every time ends in the dead-letter queue. Every publish is mandatory: a message no queue
+//! receives is an error ([`Error::PublishReturned`](crate::Error::PublishReturned)), never a
+//! confirmed delivery. [`OrderedQueues`] keeps each aggregate's events in order across
+//! consumers.
 //!
 //! ## Metrics
 //!

@@ -118,6 +118,7 @@ impl std::fmt::Debug for Consumer {
             .field("event_types", &self.handlers.keys().collect::<Vec<_>>())
             .field("prefetch", &self.prefetch)
             .field("max_attempts", &self.max_attempts)
+            .field("serialize_by_aggregate", &self.serialize_by_aggregate)
             .finish_non_exhaustive()
     }
 }

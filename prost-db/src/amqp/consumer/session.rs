@@ -24,9 +24,11 @@ impl Consumer {
     ///
     /// # Errors
     ///
-    /// [`Error::Amqp`](crate::Error::Amqp) if the channel cannot be set up or the connection
-    /// is lost; deliveries not yet settled are redelivered by the broker. To ride out a lost
-    /// connection instead, use [`run_reconnecting`](Self::run_reconnecting).
+    /// [`Error::Amqp`](crate::Error::Amqp) if the channel cannot be set up, the connection
+    /// is lost, or the channel for retry and dead-letter copies is gone (closed by the
+    /// broker, or abandoned after a confirm timed out); deliveries not yet settled are
+    /// redelivered by the broker. To ride out a lost connection instead, use
+    /// [`run_reconnecting`](Self::run_reconnecting), which subscribes again in the last case.
     ///
     /// ```no_run
     /// use prost_db::amqp::{Consumer, QueueSpec};
