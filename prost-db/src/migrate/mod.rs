@@ -44,35 +44,27 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod error;
-mod run;
+mod execute;
+mod ledger;
+mod lock;
+mod migrator;
+mod plan;
+mod report;
 mod script;
 mod source;
+mod stepwise;
 
 #[cfg(feature = "cli")]
 pub mod cli;
 
 pub use error::{FailureOutcome, MigrateError, ScriptFailure, SourceError};
+pub use lock::lock_key;
+pub use migrator::Migrator;
 pub use prost_db_core::source::{Migration, NO_TRANSACTION_DIRECTIVE, SchemaMigrations, Script};
-pub use run::{
-    DryRun, DryRunOutcome, DryRunStep, MigrationState, Migrator, Report, RunMode, Status,
-    StatusEntry, StepReport,
+pub use report::{
+    DryRun, DryRunOutcome, DryRunStep, MigrationState, Report, RunMode, Status, StatusEntry,
+    StepReport,
 };
 pub use source::Migrations;
-
-/// The advisory-lock key the runner uses for `schema` (the same in every database; advisory
-/// locks are per database already). Look for it in `pg_locks.objid`/`classid` when a run
-/// seems to wait.
-///
-/// ```
-/// let key = prost_db::migrate::lock_key("catalog");
-/// assert_eq!(key, prost_db::migrate::lock_key("catalog"));
-/// assert_ne!(key, prost_db::migrate::lock_key("orders"));
-/// ```
-pub fn lock_key(schema: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("prost-db migrate\0{schema}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
-}
