@@ -966,3 +966,23 @@ async fn a_dry_run_stops_rehearsing_at_a_no_transaction_step() {
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_framework_creates_exactly_the_tables_it_documents() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let root = root();
+    write(&root, "svc", "0001_mine.up.sql", "CREATE TABLE mine (id int);");
+    migrator(&root).up(&db).await.unwrap();
+    let mut tables = db.list_tables().await.unwrap();
+    tables.retain(|t| t != "mine");
+    tables.sort();
+    let mut documented: Vec<String> = prost_db::framework::TABLES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    documented.sort();
+    assert_eq!(tables, documented);
+    db.close().await;
+    test_db.close().await.unwrap();
+}
