@@ -986,3 +986,32 @@ async fn the_framework_creates_exactly_the_tables_it_documents() {
     db.close().await;
     test_db.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_cli_names_a_missing_database_with_the_servers_message_and_a_hint() {
+    let url = prost_db::testing::server_url();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let missing = format!(
+        "postgres://{}@{}:{}/prost_missing_{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        std::process::id()
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"))
+        .args(["migrate", "status", "-s", "catalog", "--root"])
+        .arg(shop_root())
+        .env("DATABASE_URL", &missing)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = stderr.trim_end();
+    assert!(!message.contains(" at line "), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(
+        message.ends_with("or fix the database name in DATABASE_URL"),
+        "{message}"
+    );
+}
