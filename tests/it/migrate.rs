@@ -1015,3 +1015,18 @@ async fn the_cli_names_a_missing_database_with_the_servers_message_and_a_hint() 
         "{message}"
     );
 }
+
+#[test]
+fn the_cli_help_is_prose_not_rustdoc() {
+    for flag in ["-h", "--help"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"))
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(!help.contains("```"), "{flag}: {help}");
+        assert!(!help.contains("try_parse_from"), "{flag}: {help}");
+        assert!(help.contains("migrations"), "{flag}: {help}");
+    }
+}

@@ -18,7 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use super::{DryRunOutcome, MigrationState, Migrations, Migrator, Report, RunMode};
 use crate::{Db, DbConfig, Error};
 
-/// `prost-db`: the database layer's command line.
+/// The `prost-db` command line, parsed. Its help text is [`ABOUT`] and [`LONG_ABOUT`], not
+/// this documentation.
 ///
 /// ```
 /// use clap::Parser;
@@ -27,11 +28,35 @@ use crate::{Db, DbConfig, Error};
 /// assert!(cli.is_ok());
 /// ```
 #[derive(Debug, Parser)]
-#[command(name = "prost-db", version, about)]
+#[command(name = "prost-db", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `prost-db -h` says.
+///
+/// ```
+/// assert!(prost_db::migrate::cli::ABOUT.contains("migrations"));
+/// ```
+pub const ABOUT: &str = "Versioned PostgreSQL migrations for prost-db services: one directory per schema, \
+     one lock per schema, all pending migrations of a schema in one transaction";
+
+/// What `prost-db --help` says.
+///
+/// ```
+/// assert!(prost_db::migrate::cli::LONG_ABOUT.contains("DATABASE_URL"));
+/// ```
+pub const LONG_ABOUT: &str = "Versioned PostgreSQL migrations for prost-db services.
+
+A migrations root is one database; each directory under it is one schema, holding \
+<version>_<name>.up.sql and optional .down.sql files. Every schema runs concurrently under \
+its own lock; a schema's pending migrations run in one transaction, so a failure changes \
+nothing, and a script marked `-- prost-db:no-transaction` makes the run commit step by step \
+with automatic DOWNs on failure. The tracking table and the audit log live in each schema.
+
+The database is DATABASE_URL (or --database-url); the root is --root (PROST_DB_MIGRATIONS, \
+default `migrations`). Run `prost-db migrate --help` for the commands.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
