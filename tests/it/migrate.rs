@@ -1030,3 +1030,41 @@ fn the_cli_help_is_prose_not_rustdoc() {
         assert!(help.contains("migrations"), "{flag}: {help}");
     }
 }
+
+#[tokio::test]
+async fn reset_refuses_a_database_whose_name_merely_contains_test() {
+    // Not a TestDb: its name must not look like a test database ("latest" contains "test").
+    let server: sqlx::postgres::PgConnectOptions =
+        prost_db::testing::server_url().parse().unwrap();
+    let admin = sqlx::PgPool::connect_with(server.clone()).await.unwrap();
+    let name = format!("prost_latest_{}", std::process::id());
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let root = root();
+    write(&root, "svc", "0001_t.up.sql", "CREATE TABLE t (id int);");
+    let config =
+        prost_db::DbConfig::from_connect_options(server.clone().database(&name), "svc")
+            .create_schema(true)
+            .min_connections(0)
+            .max_connections(1);
+    let db = Db::connect(config).await.unwrap();
+    let applied = migrator(&root).up(&db).await.map(|r| r.applied.len());
+    let reset = migrator(&root).reset(&db).await;
+    let survived = db.table_exists("t").await;
+    db.close().await;
+    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+
+    assert_eq!(applied.unwrap(), 1);
+    let err = migrate_error(reset.unwrap_err());
+    assert!(matches!(err, MigrateError::ResetRefused { .. }), "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+    assert!(survived.unwrap(), "the schema was not dropped");
+}

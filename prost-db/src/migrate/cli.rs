@@ -128,7 +128,8 @@ enum MigrateCommand {
     Reset {
         #[command(flatten)]
         target: Target,
-        /// Allow it on a database whose name does not contain `test`.
+        /// Allow it on a database not named like a test database (`prost_test_*`,
+        /// `test_*`, `*_test`, `test`).
         #[arg(long)]
         force: bool,
     },

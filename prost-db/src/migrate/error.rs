@@ -98,11 +98,12 @@ pub enum MigrateError {
         file: String,
     },
 
-    /// `reset` was refused because the database does not look like a test database.
+    /// `reset` was refused because the database is not named like a test database.
     #[error(
-        "refusing to reset schema {schema:?} of database {database:?}: its name does not contain \
-         `test`; reset drops every object in the schema, so allow it explicitly \
-         (`Migrator::allow_reset(true)`, `--force`) if this really is a throwaway database"
+        "refusing to reset schema {schema:?} of database {database:?}: it is not named like a \
+         test database (`prost_test_*`, `test_*`, `*_test` or `test`); reset drops every object \
+         in the schema, so allow it explicitly (`Migrator::allow_reset(true)`, `--force`) if \
+         this really is a throwaway database"
     )]
     ResetRefused {
         /// The schema.

@@ -137,7 +137,8 @@ impl Migrator {
         self
     }
 
-    /// Allow [`reset`](Self::reset) on a database whose name does not contain `test`.
+    /// Allow [`reset`](Self::reset) on a database that is not named like a test database
+    /// (`prost_test_*`, `test_*`, `*_test` or `test`).
     ///
     /// ```
     /// use prost_db::migrate::{Migrations, Migrator};
@@ -316,8 +317,10 @@ impl Migrator {
     }
 
     /// For test databases: drops the schema with everything in it, then applies every
-    /// migration. Refused unless the database's name contains `test` or
-    /// [`allow_reset`](Self::allow_reset) is set.
+    /// migration. Refused unless the database is named like a test database
+    /// (`prost_test_*`, as [`TestDb`](crate::testing::TestDb) names them, `test_*`, `*_test`
+    /// or exactly `test`; not `latest` or `contest`) or [`allow_reset`](Self::allow_reset)
+    /// is set.
     ///
     /// # Errors
     ///
@@ -327,7 +330,7 @@ impl Migrator {
     ///
     /// ```no_run
     /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
-    /// // A test database (its name contains `test`): start from scratch.
+    /// // A test database (named `orders_test`, say): start from scratch.
     /// migrator.reset(&db).await?;
     /// # Ok(()) }
     /// ```
@@ -347,7 +350,10 @@ impl Migrator {
 /// Whether `reset` may drop schemas of the database named `name` without `allow_reset`.
 /// The one place that decides it.
 pub(super) fn is_test_database(name: &str) -> bool {
-    name.contains("test")
+    name == "test"
+        || name.starts_with("test_")
+        || name.ends_with("_test")
+        || name.starts_with(crate::testing::TEST_DATABASE_PREFIX)
 }
 
 impl<'a> Run<'a> {
@@ -405,5 +411,31 @@ impl<'a> Run<'a> {
             state,
             self.migrator.policy(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_test_database;
+
+    #[test]
+    fn only_databases_named_like_test_databases_may_be_reset() {
+        for name in ["prost_test_41_17_3", "orders_test", "test_orders", "test"] {
+            assert!(is_test_database(name), "{name} is a test database");
+        }
+        for name in [
+            "latest",
+            "contest",
+            "prod",
+            "testing",
+            "attest_db",
+            "my_tests",
+            "tester",
+            "prost",
+            "test-db",
+            "",
+        ] {
+            assert!(!is_test_database(name), "{name} is not a test database");
+        }
     }
 }
