@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection};
 
 use super::error::{FailureOutcome, MigrateError, ScriptFailure};
 use super::ledger::Direction;
@@ -22,8 +22,11 @@ pub(super) const SAVEPOINT: &str = "prost_db_batch";
 impl Run<'_> {
     /// `up` in one transaction. `None` if the locked read found a non-transactional
     /// migration pending (the caller switches to step by step).
-    pub(super) async fn up_in_transaction(&mut self) -> Result<Option<Report>, Error> {
-        let mut tx = self.pool.begin().await?;
+    pub(super) async fn up_in_transaction(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> Result<Option<Report>, Error> {
+        let mut tx = conn.begin().await?;
         self.queries += 1;
         let state = self.lock_and_read(&mut tx, true).await?;
         let plan = self.plan(&state)?;
@@ -69,9 +72,10 @@ impl Run<'_> {
     /// must run outside a transaction (the caller switches to step by step).
     pub(super) async fn revert_in_transaction(
         &mut self,
+        conn: &mut PgConnection,
         revert: Revert,
     ) -> Result<Option<Report>, Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         self.queries += 1;
         let state = self.lock_and_read(&mut tx, true).await?;
         let targets = self.revert_targets(&state, revert)?;
@@ -125,8 +129,8 @@ impl Run<'_> {
 
     /// The dry run: every pending up script in order, then their downs newest first, in
     /// one transaction that is always rolled back.
-    pub(super) async fn rehearse(mut self) -> Result<DryRun, Error> {
-        let mut tx = self.pool.begin().await?;
+    pub(super) async fn rehearse(&mut self, conn: &mut PgConnection) -> Result<DryRun, Error> {
+        let mut tx = conn.begin().await?;
         let state = self.lock_and_read(&mut tx, true).await?;
         let plan = self.plan(&state)?;
         let mut steps: Vec<DryRunStep> = plan
@@ -206,9 +210,9 @@ impl Run<'_> {
     }
 
     /// `reset`'s first half: drops the schema under its lock.
-    pub(super) async fn drop_schema(mut self) -> Result<(), Error> {
+    pub(super) async fn drop_schema(&mut self, conn: &mut PgConnection) -> Result<(), Error> {
         let schema = self.schema;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         self.locked(
             &mut tx,
             true,

@@ -12,6 +12,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -79,10 +80,29 @@ struct Target {
     /// Recorded as who applied the migrations (default `$USER@$HOSTNAME`).
     #[arg(long, env = "PROST_DB_APPLIED_BY")]
     applied_by: Option<String>,
-    /// Give up waiting for a schema's migration lock after this many milliseconds, naming
-    /// the session that holds it (default: wait).
-    #[arg(long, env = "PROST_DB_LOCK_TIMEOUT_MS")]
-    lock_timeout_ms: Option<u64>,
+    /// Give up waiting for a schema's migration lock (another deployment migrating it)
+    /// after this many milliseconds, naming the session that holds it (default: wait).
+    #[arg(long, env = "PROST_DB_LOCK_WAIT_MS", value_name = "MS")]
+    lock_wait_ms: Option<u64>,
+    /// The scripts' `lock_timeout`: a statement waiting this long for a table lock (an
+    /// ALTER TABLE behind a long transaction) fails, naming the blocking session (0: no
+    /// limit).
+    #[arg(
+        long,
+        env = "PROST_DB_DDL_LOCK_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 5000
+    )]
+    ddl_lock_timeout_ms: u64,
+    /// The scripts' `statement_timeout` (default 0: none; the service's
+    /// PROST_DB_STATEMENT_TIMEOUT_MS does not apply to migrations).
+    #[arg(
+        long,
+        env = "PROST_DB_MIGRATION_STATEMENT_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 0
+    )]
+    statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,9 +404,12 @@ where
     if let Some(who) = &target.applied_by {
         migrator = migrator.applied_by(who.clone());
     }
-    if let Some(ms) = target.lock_timeout_ms {
-        migrator = migrator.lock_timeout(std::time::Duration::from_millis(ms));
+    if let Some(ms) = target.lock_wait_ms {
+        migrator = migrator.lock_wait(Duration::from_millis(ms))?;
     }
+    let migrator = migrator
+        .ddl_lock_timeout(Duration::from_millis(target.ddl_lock_timeout_ms))?
+        .statement_timeout(Duration::from_millis(target.statement_timeout_ms))?;
     let migrator = std::sync::Arc::new(configure(migrator));
     let schemas: Vec<String> = if target.schemas.is_empty() {
         migrator.migrations().schemas().map(str::to_owned).collect()

@@ -209,7 +209,7 @@ impl Run<'_> {
             .bind(&failure.file)
             .bind(failure.line.and_then(|l| i32::try_from(l).ok()))
             .bind(&failure.sqlstate)
-            .bind(&failure.message)
+            .bind(failure.detail())
             .bind(&self.migrator.applied_by)
             .execute(&mut *conn)
             .await?;

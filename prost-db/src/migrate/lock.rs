@@ -4,18 +4,15 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
 
-use super::error::MigrateError;
+use super::error::{BlockingSession, MigrateError};
 use super::migrator::Run;
 use crate::Error;
 
 /// The message of the error a busy migration lock raises.
 const LOCK_BUSY: &str = "prost-db: the migration lock is busy";
-
-/// pid, application, user, address, transaction start.
-type LockHolderRow = (i32, String, String, String, Option<DateTime<Utc>>);
 
 /// The advisory-lock key the runner uses for `schema` (the same in every database; advisory
 /// locks are per database already). Look for it in `pg_locks.objid`/`classid` when a run
@@ -66,7 +63,10 @@ impl Run<'_> {
                 .fetch_all(&mut *conn)
                 .await
             {
-                Ok(rows) => return Ok(rows),
+                Ok(rows) => {
+                    self.session_locked |= !transactional;
+                    return Ok(rows);
+                }
                 Err(sqlx::Error::Database(e)) if e.message() == LOCK_BUSY => {
                     if transactional {
                         self.queries += 1;
@@ -74,11 +74,11 @@ impl Run<'_> {
                             .execute(&mut *conn)
                             .await?;
                     }
-                    if let Some(timeout) = self.migrator.lock_timeout
-                        && started.elapsed() >= timeout
+                    if let Some(wait) = self.migrator.lock_wait
+                        && started.elapsed() >= wait
                     {
                         let holder = self.lock_holder(key).await;
-                        return Err(MigrateError::LockTimeout {
+                        return Err(MigrateError::LockWaitTimedOut {
                             schema: self.schema.as_str().to_owned(),
                             waited: started.elapsed(),
                             holder,
@@ -93,47 +93,90 @@ impl Run<'_> {
         }
     }
 
-    /// Who holds the schema's migration lock, for the timeout error.
-    async fn lock_holder(&self, key: i64) -> Option<String> {
+    /// Who holds the schema's migration lock, for the lock-wait error.
+    async fn lock_holder(&self, key: i64) -> Option<Box<BlockingSession>> {
         // A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
         let high = key >> 32;
         let low = key & 0xffff_ffff;
-        let row: Option<LockHolderRow> = sqlx::query_as(
-            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
-             coalesce(host(a.client_addr), 'local socket'), a.xact_start \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND l.classid = ($1::int8 & 4294967295)::oid AND l.objid = $2::int8::oid",
-        )
-        .bind(high)
-        .bind(low)
-        .fetch_optional(self.pool)
-        .await
-        .ok()
-        .flatten();
-        row.map(|(pid, app, user, addr, since)| {
-            let since = since
-                .map(|t| format!(", in a transaction since {t}"))
-                .unwrap_or_default();
-            format!("backend pid {pid} (application {app:?}, user {user:?}, from {addr}{since})")
-        })
+             AND l.classid = ($1::int8 & 4294967295)::oid AND l.objid = $2::int8::oid"
+        );
+        let row: Option<SessionRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(high)
+            .bind(low)
+            .fetch_optional(self.pool)
+            .await
+            .ok()
+            .flatten();
+        row.map(|row| Box::new(blocking_session(row)))
     }
 
-    /// Releases the step-by-step session lock and closes its dedicated connection. If the
-    /// unlock fails the connection is dropped instead, which ends the session and with it
-    /// the lock.
-    pub(super) async fn release_session_lock(&self, mut conn: PgConnection) {
+    /// Releases the step-by-step session lock.
+    pub(super) async fn release_session_lock(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<(), sqlx::Error> {
         let unlock = format!(
             "SELECT pg_advisory_unlock({})",
             lock_key(self.schema.as_str())
         );
-        if sqlx::raw_sql(AssertSqlSafe(unlock))
-            .execute(&mut conn)
+        sqlx::raw_sql(AssertSqlSafe(unlock))
+            .execute(&mut *conn)
             .await
-            .is_ok()
-        {
-            conn.close().await.ok();
-        }
+            .map(drop)
+    }
+}
+
+/// The sessions that backend `pid` waits for right now (`pg_blocking_pids`), read through
+/// `pool`; none if the pool has no connection to spare within `patience`.
+pub(super) async fn blocking_sessions(
+    pool: &PgPool,
+    pid: i32,
+    patience: Duration,
+) -> Vec<BlockingSession> {
+    let Ok(Ok(mut conn)) = tokio::time::timeout(patience, pool.acquire()).await else {
+        return vec![];
+    };
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM pg_stat_activity a \
+         WHERE a.pid = ANY (pg_blocking_pids($1)) ORDER BY a.pid"
+    );
+    let rows: Vec<SessionRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(pid)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default();
+    rows.into_iter().map(blocking_session).collect()
+}
+
+/// What identifies a session of `pg_stat_activity a`, in [`SessionRow`] order.
+const SESSION_COLUMNS: &str = "a.pid, coalesce(a.application_name, ''), \
+     coalesce(a.usename::text, ''), a.state, coalesce(host(a.client_addr), 'local socket'), \
+     a.xact_start, a.query_start";
+
+/// pid, application, user, state, address, transaction start, query start.
+type SessionRow = (
+    i32,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+fn blocking_session(row: SessionRow) -> BlockingSession {
+    let (pid, application_name, user, state, client, transaction_start, query_start) = row;
+    BlockingSession {
+        pid,
+        application_name,
+        user,
+        state,
+        client,
+        transaction_start,
+        query_start,
     }
 }

@@ -10,6 +10,8 @@ use uuid::Uuid;
 use super::error::MigrateError;
 use super::plan::{self, Plan, Policy, Revert, State};
 use super::report::{DryRun, Report, RunMode, Status, StepReport};
+use super::session::Session;
+use super::settings::DEFAULT_DDL_LOCK_TIMEOUT;
 use super::source::{Migrations, SchemaSource};
 use crate::framework;
 use crate::ident::Identifier;
@@ -17,6 +19,19 @@ use crate::{Db, Error};
 use prost_db_core::source::Migration;
 
 /// Runs a database's migrations; one value serves every schema of its [`Migrations`].
+///
+/// Every operation that runs scripts does so on a connection of its own, opened from the
+/// [`Db`]'s connect options with the migrator's settings and closed afterwards: a
+/// migration never inherits the service's `statement_timeout`, and nothing a script `SET`s
+/// reaches the service's pool. Each script starts from those settings again (`RESET ALL`
+/// before it): `search_path` is the schema, `lock_timeout` is the
+/// [`ddl_lock_timeout`](Self::ddl_lock_timeout), `statement_timeout` is the migrator's
+/// [`statement_timeout`](Self::statement_timeout) (none by default), everything else is
+/// the server's default. A script's own `SET` (pg_dump's `SET search_path = ...`,
+/// `set_config(.., false)`, `SET lock_timeout = 0`) holds for the rest of that script
+/// only. The runner's own statements are schema-qualified.
+///
+/// Settings are set by the method named after them and read by `get_<name>`.
 ///
 /// ```no_run
 /// use prost_db::migrate::{Migrations, Migrator};
@@ -37,18 +52,26 @@ pub struct Migrator {
     pub(super) accept_changed: bool,
     pub(super) allow_out_of_order: bool,
     pub(super) allow_reset: bool,
-    pub(super) lock_timeout: Option<Duration>,
+    pub(super) lock_wait: Option<Duration>,
+    pub(super) ddl_lock_timeout: Option<Duration>,
+    pub(super) statement_timeout: Option<Duration>,
 }
 
 /// One operation on one schema: what every strategy and the ledger need.
 pub(super) struct Run<'a> {
     pub(super) migrator: &'a Migrator,
+    /// The service's pool: for reads that set nothing (the no-op check, status, who holds
+    /// a lock); scripts run on the run's own [`Session`].
     pub(super) pool: &'a PgPool,
     pub(super) source: &'a SchemaSource,
     pub(super) schema: &'a Identifier,
     pub(super) deployment: Uuid,
     /// Statements sent so far (each one round trip), for the report.
     pub(super) queries: u32,
+    /// The backend pid of the run's session, once open.
+    pub(super) session_pid: Option<i32>,
+    /// Whether the session holds the session-scoped migration lock (step by step).
+    pub(super) session_locked: bool,
 }
 
 impl Migrator {
@@ -74,7 +97,9 @@ impl Migrator {
             accept_changed: false,
             allow_out_of_order: false,
             allow_reset: false,
-            lock_timeout: None,
+            lock_wait: None,
+            ddl_lock_timeout: Some(DEFAULT_DDL_LOCK_TIMEOUT),
+            statement_timeout: None,
         }
     }
 
@@ -91,85 +116,6 @@ impl Migrator {
         &self.migrations
     }
 
-    /// Who is recorded as applying (default `$PROST_DB_APPLIED_BY`, else `$USER@$HOSTNAME`).
-    /// The database role is recorded too.
-    ///
-    /// ```
-    /// use prost_db::migrate::{Migrations, Migrator};
-    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
-    /// let migrator = Migrator::new(Migrations::from_dir(root)?).applied_by("ci pipeline #812");
-    /// # Ok::<(), prost_db::Error>(())
-    /// ```
-    #[must_use]
-    pub fn applied_by(mut self, who: impl Into<String>) -> Self {
-        self.applied_by = who.into();
-        self
-    }
-
-    /// Accept applied migrations whose file was edited deliberately: their new checksum is
-    /// recorded and a `checksum_accepted` row is logged, instead of failing with
-    /// [`MigrateError::Changed`].
-    ///
-    /// ```
-    /// use prost_db::migrate::{Migrations, Migrator};
-    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
-    /// let migrator = Migrator::new(Migrations::from_dir(root)?).accept_changed(true);
-    /// # Ok::<(), prost_db::Error>(())
-    /// ```
-    #[must_use]
-    pub fn accept_changed(mut self, accept: bool) -> Self {
-        self.accept_changed = accept;
-        self
-    }
-
-    /// Apply pending migrations older than the newest applied one instead of failing with
-    /// [`MigrateError::OutOfOrder`].
-    ///
-    /// ```
-    /// use prost_db::migrate::{Migrations, Migrator};
-    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
-    /// let migrator = Migrator::new(Migrations::from_dir(root)?).allow_out_of_order(true);
-    /// # Ok::<(), prost_db::Error>(())
-    /// ```
-    #[must_use]
-    pub fn allow_out_of_order(mut self, allow: bool) -> Self {
-        self.allow_out_of_order = allow;
-        self
-    }
-
-    /// Allow [`reset`](Self::reset) on a database that is not named like a test database
-    /// (`prost_test_*`, `test_*`, `*_test` or `test`).
-    ///
-    /// ```
-    /// use prost_db::migrate::{Migrations, Migrator};
-    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
-    /// let migrator = Migrator::new(Migrations::from_dir(root)?).allow_reset(true);
-    /// # Ok::<(), prost_db::Error>(())
-    /// ```
-    #[must_use]
-    pub fn allow_reset(mut self, allow: bool) -> Self {
-        self.allow_reset = allow;
-        self
-    }
-
-    /// Give up waiting for the schema's migration lock after `timeout` (default: wait as
-    /// long as it takes) with [`MigrateError::LockTimeout`], which names the session holding
-    /// it.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use prost_db::migrate::{Migrations, Migrator};
-    ///
-    /// let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/shop");
-    /// let migrator = Migrator::new(Migrations::from_dir(root)?).lock_timeout(Duration::from_secs(60));
-    /// # Ok::<(), prost_db::Error>(())
-    /// ```
-    #[must_use]
-    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = Some(timeout);
-        self
-    }
-
     fn start<'a>(&'a self, db: &'a Db) -> Result<Run<'a>, Error> {
         Ok(Run {
             migrator: self,
@@ -178,6 +124,8 @@ impl Migrator {
             schema: db.schema_ident(),
             deployment: Uuid::now_v7(),
             queries: 0,
+            session_pid: None,
+            session_locked: false,
         })
     }
 
@@ -219,15 +167,21 @@ impl Migrator {
             if plan.is_empty() && fast.framework >= framework::latest_step() {
                 return Ok(run.report(RunMode::NothingToDo, vec![], vec![]));
             }
-            if !plan.needs_steps()
-                && let Some(report) = run.up_in_transaction().await?
-            {
-                return Ok(report);
+            let step_by_step = plan.needs_steps();
+            let mut session = Session::open(&mut run).await?;
+            let result = async {
+                if !step_by_step && let Some(report) = run.up_in_transaction(&mut session).await? {
+                    return Ok(report);
+                }
+                run.up_step_by_step(&mut session).await
             }
-            run.up_step_by_step().await
+            .await;
+            session.close(&mut run).await;
+            result
         }
         .instrument(span)
         .await
+        .map_err(|e| as_db_reports(db, e))
     }
 
     /// Reverts, newest first, every applied migration above `target` (0 reverts all), in
@@ -247,7 +201,10 @@ impl Migrator {
     pub async fn down(&self, db: &Db, target: i64) -> Result<Report, Error> {
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_down", schema = db.schema(), target, deployment_id = %run.deployment);
-        run.revert(Revert::Above(target)).instrument(span).await
+        run.revert(Revert::Above(target))
+            .instrument(span)
+            .await
+            .map_err(|e| as_db_reports(db, e))
     }
 
     /// Reverts the newest applied migration and applies it again (one transaction unless a
@@ -268,7 +225,10 @@ impl Migrator {
     pub async fn redo(&self, db: &Db) -> Result<Report, Error> {
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_redo", schema = db.schema(), deployment_id = %run.deployment);
-        run.revert(Revert::Redo).instrument(span).await
+        run.revert(Revert::Redo)
+            .instrument(span)
+            .await
+            .map_err(|e| as_db_reports(db, e))
     }
 
     /// Every migration's state: applied, pending, changed or missing, and whether it is
@@ -288,7 +248,10 @@ impl Migrator {
     /// ```
     pub async fn status(&self, db: &Db) -> Result<Status, Error> {
         let mut run = self.start(db)?;
-        let recorded = run.read_recorded().await?;
+        let recorded = run
+            .read_recorded()
+            .await
+            .map_err(|e| as_db_reports(db, e))?;
         Ok(Status {
             schema: db.schema().to_owned(),
             entries: plan::status_entries(run.source, recorded),
@@ -313,7 +276,15 @@ impl Migrator {
     /// # Ok(()) }
     /// ```
     pub async fn dry_run(&self, db: &Db) -> Result<DryRun, Error> {
-        self.start(db)?.rehearse().await
+        let mut run = self.start(db)?;
+        let result = async {
+            let mut session = Session::open(&mut run).await?;
+            let result = run.rehearse(&mut session).await;
+            session.close(&mut run).await;
+            result
+        }
+        .await;
+        result.map_err(|e| as_db_reports(db, e))
     }
 
     /// For test databases: drops the schema with everything in it, then applies every
@@ -342,8 +313,25 @@ impl Migrator {
             }
             .into());
         }
-        self.start(db)?.drop_schema().await?;
+        let mut run = self.start(db)?;
+        let dropped = async {
+            let mut session = Session::open(&mut run).await?;
+            let result = run.drop_schema(&mut session).await;
+            session.close(&mut run).await;
+            result
+        }
+        .await;
+        dropped.map_err(|e| as_db_reports(db, e))?;
         self.up(db).await
+    }
+}
+
+/// Connection failures as [`Db`] reports them ([`Error::Connect`], [`Error::PoolTimedOut`]),
+/// whichever connection the migrator was using: one mapping, `Db`'s.
+fn as_db_reports(db: &Db, error: Error) -> Error {
+    match error {
+        Error::Database(e) => db.map_err(e),
+        other => other,
     }
 }
 
@@ -380,12 +368,19 @@ impl<'a> Run<'a> {
         let Some(fast) = self.read_state_unlocked().await? else {
             return Ok(self.report(RunMode::NothingToDo, vec![], vec![]));
         };
-        if !plan::revert_needs_steps(self.source, &fast, revert)
-            && let Some(report) = self.revert_in_transaction(revert).await?
-        {
-            return Ok(report);
+        let step_by_step = plan::revert_needs_steps(self.source, &fast, revert);
+        let mut session = Session::open(&mut self).await?;
+        let result = async {
+            if !step_by_step
+                && let Some(report) = self.revert_in_transaction(&mut session, revert).await?
+            {
+                return Ok(report);
+            }
+            self.revert_step_by_step(&mut session, revert).await
         }
-        self.revert_step_by_step(revert).await
+        .await;
+        session.close(&mut self).await;
+        result
     }
 
     /// The files' targets for `revert` in `state`, checked.

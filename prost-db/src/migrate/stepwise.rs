@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Connection};
 
 use super::error::{FailureOutcome, MigrateError, ScriptFailure};
-use super::execute::ScriptResult;
+use super::execute::{RESET, ScriptResult};
 use super::ledger::Direction;
 use super::migrator::Run;
 use super::plan::Revert;
@@ -17,24 +17,12 @@ use crate::Error;
 use prost_db_core::source::{Migration, has_no_transaction_directive};
 
 impl Run<'_> {
-    /// Step by step under a session lock held on a dedicated connection, which is closed at
-    /// the end whatever happened (closing releases the lock server-side too).
-    pub(super) async fn up_step_by_step(&mut self) -> Result<Report, Error> {
-        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        let result = self.up_step_by_step_on(&mut conn).await;
-        self.release_session_lock(conn).await;
-        result
-    }
-
-    /// `down` or `redo` step by step, on a dedicated connection as for `up`.
-    pub(super) async fn revert_step_by_step(&mut self, revert: Revert) -> Result<Report, Error> {
-        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
-        let result = self.revert_step_by_step_on(&mut conn, revert).await;
-        self.release_session_lock(conn).await;
-        result
-    }
-
-    async fn up_step_by_step_on(&mut self, conn: &mut PgConnection) -> Result<Report, Error> {
+    /// `up` step by step on the run's session, under the session-scoped lock (released
+    /// when the session closes, whatever happened).
+    pub(super) async fn up_step_by_step(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> Result<Report, Error> {
         let state = self.lock_and_read(conn, false).await?;
         let plan = self.plan(&state)?;
         for (m, old) in &plan.changed {
@@ -77,9 +65,7 @@ impl Run<'_> {
         let started = Instant::now();
         if has_no_transaction_directive(&script.sql) {
             self.queries += 1;
-            sqlx::raw_sql(AssertSqlSafe(format!("SET search_path TO {}", self.schema)))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::raw_sql(RESET).execute(&mut *conn).await?;
             if let Err(failure) = self.script_statements(conn, m, script).await? {
                 return Ok(Err(failure));
             }
@@ -141,6 +127,7 @@ impl Run<'_> {
                     line: None,
                     sqlstate: None,
                     message: reason.clone(),
+                    blocked_by: vec![],
                 };
                 self.log_failure(conn, m, &failure, "rollback_failed")
                     .await?;
@@ -164,7 +151,8 @@ impl Run<'_> {
         }
         Ok(FailureOutcome::Reverted { versions: reverted })
     }
-    async fn revert_step_by_step_on(
+    /// `down` or `redo` step by step, as for `up`.
+    pub(super) async fn revert_step_by_step(
         &mut self,
         conn: &mut PgConnection,
         revert: Revert,
