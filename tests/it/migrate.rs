@@ -1366,8 +1366,7 @@ fn the_cli_refuses_timeouts_beyond_postgres_range_before_connecting() {
 #[tokio::test]
 async fn reset_refuses_a_database_whose_name_merely_contains_test() {
     // Not a TestDb: its name must not look like a test database ("latest" contains "test").
-    let server: sqlx::postgres::PgConnectOptions =
-        prost_db::testing::server_url().parse().unwrap();
+    let server: sqlx::postgres::PgConnectOptions = prost_db::testing::server_url().parse().unwrap();
     let admin = sqlx::PgPool::connect_with(server.clone()).await.unwrap();
     let name = format!("prost_latest_{}", std::process::id());
     let create = format!("CREATE DATABASE {name}");
@@ -1377,11 +1376,10 @@ async fn reset_refuses_a_database_whose_name_merely_contains_test() {
         .unwrap();
     let root = root();
     write(&root, "svc", "0001_t.up.sql", "CREATE TABLE t (id int);");
-    let config =
-        prost_db::DbConfig::from_connect_options(server.clone().database(&name), "svc")
-            .create_schema(true)
-            .min_connections(0)
-            .max_connections(1);
+    let config = prost_db::DbConfig::from_connect_options(server.clone().database(&name), "svc")
+        .create_schema(true)
+        .min_connections(0)
+        .max_connections(1);
     let db = Db::connect(config).await.unwrap();
     let applied = migrator(&root).up(&db).await.map(|r| r.applied.len());
     let reset = migrator(&root).reset(&db).await;

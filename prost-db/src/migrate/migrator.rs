@@ -1,5 +1,6 @@
-//! The builder and the public operations: `up`, `down`, `redo`, `status`, `dry_run` and
-//! `reset`, each choosing an execution strategy for one schema.
+//! The `Migrator` and its public operations: `up`, `down`, `redo`, `status`, `dry_run` and
+//! `reset`, each choosing an execution strategy for one schema (its settings are in
+//! `settings`).
 
 use std::time::Duration;
 

@@ -72,7 +72,7 @@ pub struct Report {
     pub queries: u32,
 }
 
-/// A migration's state, as [`Migrator::status`] sees it.
+/// A migration's state, as [`Migrator::status`](super::Migrator::status) sees it.
 ///
 /// ```no_run
 /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
@@ -125,7 +125,7 @@ pub struct StatusEntry {
     pub file: String,
 }
 
-/// The result of [`Migrator::status`].
+/// The result of [`Migrator::status`](super::Migrator::status).
 ///
 /// ```no_run
 /// # async fn run(migrator: prost_db::migrate::Migrator, db: prost_db::Db) -> Result<(), prost_db::Error> {
@@ -188,7 +188,7 @@ pub struct DryRunStep {
     pub down: Option<DryRunOutcome>,
 }
 
-/// The result of [`Migrator::dry_run`]: the pending batch was executed, then its DOWN
+/// The result of [`Migrator::dry_run`](super::Migrator::dry_run): the pending batch was executed, then its DOWN
 /// scripts, in one transaction that was rolled back.
 ///
 /// ```no_run
