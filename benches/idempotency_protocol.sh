@@ -22,9 +22,9 @@ psql -qX -d postgres -c "CREATE DATABASE $db"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 # The idempotency table exactly as the framework creates it: its DDL, read from the source,
 # in the database's public schema.
-ddl=$(sed -n '/^pub(crate) const DDL: &str = r#"$/,/^"#;$/p' \
-    "$repo/prost-db/src/idempotency/store.rs" | sed '1d;$d; s/{schema}\.//g')
-[[ "$ddl" == *"CREATE TABLE"* ]] || { echo "idempotency DDL not found in store.rs" >&2; exit 1; }
+ddl=$(sed -n '/^pub(crate) const STEP_2_IDEMPOTENCY_RECORDS: &str = r#"$/,/^"#;$/p' \
+    "$repo/prost-db/src/framework.rs" | sed '1d;$d; s/{schema}\.//g')
+[[ "$ddl" == *"CREATE TABLE"* ]] || { echo "idempotency DDL not found in framework.rs" >&2; exit 1; }
 psql -qX -v ON_ERROR_STOP=1 -d "$db" <<SQL
 CREATE TABLE products (id BIGINT PRIMARY KEY, stock BIGINT NOT NULL);
 INSERT INTO products SELECT g, 1000000000 FROM generate_series(1, 1000) g;

@@ -26,10 +26,11 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// The database server could not be reached or refused the connection.
+    /// The database server could not be reached or refused the connection. The message
+    /// ends with the server's own words (or the network error) and what to check.
     #[error(
-        "cannot connect to PostgreSQL at {host}:{port} (database {database:?}, user {user:?}): {source}; \
-         check that the server is running and that DATABASE_URL is right"
+        "cannot connect to PostgreSQL at {host}:{port} (database {database:?}, user {user:?}): {}",
+        connect_failure(source)
     )]
     Connect {
         /// Host name or socket directory.
@@ -195,6 +196,31 @@ pub enum Error {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Why a connection failed and what to do, for [`Error::Connect`]: the server's message and
+/// SQLSTATE without the driver's decoration (sqlx's `Display` adds the line of the
+/// server's C source that raised it), then a hint for the usual causes.
+fn connect_failure(source: &sqlx::Error) -> String {
+    let sqlx::Error::Database(e) = source else {
+        return format!(
+            "{source}; check that the server is running and that DATABASE_URL is right"
+        );
+    };
+    let code = e.code().unwrap_or_default();
+    let hint = match &*code {
+        "3D000" => "create the database, or fix the database name in DATABASE_URL",
+        "28P01" | "28000" => {
+            "check the user and password in DATABASE_URL and the server's pg_hba.conf"
+        }
+        "42501" => "grant the user CONNECT on the database, or connect as another user",
+        "53300" => {
+            "the server has no free connection slot: lower the pools' max_connections or raise the server's"
+        }
+        "57P03" => "the server is starting up or shutting down: retry in a moment",
+        _ => "check DATABASE_URL and the server's log",
+    };
+    format!("the server said: {} (SQLSTATE {code}); {hint}", e.message())
 }
 
 #[cfg(feature = "amqp")]

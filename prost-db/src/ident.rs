@@ -99,6 +99,12 @@ impl fmt::Display for Identifier {
     }
 }
 
+/// `template` with every `{schema}` replaced by `schema`, quoted: how prost-db's own SQL
+/// texts are put into a service's schema.
+pub(crate) fn render(template: &str, schema: &Identifier) -> String {
+    template.replace("{schema}", &schema.quoted())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +143,16 @@ mod tests {
             let err = Identifier::new(IdentifierKind::Schema, name).unwrap_err();
             assert!(matches!(err, Error::InvalidIdentifier { .. }), "{name}");
         }
+    }
+
+    #[test]
+    fn render_puts_the_quoted_schema_in_every_place() {
+        let schema = Identifier::new(IdentifierKind::Schema, "svc").unwrap();
+        let sql = render(
+            "SELECT 1 FROM {schema}.a JOIN {schema}.b USING (id)",
+            &schema,
+        );
+        assert_eq!(sql, "SELECT 1 FROM \"svc\".a JOIN \"svc\".b USING (id)");
     }
 
     #[test]

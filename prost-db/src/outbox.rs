@@ -54,27 +54,11 @@ pub const OUTBOX_TABLE: &str = "outbox_events";
 
 /// The outbox table; `{schema}` is replaced by the quoted service schema. The migrator's
 /// framework steps install it with the other framework tables; [`install`] does it alone.
-pub(crate) const DDL: &str = "
-CREATE TABLE IF NOT EXISTS {schema}.outbox_events (
-    id BIGSERIAL PRIMARY KEY,
-    event_id UUID NOT NULL,
-    event_type TEXT NOT NULL,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    payload JSONB NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    published_at TIMESTAMPTZ,
-    publish_attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    UNIQUE (event_id, exchange)
-);
-CREATE INDEX IF NOT EXISTS outbox_events_pending
-    ON {schema}.outbox_events (id) WHERE published_at IS NULL;
-";
+const DDL: &str = crate::framework::STEP_3_OUTBOX_EVENTS;
 
 /// The outbox DDL for `schema`.
 pub(crate) fn ddl(schema: &Identifier) -> String {
-    crate::framework::render(DDL, schema)
+    crate::ident::render(DDL, schema)
 }
 
 /// Creates the outbox table in `db`'s schema if it does not exist (safe to run from several

@@ -823,14 +823,19 @@ async fn release(mut holder: sqlx::pool::PoolConnection<sqlx::Postgres>) {
 }
 
 #[tokio::test]
-async fn a_lock_timeout_names_the_session_holding_the_lock() {
+async fn a_lock_wait_that_runs_out_names_the_session_holding_the_lock() {
     let test_db = TestDb::new().await.unwrap();
     let pool = test_db.pool().await.unwrap();
     let db = small_db(&test_db, "users").await;
     let (holder, pid) = hold_migration_lock(&pool, "users").await;
-    let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
+    let m = migrator(&shop_root())
+        .lock_wait(Duration::from_millis(200))
+        .unwrap();
     let err = migrate_error(m.up(&db).await.unwrap_err());
-    assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
+    assert!(
+        matches!(err, MigrateError::LockWaitTimedOut { .. }),
+        "{err}"
+    );
     assert!(
         err.to_string().contains(&format!("backend pid {pid}")),
         "{err}"
@@ -843,15 +848,20 @@ async fn a_lock_timeout_names_the_session_holding_the_lock() {
 }
 
 #[tokio::test]
-async fn reset_waits_for_the_lock_like_up_and_honours_the_lock_timeout() {
+async fn reset_waits_for_the_lock_like_up_and_honours_the_lock_wait() {
     let test_db = TestDb::new().await.unwrap();
     let pool = test_db.pool().await.unwrap();
     let db = small_db(&test_db, "users").await;
-    let m = migrator(&shop_root()).lock_timeout(Duration::from_millis(200));
+    let m = migrator(&shop_root())
+        .lock_wait(Duration::from_millis(200))
+        .unwrap();
     m.up(&db).await.unwrap();
     let (holder, _) = hold_migration_lock(&pool, "users").await;
     let err = migrate_error(m.reset(&db).await.unwrap_err());
-    assert!(matches!(err, MigrateError::LockTimeout { .. }), "{err}");
+    assert!(
+        matches!(err, MigrateError::LockWaitTimedOut { .. }),
+        "{err}"
+    );
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM users._prost_db_migrations")
         .fetch_one(&pool)
         .await
@@ -965,4 +975,426 @@ async fn a_dry_run_stops_rehearsing_at_a_no_transaction_step() {
 
     db.close().await;
     test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_framework_creates_exactly_the_tables_it_documents() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_mine.up.sql",
+        "CREATE TABLE mine (id int);",
+    );
+    migrator(&root).up(&db).await.unwrap();
+    let mut tables = db.list_tables().await.unwrap();
+    tables.retain(|t| t != "mine");
+    tables.sort();
+    let mut documented: Vec<String> = prost_db::framework::TABLES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    documented.sort();
+    assert_eq!(tables, documented);
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+/// A one-connection pool of `schema` on `test_db`: whatever a migration leaves on a
+/// connection it used is what the next user of the pool gets.
+async fn one_connection_db(test_db: &TestDb, schema: &str) -> Db {
+    Db::connect(test_db.config(schema).min_connections(1).max_connections(1))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_session_set_in_a_migration_never_reaches_the_pool() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = one_connection_db(&test_db, "svc").await;
+    let pool = test_db.pool().await.unwrap();
+    let root = root();
+    // pg_dump output starts with lines like these.
+    write(
+        &root,
+        "svc",
+        "0001_items.up.sql",
+        "CREATE TABLE items (id int);\nSET search_path = public;\nCREATE TABLE stray (id int);\n",
+    );
+    write(
+        &root,
+        "svc",
+        "0002_next.up.sql",
+        "CREATE TABLE after_set (id int);\n",
+    );
+    migrator(&root).up(&db).await.unwrap();
+    assert_eq!(db.current_schema().await.unwrap(), "svc");
+    sqlx::query("INSERT INTO items VALUES (1)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // A script's own SET moves its later statements; the next script starts in the schema.
+    let placed: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+          WHERE table_name IN ('items', 'stray', 'after_set') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(placed, ["public.stray", "svc.after_set", "svc.items"]);
+
+    write(
+        &root,
+        "svc",
+        "0003_dump.up.sql",
+        "SELECT pg_catalog.set_config('search_path', '', false);\nCREATE TABLE svc.dumped (id int);\n",
+    );
+    migrator(&root).up(&db).await.unwrap();
+    assert_eq!(db.current_schema().await.unwrap(), "svc");
+    sqlx::query("INSERT INTO items VALUES (2)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM svc.items")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(items, 2);
+    pool.close().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_script_starts_from_the_runners_session_settings() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_dump.up.sql",
+        "SET statement_timeout = '1h';\nSET lock_timeout = 0;\n\
+         SELECT pg_catalog.set_config('search_path', '', false);\n\
+         SET client_min_messages = warning;\nCREATE TABLE svc.a (id int);\n",
+    );
+    let check = "DO $$ BEGIN\n\
+         IF current_schema() IS DISTINCT FROM 'svc' OR current_setting('lock_timeout') <> '5s'\n\
+            OR current_setting('statement_timeout') <> '0'\n\
+            OR current_setting('client_min_messages') <> 'notice' THEN\n\
+           RAISE EXCEPTION 'inherited: search_path %, lock_timeout %, statement_timeout %, client_min_messages %',\n\
+             current_setting('search_path'), current_setting('lock_timeout'),\n\
+             current_setting('statement_timeout'), current_setting('client_min_messages');\n\
+         END IF; END $$;\n";
+    write(&root, "svc", "0002_check.up.sql", check);
+    write(
+        &root,
+        "svc",
+        "0003_set.up.sql",
+        "-- prost-db:no-transaction\nSET lock_timeout = 0;\n",
+    );
+    write(
+        &root,
+        "svc",
+        "0004_check.up.sql",
+        &format!("-- prost-db:no-transaction\n{check}"),
+    );
+    let report = migrator(&root).up(&db).await.unwrap();
+    assert_eq!(report.applied.len(), 4);
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_migration_ignores_the_services_statement_timeout() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = Db::connect(
+        test_db
+            .config("svc")
+            .min_connections(0)
+            .max_connections(2)
+            .statement_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_slow.up.sql",
+        "CREATE TABLE t (id int);\nSELECT pg_sleep(1.5);\n",
+    );
+    migrator(&root).up(&db).await.unwrap();
+    write(
+        &root,
+        "svc",
+        "0002_slow_index.up.sql",
+        "-- prost-db:no-transaction\nSELECT pg_sleep(1.5);\n",
+    );
+    let report = migrator(&root).up(&db).await.unwrap();
+    assert_eq!(report.mode, RunMode::StepByStep);
+    // The service keeps its own timeout.
+    let err = sqlx::query("SELECT pg_sleep(1.5)")
+        .execute(db.pool())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_alter_table_behind_a_long_transaction_gives_up_and_names_the_blocker() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = small_db(&test_db, "svc").await;
+    let pool = test_db.pool().await.unwrap();
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_t.up.sql",
+        "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n",
+    );
+    migrator(&root).up(&db).await.unwrap();
+
+    // A session that read the table in a transaction it keeps open.
+    let mut blocker = pool.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *blocker)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut *blocker).await.unwrap();
+    sqlx::query("SELECT count(*) FROM svc.t")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    write(
+        &root,
+        "svc",
+        "0002_note.up.sql",
+        "ALTER TABLE t ADD COLUMN note text;\n",
+    );
+    let run = tokio::time::timeout(Duration::from_secs(60), migrator(&root).up(&db))
+        .await
+        .expect("the ALTER TABLE waited behind the open transaction without giving up");
+    let err = migrate_error(run.unwrap_err());
+    let MigrateError::Failed { failure, outcome } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*outcome, FailureOutcome::RolledBack);
+    assert_eq!(failure.sqlstate.as_deref(), Some("55P03"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("backend pid {pid}")), "{text}");
+    assert!(text.contains("idle in transaction"), "{text}");
+    let named = failure.blocked_by.first().expect("the blocker is named");
+    assert_eq!(named.pid, pid);
+    assert_eq!(named.state.as_deref(), Some("idle in transaction"));
+    assert!(named.transaction_start.is_some() && named.query_start.is_some());
+    let logged: String = sqlx::query_scalar(
+        "SELECT message FROM svc._prost_db_migration_log WHERE event = 'failed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(logged.contains(&format!("backend pid {pid}")), "{logged}");
+
+    // Nothing queues behind the abandoned ALTER: readers and writers of `t` go on.
+    let mut other = pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '10s'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO svc.t VALUES (2)")
+        .execute(&mut *other)
+        .await
+        .expect("t is still blocked");
+    sqlx::query("ROLLBACK")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    drop((blocker, other));
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM svc._prost_db_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    pool.close().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+/// A TCP proxy to the test server that can stop taking new connections while the ones it
+/// forwards keep working: the server "goes away" for anyone who connects afresh.
+struct Gate {
+    port: u16,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn open(upstream: String) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        tokio::io::copy_bidirectional(&mut client, &mut server)
+                            .await
+                            .ok();
+                    }
+                });
+            }
+        });
+        Gate { port, accept }
+    }
+
+    /// New connections are refused from now on (the listener is dropped).
+    async fn close(self) {
+        self.accept.abort();
+        self.accept.await.ok();
+    }
+}
+
+#[tokio::test]
+async fn a_connection_failure_is_the_same_error_from_the_migrator_as_from_db() {
+    let test_db = TestDb::new().await.unwrap();
+    let server = test_db.connect_options();
+    let gate = Gate::open(format!("{}:{}", server.get_host(), server.get_port())).await;
+    let through_gate = server
+        .host("127.0.0.1")
+        .port(gate.port)
+        .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+    let config = || {
+        prost_db::DbConfig::from_connect_options(through_gate.clone(), "svc")
+            .create_schema(true)
+            .min_connections(1)
+            .max_connections(1)
+    };
+    let db = Db::connect(config()).await.unwrap();
+    let root = root();
+    write(
+        &root,
+        "svc",
+        "0001_index.up.sql",
+        "-- prost-db:no-transaction\nCREATE TABLE t (id int);\n",
+    );
+    write(&root, "svc", "0002_t.up.sql", "CREATE TABLE u (id int);\n");
+    gate.close().await;
+
+    let from_db = Db::connect(config()).await.unwrap_err();
+    assert!(matches!(from_db, Error::Connect { .. }), "{from_db:?}");
+    let from_migrator = migrator(&root).up(&db).await.unwrap_err();
+    assert!(
+        matches!(from_migrator, Error::Connect { .. }),
+        "the migrator said {from_migrator:?}, Db says {from_db:?}"
+    );
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_cli_names_a_missing_database_with_the_servers_message_and_a_hint() {
+    let url = prost_db::testing::server_url();
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let missing = format!(
+        "postgres://{}@{}:{}/prost_missing_{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        std::process::id()
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"))
+        .args(["migrate", "status", "-s", "catalog", "--root"])
+        .arg(shop_root())
+        .env("DATABASE_URL", &missing)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = stderr.trim_end();
+    assert!(!message.contains(" at line "), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+    assert!(
+        message.ends_with("or fix the database name in DATABASE_URL"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_cli_help_is_prose_not_rustdoc() {
+    for flag in ["-h", "--help"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"))
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(!help.contains("```"), "{flag}: {help}");
+        assert!(!help.contains("try_parse_from"), "{flag}: {help}");
+        assert!(help.contains("migrations"), "{flag}: {help}");
+    }
+}
+
+#[test]
+fn the_cli_refuses_timeouts_beyond_postgres_range_before_connecting() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_prost-shop-db"))
+        .args([
+            "migrate",
+            "status",
+            "--ddl-lock-timeout-ms",
+            "2147483648",
+            "--root",
+        ])
+        .arg(shop_root())
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nowhere")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ddl_lock_timeout") && stderr.contains("2147483647 ms"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot connect"), "{stderr}");
+}
+
+#[tokio::test]
+async fn reset_refuses_a_database_whose_name_merely_contains_test() {
+    // Not a TestDb: its name must not look like a test database ("latest" contains "test").
+    let server: sqlx::postgres::PgConnectOptions = prost_db::testing::server_url().parse().unwrap();
+    let admin = sqlx::PgPool::connect_with(server.clone()).await.unwrap();
+    let name = format!("prost_latest_{}", std::process::id());
+    let create = format!("CREATE DATABASE {name}");
+    sqlx::query(sqlx::AssertSqlSafe(create))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let root = root();
+    write(&root, "svc", "0001_t.up.sql", "CREATE TABLE t (id int);");
+    let config = prost_db::DbConfig::from_connect_options(server.clone().database(&name), "svc")
+        .create_schema(true)
+        .min_connections(0)
+        .max_connections(1);
+    let db = Db::connect(config).await.unwrap();
+    let applied = migrator(&root).up(&db).await.map(|r| r.applied.len());
+    let reset = migrator(&root).reset(&db).await;
+    let survived = db.table_exists("t").await;
+    db.close().await;
+    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+
+    assert_eq!(applied.unwrap(), 1);
+    let err = migrate_error(reset.unwrap_err());
+    assert!(matches!(err, MigrateError::ResetRefused { .. }), "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+    assert!(survived.unwrap(), "the schema was not dropped");
 }

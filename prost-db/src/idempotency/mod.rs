@@ -85,10 +85,6 @@ pub use error::{HandlerError, PermanentError};
 pub use key::{EventId, Fingerprint, IdempotencyKey};
 pub use store::{Claim, DEFAULT_LOCK_TIMEOUT, IdempotencyStore, StoredRecord, TABLE_NAME, Tx};
 
-/// The DDL of `idempotency_records`, with `{schema}` standing for the quoted schema name;
-/// for the framework's table installer.
-pub(crate) use store::DDL;
-
 /// What a handler run ended as: the body ran now, or the event had been handled before.
 ///
 /// Both carry the handler's result: the fresh one, or the one stored by the first delivery.

@@ -44,27 +44,8 @@ pub const TABLE_NAME: &str = "idempotency_records";
 /// ```
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The table, in the schema that replaces `{schema}` (a quoted, validated identifier).
-///
-/// The primary key is the unique key `(event_id, service_name, action)`, so an insert
-/// maintains one B-tree, compared byte-wise (`COLLATE "C"`: keys need equality, not
-/// linguistic order); retention scans `created_at` through a BRIN index, which costs
-/// next to nothing to maintain because records arrive in time order.
-pub(crate) const DDL: &str = r#"
-CREATE TABLE IF NOT EXISTS {schema}.idempotency_records (
-    id              BIGINT      GENERATED ALWAYS AS IDENTITY,
-    event_id        TEXT        COLLATE "C" NOT NULL,
-    service_name    TEXT        COLLATE "C" NOT NULL,
-    action          TEXT        COLLATE "C" NOT NULL,
-    payload_hash    BYTEA,
-    result          JSONB,
-    permanent_error BOOLEAN     NOT NULL DEFAULT false,
-    created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT idempotency_records_key PRIMARY KEY (event_id, service_name, action)
-);
-CREATE INDEX IF NOT EXISTS idempotency_records_created_at
-    ON {schema}.idempotency_records USING brin (created_at);
-"#;
+/// The table, in the schema that replaces `{schema}`: the framework's released step.
+const DDL: &str = crate::framework::STEP_2_IDEMPOTENCY_RECORDS;
 
 const SELECT: &str = "SELECT payload_hash, result, permanent_error, created_at \
      FROM {schema}.idempotency_records \
@@ -92,7 +73,7 @@ const COMPLETE: &str = "UPDATE {schema}.idempotency_records \
 const PURGE: &str = "DELETE FROM {schema}.idempotency_records WHERE created_at < now() - $1";
 
 fn sql(template: &'static str, db: &Db) -> AssertSqlSafe<String> {
-    AssertSqlSafe(crate::framework::render(template, db.schema_ident()))
+    AssertSqlSafe(crate::ident::render(template, db.schema_ident()))
 }
 
 /// The idempotency records of one service, and the check-process-record transaction.

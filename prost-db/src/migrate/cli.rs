@@ -12,13 +12,15 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use super::{DryRunOutcome, MigrationState, Migrations, Migrator, Report, RunMode};
 use crate::{Db, DbConfig, Error};
 
-/// `prost-db`: the database layer's command line.
+/// The `prost-db` command line, parsed. Its help text is [`ABOUT`] and [`LONG_ABOUT`], not
+/// this documentation.
 ///
 /// ```
 /// use clap::Parser;
@@ -27,11 +29,35 @@ use crate::{Db, DbConfig, Error};
 /// assert!(cli.is_ok());
 /// ```
 #[derive(Debug, Parser)]
-#[command(name = "prost-db", version, about)]
+#[command(name = "prost-db", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `prost-db -h` says.
+///
+/// ```
+/// assert!(prost_db::migrate::cli::ABOUT.contains("migrations"));
+/// ```
+pub const ABOUT: &str = "Versioned PostgreSQL migrations for prost-db services: one directory per schema, \
+     one lock per schema, all pending migrations of a schema in one transaction";
+
+/// What `prost-db --help` says.
+///
+/// ```
+/// assert!(prost_db::migrate::cli::LONG_ABOUT.contains("DATABASE_URL"));
+/// ```
+pub const LONG_ABOUT: &str = "Versioned PostgreSQL migrations for prost-db services.
+
+A migrations root is one database; each directory under it is one schema, holding \
+<version>_<name>.up.sql and optional .down.sql files. Every schema runs concurrently under \
+its own lock; a schema's pending migrations run in one transaction, so a failure changes \
+nothing, and a script marked `-- prost-db:no-transaction` makes the run commit step by step \
+with automatic DOWNs on failure. The tracking table and the audit log live in each schema.
+
+The database is DATABASE_URL (or --database-url); the root is --root (PROST_DB_MIGRATIONS, \
+default `migrations`). Run `prost-db migrate --help` for the commands.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -54,10 +80,29 @@ struct Target {
     /// Recorded as who applied the migrations (default `$USER@$HOSTNAME`).
     #[arg(long, env = "PROST_DB_APPLIED_BY")]
     applied_by: Option<String>,
-    /// Give up waiting for a schema's migration lock after this many milliseconds, naming
-    /// the session that holds it (default: wait).
-    #[arg(long, env = "PROST_DB_LOCK_TIMEOUT_MS")]
-    lock_timeout_ms: Option<u64>,
+    /// Give up waiting for a schema's migration lock (another deployment migrating it)
+    /// after this many milliseconds, naming the session that holds it (default: wait).
+    #[arg(long, env = "PROST_DB_LOCK_WAIT_MS", value_name = "MS")]
+    lock_wait_ms: Option<u64>,
+    /// The scripts' `lock_timeout`: a statement waiting this long for a table lock (an
+    /// ALTER TABLE behind a long transaction) fails, naming the blocking session (0: no
+    /// limit).
+    #[arg(
+        long,
+        env = "PROST_DB_DDL_LOCK_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 5000
+    )]
+    ddl_lock_timeout_ms: u64,
+    /// The scripts' `statement_timeout` (default 0: none; the service's
+    /// PROST_DB_STATEMENT_TIMEOUT_MS does not apply to migrations).
+    #[arg(
+        long,
+        env = "PROST_DB_MIGRATION_STATEMENT_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 0
+    )]
+    statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +148,8 @@ enum MigrateCommand {
     Reset {
         #[command(flatten)]
         target: Target,
-        /// Allow it on a database whose name does not contain `test`.
+        /// Allow it on a database not named like a test database (`prost_test_*`,
+        /// `test_*`, `*_test`, `test`).
         #[arg(long)]
         force: bool,
     },
@@ -358,9 +404,12 @@ where
     if let Some(who) = &target.applied_by {
         migrator = migrator.applied_by(who.clone());
     }
-    if let Some(ms) = target.lock_timeout_ms {
-        migrator = migrator.lock_timeout(std::time::Duration::from_millis(ms));
+    if let Some(ms) = target.lock_wait_ms {
+        migrator = migrator.lock_wait(Duration::from_millis(ms))?;
     }
+    let migrator = migrator
+        .ddl_lock_timeout(Duration::from_millis(target.ddl_lock_timeout_ms))?
+        .statement_timeout(Duration::from_millis(target.statement_timeout_ms))?;
     let migrator = std::sync::Arc::new(configure(migrator));
     let schemas: Vec<String> = if target.schemas.is_empty() {
         migrator.migrations().schemas().map(str::to_owned).collect()

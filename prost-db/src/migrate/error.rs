@@ -1,6 +1,9 @@
 //! What can go wrong when migrating.
 
 use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 pub use prost_db_core::source::SourceError;
 
@@ -98,11 +101,12 @@ pub enum MigrateError {
         file: String,
     },
 
-    /// `reset` was refused because the database does not look like a test database.
+    /// `reset` was refused because the database is not named like a test database.
     #[error(
-        "refusing to reset schema {schema:?} of database {database:?}: its name does not contain \
-         `test`; reset drops every object in the schema, so allow it explicitly \
-         (`Migrator::allow_reset(true)`, `--force`) if this really is a throwaway database"
+        "refusing to reset schema {schema:?} of database {database:?}: it is not named like a \
+         test database (`prost_test_*`, `test_*`, `*_test` or `test`); reset drops every object \
+         in the schema, so allow it explicitly (`Migrator::allow_reset(true)`, `--force`) if \
+         this really is a throwaway database"
     )]
     ResetRefused {
         /// The schema.
@@ -111,20 +115,35 @@ pub enum MigrateError {
         database: String,
     },
 
-    /// Another run held the schema's migration lock for longer than the lock timeout.
+    /// Another run held the schema's migration lock for longer than the configured
+    /// [`lock_wait`](crate::migrate::Migrator::lock_wait).
     #[error(
-        "gave up after {waited:?} waiting for the migration lock of schema {schema:?}, held by {}; \
-         another deployment is migrating this schema, or a session hangs: look it up in \
-         pg_stat_activity",
-        holder.as_deref().unwrap_or("a session that has released it since")
+        "gave up after {waited:?} (lock_wait) waiting for the migration lock of schema {schema:?}, \
+         held by {}; another deployment is migrating this schema, or a session hangs: look it \
+         up in pg_stat_activity",
+        holder.as_ref().map_or_else(|| "a session that has released it since".to_owned(), ToString::to_string)
     )]
-    LockTimeout {
+    LockWaitTimedOut {
         /// The schema.
         schema: String,
-        /// The configured timeout.
-        waited: std::time::Duration,
-        /// Who held the lock (pid, application, user, address), if still found.
-        holder: Option<String>,
+        /// How long the run waited.
+        waited: Duration,
+        /// The session that held the lock, if it still did when the wait ended.
+        holder: Option<Box<BlockingSession>>,
+    },
+
+    /// A migrator setting that PostgreSQL (or the lock wait, which follows the same rule)
+    /// cannot take.
+    #[error(
+        "{setting} of {value:?} is beyond PostgreSQL's limit of 2147483647 ms (about 24.8 days); \
+         give a shorter duration, or none for no limit"
+    )]
+    SettingOutOfRange {
+        /// The builder method (and CLI flag stem) that got it: `lock_wait`,
+        /// `ddl_lock_timeout` or `statement_timeout`.
+        setting: &'static str,
+        /// The rejected value.
+        value: Duration,
     },
 
     /// The migrations root has no directory for the schema.
@@ -166,6 +185,29 @@ pub struct ScriptFailure {
     pub sqlstate: Option<String>,
     /// The server's message.
     pub message: String,
+    /// When a lock wait ran out (SQLSTATE `55P03`, the
+    /// [`ddl_lock_timeout`](crate::migrate::Migrator::ddl_lock_timeout)): the sessions the
+    /// script was seen waiting for. Empty otherwise.
+    pub blocked_by: Vec<BlockingSession>,
+}
+
+/// SQLSTATE `lock_not_available`: a lock wait ran out (`lock_timeout`, `NOWAIT`).
+pub(super) const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+impl ScriptFailure {
+    /// The server's message and, after a lock wait ran out, who held the lock: what the
+    /// migration log records.
+    pub(super) fn detail(&self) -> String {
+        if self.blocked_by.is_empty() {
+            self.message.clone()
+        } else {
+            format!(
+                "{}; blocked by {}",
+                self.message,
+                sessions(&self.blocked_by)
+            )
+        }
+    }
 }
 
 impl fmt::Display for ScriptFailure {
@@ -182,8 +224,82 @@ impl fmt::Display for ScriptFailure {
         if let Some(code) = &self.sqlstate {
             write!(f, "[{code}] ")?;
         }
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if self.sqlstate.as_deref() == Some(LOCK_NOT_AVAILABLE) {
+            match self.blocked_by.as_slice() {
+                [] => f.write_str(
+                    " (a lock wait ran out; the session holding the lock was not seen)",
+                )?,
+                held => write!(
+                    f,
+                    " (a lock wait ran out; the lock was held by {})",
+                    sessions(held)
+                )?,
+            }
+            f.write_str(
+                "; the statement gave up, so nothing queues behind it: retry when that \
+                 transaction has ended, end it, or raise ddl_lock_timeout (--ddl-lock-timeout-ms)",
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// A session that held a lock a migration waited for, as `pg_stat_activity` showed it.
+///
+/// ```
+/// use prost_db::migrate::BlockingSession;
+///
+/// # fn show(session: &BlockingSession) {
+/// eprintln!("blocked by pid {} ({})", session.pid, session.state.as_deref().unwrap_or("?"));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlockingSession {
+    /// The backend's process id (`pg_terminate_backend(pid)` ends it).
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// The role it is logged in as.
+    pub user: String,
+    /// `active`, `idle in transaction`... (`None` if not visible to this role).
+    pub state: Option<String>,
+    /// The client's address, or `local socket`.
+    pub client: String,
+    /// When its current transaction started.
+    pub transaction_start: Option<DateTime<Utc>>,
+    /// When its current or last query started.
+    pub query_start: Option<DateTime<Utc>>,
+}
+
+impl fmt::Display for BlockingSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "backend pid {} (application {:?}, user {:?}, {}, from {}",
+            self.pid,
+            self.application_name,
+            self.user,
+            self.state.as_deref().unwrap_or("state not visible"),
+            self.client
+        )?;
+        if let Some(t) = self.transaction_start {
+            write!(f, ", in a transaction since {t}")?;
+        }
+        if let Some(t) = self.query_start {
+            write!(f, ", query started {t}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+fn sessions(sessions: &[BlockingSession]) -> String {
+    sessions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What the runner did after a script failed.

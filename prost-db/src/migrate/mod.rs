@@ -11,8 +11,8 @@
 //! migrations/shop/orders/0001_create_orders.up.sql
 //! ```
 //!
-//! Scripts use unqualified names: the runner sets `search_path` to the schema for every
-//! script. A `.down.sql` is optional; without it the migration is irreversible.
+//! Scripts use unqualified names: every script starts with `search_path` set to the
+//! schema. A `.down.sql` is optional; without it the migration is irreversible.
 //!
 //! # Guarantees
 //!
@@ -20,7 +20,8 @@
 //!   skipped; an applied migration whose file changed or disappeared stops the run with
 //!   [`MigrateError::Changed`] / [`MigrateError::Missing`] naming the file.
 //! - **One runner per schema.** Runs take an advisory lock keyed on the schema
-//!   ([`lock_key`]), transaction-scoped by default, so it cannot outlive a failed run;
+//!   ([`lock_key`]), transaction-scoped by default, so it cannot outlive a failed run
+//!   (waited for as long as [`Migrator::lock_wait`] allows);
 //!   services in one database migrate their schemas in parallel. Waiters retry outside any
 //!   statement, so a holder's `CREATE INDEX CONCURRENTLY` never waits for them.
 //! - **All or nothing.** A schema's pending migrations run in one transaction: a failure at
@@ -29,6 +30,13 @@
 //!   INDEX CONCURRENTLY`) switches the run to step-by-step commits under a session lock on a
 //!   dedicated connection; a failure then runs the DOWN scripts of the steps this deployment
 //!   applied, newest first ([`FailureOutcome::Reverted`]).
+//! - **Its own session.** Scripts run on a connection of the run's own, opened from the
+//!   `Db`'s connect options and closed afterwards: nothing a script `SET`s reaches the
+//!   service's pool, the service's `statement_timeout` does not apply
+//!   ([`Migrator::statement_timeout`], none by default), and table-lock waits are bounded
+//!   by [`Migrator::ddl_lock_timeout`] (5 s), whose failure names the blocking session.
+//!   Each script starts from those settings (`RESET ALL`); a script's own `SET` holds for
+//!   the rest of that script only.
 //! - **Audit log.** Every apply, failure (with file, line and SQLSTATE), revert and automatic
 //!   rollback is appended to `<schema>._prost_db_migration_log` with the deployment id.
 //!
@@ -44,35 +52,30 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod error;
-mod run;
+mod execute;
+mod ledger;
+mod lock;
+mod migrator;
+mod plan;
+mod report;
 mod script;
+mod session;
+mod settings;
 mod source;
+mod stepwise;
 
 #[cfg(feature = "cli")]
 pub mod cli;
 
-pub use error::{FailureOutcome, MigrateError, ScriptFailure, SourceError};
+pub use error::{BlockingSession, FailureOutcome, MigrateError, ScriptFailure, SourceError};
+pub use lock::lock_key;
+pub use migrator::Migrator;
 pub use prost_db_core::source::{Migration, NO_TRANSACTION_DIRECTIVE, SchemaMigrations, Script};
-pub use run::{
-    DryRun, DryRunOutcome, DryRunStep, MigrationState, Migrator, Report, RunMode, Status,
-    StatusEntry, StepReport,
+pub use report::{
+    DryRun, DryRunOutcome, DryRunStep, MigrationState, Report, RunMode, Status, StatusEntry,
+    StepReport,
 };
+pub use settings::DEFAULT_DDL_LOCK_TIMEOUT;
 pub use source::Migrations;
-
-/// The advisory-lock key the runner uses for `schema` (the same in every database; advisory
-/// locks are per database already). Look for it in `pg_locks.objid`/`classid` when a run
-/// seems to wait.
-///
-/// ```
-/// let key = prost_db::migrate::lock_key("catalog");
-/// assert_eq!(key, prost_db::migrate::lock_key("catalog"));
-/// assert_ne!(key, prost_db::migrate::lock_key("orders"));
-/// ```
-pub fn lock_key(schema: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("prost-db migrate\0{schema}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
-}
