@@ -78,16 +78,21 @@
 //! ```
 
 mod error;
+mod fingerprint;
 mod key;
-pub(crate) mod store;
+mod record;
+pub(crate) mod runtime;
+mod store;
 
 pub use error::{HandlerError, PermanentError};
-pub use key::{EventId, Fingerprint, IdempotencyKey};
-pub use store::{Claim, DEFAULT_LOCK_TIMEOUT, IdempotencyStore, StoredRecord, TABLE_NAME, Tx};
+pub use fingerprint::Fingerprint;
+pub use key::{EventId, IdempotencyKey};
+pub use record::{Claim, StoredRecord};
+pub use store::{DEFAULT_LOCK_TIMEOUT, IdempotencyStore, TABLE_NAME, Tx, TxLease};
 
 /// The DDL of `idempotency_records`, with `{schema}` standing for the quoted schema name;
 /// for the framework's table installer.
-pub(crate) use store::DDL;
+pub(crate) use record::DDL;
 
 /// What a handler run ended as: the body ran now, or the event had been handled before.
 ///
