@@ -68,7 +68,8 @@ pub mod __private {
     /// Fails to compile, on the field's type, unless `T` can hold the SQL type `S`.
     pub const fn assert_compatible<T: ?Sized + crate::schema::CompatibleWith<S>, S>() {}
     pub use crate::idempotency::runtime::{
-        ErrorPolicy, Handler, HandlerResult, Keyed, NeverRecord, RecordPermanent, StoredResult,
+        ErrorPolicy, Handler, HandlerResult, Keyed, StoredResult, free_fn, method, named,
+        permanent_errors,
     };
 }
 

@@ -1,7 +1,7 @@
 //! The wrapper: the user's signature with the transaction parameter replaced by `db`, and
 //! the body moved into a closure handed to the runtime, which lends it the transaction.
 
-use proc_macro2::{Ident, Span, TokenStream};
+use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, FnArg, LitInt, ReturnType, Signature};
@@ -67,9 +67,9 @@ pub(super) fn signature(handler: &HandlerFn, krate: &TokenStream) -> Signature {
 //     pub async fn reserve(db: &::prost_db::Db, event: &StockReserved)
 //         -> ::core::result::Result<Outcome<u32>, HandlerError<Error>>
 //     {
-//         ::prost_db::__private::Handler::free(module_path!(), "reserve")
+//         ::prost_db::__private::free_fn::<Result<u32, Error>>(module_path!(), "reserve")
 //             .event(&event)
-//             .run::<Result<u32, Error>, _>(db, move |mut tx| async move {
+//             .run(db, move |mut tx| async move {
 //                 let tx: &mut Tx = &mut tx;
 //                 body
 //             })
@@ -77,22 +77,32 @@ pub(super) fn signature(handler: &HandlerFn, krate: &TokenStream) -> Signature {
 //     }
 pub(super) fn wrapper(handler: &HandlerFn, config: &HandlerConfig) -> TokenStream {
     let HandlerConfig { krate, tx, ret, .. } = config;
-    let private = quote!(#krate::__private);
     let item = handler.item;
     let outer = item.attrs.iter().filter(|a| a.style == AttrStyle::Outer);
     let inner = item.attrs.iter().filter(|a| a.style != AttrStyle::Outer);
     let vis = &item.vis;
     let sig = signature(handler, krate);
-    let block = &item.block;
 
+    // Spanned at the return type: a result type that cannot be stored is reported there.
+    let private = respan(quote!(#krate::__private), ret.span());
     let new = match &config.action {
-        Action::Named(action) => quote!(#private::Handler::new(#action)),
-        Action::Free(name) => quote!(#private::Handler::free(::core::module_path!(), #name)),
-        Action::Method(name) => {
-            quote!(#private::Handler::method::<Self>(::core::module_path!(), #name))
-        }
+        Action::Named(action) => quote_spanned!(ret.span()=> #private::named::<#ret>(#action)),
+        Action::Free(name) => quote_spanned! {ret.span()=>
+            #private::free_fn::<#ret>(::core::module_path!(), #name)
+        },
+        Action::Method(name) => quote_spanned! {ret.span()=>
+            #private::method::<#ret, Self>(::core::module_path!(), #name)
+        },
     };
-    let permanent_errors = config.permanent_errors.then(|| quote!(.permanent_errors()));
+    let permanent_errors = config.permanent_errors.then(|| {
+        // At the error type, where a missing `PermanentError` is reported.
+        let (span, err) = match &handler.output {
+            Output::Result { err, .. } => (err.span(), quote!(#err)),
+            _ => (ret.span(), quote!(<#ret as #private::HandlerResult>::Err)),
+        };
+        let private = respan(quote!(#krate::__private), span);
+        quote_spanned!(span=> .permanent_errors(#private::permanent_errors::<#err>()))
+    });
     let service = config.service.as_ref().map(|s| quote!(.service(#s)));
     let lock_timeout = config
         .lock_timeout_ms
@@ -106,33 +116,48 @@ pub(super) fn wrapper(handler: &HandlerFn, config: &HandlerConfig) -> TokenStrea
         .fingerprint
         .as_ref()
         .map(|expr| quote_spanned!(expr.span()=> .fingerprint(&(#expr))));
+
     let (tx_pat, mut tx_ty) = (&tx.arg.pat, (*tx.arg.ty).clone());
     elide_lifetimes(&mut tx_ty);
     let lease = Ident::new("tx", Span::mixed_site());
     let bind_tx = quote_spanned!(tx_ty.span()=> let #tx_pat: #tx_ty = &mut #lease;);
-    let stmts = &block.stmts;
+    let stmts = &item.block.stmts;
     let db = db_ident();
-    // Spanned at the return type: a result type the runtime cannot store, or an error type
-    // that `permanent_errors` cannot classify, is reported there. Naming it lets `?` and
-    // `return` in the body see it.
-    let run = quote_spanned! {ret.span()=>
-        .run::<#ret, _>(#db, move |mut #lease| async move {
-            #bind_tx
-            #(#stmts)*
-        })
-    };
     quote! {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            #new #permanent_errors #service #lock_timeout #key #fingerprint #run.await
+            #new #permanent_errors #service #lock_timeout #key #fingerprint
+                .run(#db, move |mut #lease| async move {
+                    #bind_tx
+                    #(#stmts)*
+                })
+                .await
         }
     }
 }
 
+/// `tokens` with every span set to `span`, so that an error about the expression they
+/// start is reported at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                token = TokenTree::Group(respanned);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
+}
+
 /// The transaction is the closure's argument, so lifetimes the user named for the
 /// parameter cannot apply; `'_` makes the closure take any borrow.
-fn elide_lifetimes(ty: &mut syn::Type) {
+pub(super) fn elide_lifetimes(ty: &mut syn::Type) {
     struct Elide;
     impl syn::visit_mut::VisitMut for Elide {
         fn visit_lifetime_mut(&mut self, lifetime: &mut syn::Lifetime) {
@@ -169,11 +194,11 @@ mod tests {
             "-> :: core :: result :: Result < :: prost_db :: idempotency :: Outcome < u32 > , :: prost_db :: idempotency :: HandlerError < Error > >"
         ), "{out}");
         assert!(
-            out.contains("Handler :: free (:: core :: module_path ! () , \"reserve\")"),
+            out.contains(":: prost_db :: __private :: free_fn :: < Result < u32 , Error > > (:: core :: module_path ! () , \"reserve\")"),
             "{out}"
         );
         assert!(out.contains(". event (& event)"), "{out}");
-        assert!(out.contains(". run :: < Result < u32 , Error > , _ > (db , move | mut tx | async move { let tx : & '_ mut Tx = & mut tx ; Ok (1) }) . await"), "{out}");
+        assert!(out.contains(". run (db , move | mut tx | async move { let tx : & '_ mut Tx = & mut tx ; Ok (1) }) . await"), "{out}");
         assert!(!out.contains("compile_error"), "{out}");
     }
 
@@ -206,7 +231,7 @@ mod tests {
             out.contains("async fn h (& self , db : & my :: db :: Db , event : E)"),
             "{out}"
         );
-        assert!(out.contains("my :: db :: __private :: Handler :: new (\"a\") . permanent_errors () . service (\"billing\") . lock_timeout_ms (250) . key (& (event . order_id)) . fingerprint (& (event . lines))"), "{out}");
+        assert!(out.contains("my :: db :: __private :: named :: < Result < () , X > > (\"a\") . permanent_errors (my :: db :: __private :: permanent_errors :: < X > ()) . service (\"billing\") . lock_timeout_ms (250) . key (& (event . order_id)) . fingerprint (& (event . lines))"), "{out}");
         assert!(!out.contains("prost_db"), "{out}");
     }
 
@@ -220,7 +245,7 @@ mod tests {
         );
         assert!(
             out.contains(
-                "Handler :: method :: < Self > (:: core :: module_path ! () , \"handle\")"
+                "__private :: method :: < Result < () , X > , Self > (:: core :: module_path ! () , \"handle\")"
             ),
             "{out}"
         );
@@ -241,5 +266,93 @@ mod tests {
         assert!(out.starts_with("# [doc = r\" Docs.\"] async fn f"), "{out}");
         assert!(out.contains("{ # ! [allow (unused)] :: prost_db"), "{out}");
         assert!(!out.contains("# ! [allow (unused)] Ok"), "{out}");
+    }
+}
+
+/// The expansion the docs show is the macro's output, token for token.
+#[cfg(test)]
+mod docs {
+    use std::path::Path;
+
+    use proc_macro2::TokenStream;
+
+    /// The visible lines of the code block after `marker`: rustdoc's hidden `# ` lines
+    /// dropped.
+    fn block_after(text: &str, marker: &str, file: &Path) -> String {
+        let start = text
+            .find(marker)
+            .unwrap_or_else(|| panic!("{} lacks `{marker}`", file.display()));
+        let mut lines = text[start..].lines().skip_while(|l| !l.starts_with("```"));
+        lines.next();
+        lines
+            .take_while(|l| !l.starts_with("```"))
+            .filter(|l| !(l.starts_with("# ") || *l == "#"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The tokens, one space apart, without the trailing commas rustfmt adds: what is
+    /// left once layout is ignored.
+    fn normalized(tokens: TokenStream) -> Vec<String> {
+        use proc_macro2::{Delimiter, TokenTree};
+        let mut out: Vec<String> = Vec::new();
+        for token in tokens {
+            let (open, close, inner) = match &token {
+                TokenTree::Group(group) => match group.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")", group.stream()),
+                    Delimiter::Bracket => ("[", "]", group.stream()),
+                    Delimiter::Brace => ("{", "}", group.stream()),
+                    Delimiter::None => ("", "", group.stream()),
+                },
+                other => {
+                    if other.to_string() == ">" && out.last().is_some_and(|t| t == ",") {
+                        out.pop();
+                    }
+                    out.push(other.to_string());
+                    continue;
+                }
+            };
+            let mut inner = normalized(inner);
+            if inner.last().is_some_and(|t| t == ",") {
+                inner.pop();
+            }
+            out.push(open.to_owned());
+            out.extend(inner);
+            out.push(close.to_owned());
+        }
+        out
+    }
+
+    fn check(file: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let input = block_after(&text, "<!-- expansion: input -->", &path);
+        let output = block_after(&text, "<!-- expansion: output -->", &path);
+
+        let mut item: syn::ItemFn = syn::parse_str(&input).unwrap();
+        let attr = item.attrs.remove(0);
+        assert!(attr.path().is_ident("idempotent_handler"), "{input}");
+        let args = match &attr.meta {
+            syn::Meta::List(list) => list.tokens.clone(),
+            _ => TokenStream::new(),
+        };
+        let expanded = crate::handler::expand(args, quote::quote!(#item));
+        let shown: TokenStream = output.parse().unwrap();
+        assert_eq!(
+            normalized(shown),
+            normalized(expanded),
+            "{file} shows another expansion than the macro's"
+        );
+        assert!(output.lines().count() <= 15, "{file}: {output}");
+    }
+
+    #[test]
+    fn the_macro_docs_show_the_real_expansion() {
+        check("../prost-db/src/idempotency/handler.md");
+    }
+
+    #[test]
+    fn the_readme_shows_the_real_expansion() {
+        check("../README.md");
     }
 }

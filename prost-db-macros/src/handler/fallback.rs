@@ -7,7 +7,7 @@ use quote::quote;
 use syn::AttrStyle;
 
 use super::ast::HandlerFn;
-use super::expand::signature;
+use super::expand::{elide_lifetimes, signature};
 
 /// The rewritten signature over `unreachable!()`.
 pub(super) fn stub(handler: &HandlerFn, krate: &TokenStream) -> TokenStream {
@@ -15,10 +15,17 @@ pub(super) fn stub(handler: &HandlerFn, krate: &TokenStream) -> TokenStream {
     let outer = item.attrs.iter().filter(|a| a.style == AttrStyle::Outer);
     let vis = &item.vis;
     let sig = signature(handler, krate);
+    // The transaction's type, still named, so that its import is not reported unused.
+    let tx_ty = handler.tx.map(|tx| {
+        let mut ty = (*tx.arg.ty).clone();
+        elide_lifetimes(&mut ty);
+        quote!(let _: ::core::option::Option<#ty> = ::core::option::Option::None;)
+    });
     quote! {
         #(#outer)*
         #[allow(unused_variables, clippy::unused_async)]
         #vis #sig {
+            #tx_ty
             ::core::unreachable!("#[idempotent_handler] failed to expand")
         }
     }

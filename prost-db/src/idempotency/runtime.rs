@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,22 +16,22 @@ use super::store::{DEFAULT_LOCK_TIMEOUT, TxLease, begin};
 use super::{Fingerprint, Outcome};
 use crate::pool::Db;
 
-/// One delivery to run: the record it claims, the fingerprint a duplicate must match, and
-/// how long to wait for a twin.
-pub(super) struct Job<'a> {
+/// One delivery to run: the record it claims, the fingerprint a duplicate must match, how
+/// long to wait for a twin, how results are stored and which errors are recorded.
+pub(super) struct Job<'a, T, E> {
     pub entry: Entry<'a>,
     pub fingerprint: Option<Fingerprint>,
     pub lock_timeout: Duration,
+    pub codec: ResultCodec<T>,
+    pub policy: ErrorPolicy<E>,
 }
 
 /// Runs `body` once per key, in a span with the event id, action, service and outcome.
-pub(super) async fn execute<P, T, E, F, Fut>(
-    job: Job<'_>,
+pub(super) async fn execute<T, E, F, Fut>(
+    job: Job<'_, T, E>,
     body: F,
 ) -> Result<Outcome<T>, HandlerError<E>>
 where
-    P: ErrorPolicy<E>,
-    T: StoredResult,
     F: FnOnce(TxLease) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -43,10 +42,7 @@ where
         service = job.entry.service,
         outcome = tracing::field::Empty,
     );
-    let result = job
-        .execute::<P, T, E, F, Fut>(body)
-        .instrument(span.clone())
-        .await;
+    let result = job.execute(body).instrument(span.clone()).await;
     let outcome = match &result {
         Ok(outcome) => outcome.as_str(),
         Err(error) => error.kind(),
@@ -55,11 +51,9 @@ where
     result
 }
 
-impl Job<'_> {
-    async fn execute<P, T, E, F, Fut>(&self, body: F) -> Result<Outcome<T>, HandlerError<E>>
+impl<T, E> Job<'_, T, E> {
+    async fn execute<F, Fut>(&self, body: F) -> Result<Outcome<T>, HandlerError<E>>
     where
-        P: ErrorPolicy<E>,
-        T: StoredResult,
         F: FnOnce(TxLease) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -72,7 +66,7 @@ impl Job<'_> {
             // Nothing was written: the rollback is queued, and sqlx sends it when the
             // connection goes back to the pool, off this delivery's path.
             drop(tx);
-            return self.replay::<P, T, E>(record);
+            return self.replay(record);
         }
 
         let (lease, returned) = TxLease::lend(tx);
@@ -85,7 +79,7 @@ impl Job<'_> {
         };
         let error = match result {
             Ok(value) => {
-                let json = value.to_json().map_err(|e| self.codec(e))?;
+                let json = (self.codec.to_json)(&value).map_err(|e| self.codec_error(e))?;
                 // The claim already stores NULL, which is what `()` and `None` replay from.
                 if !json.is_null() {
                     entry.complete(&mut tx, &json).await?;
@@ -101,9 +95,9 @@ impl Job<'_> {
         // This delivery held the claim, so no twin can have committed: a transient error
         // is simply returned, and a permanent one is recorded in a transaction of its own
         // (unless a twin that claimed after the rollback got there first).
-        let json = match P::record(&error) {
+        let json = match (self.policy.record)(&error) {
             None => return Err(HandlerError::Failed(error)),
-            Some(Err(e)) => return Err(self.codec(e)),
+            Some(Err(e)) => return Err(self.codec_error(e)),
             Some(Ok(json)) => json,
         };
         let mut tx = begin(entry.db, self.lock_timeout).await?;
@@ -117,7 +111,7 @@ impl Job<'_> {
         let record = entry.select(&mut *tx).await?;
         drop(tx);
         match record {
-            Some(record) => self.replay::<P, T, E>(record),
+            Some(record) => self.replay(record),
             None => Err(HandlerError::Database(entry.vanished())),
         }
     }
@@ -125,11 +119,7 @@ impl Job<'_> {
     /// A duplicate's outcome from the first delivery's record. The fingerprints are
     /// compared only when both deliveries have one.
     #[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
-    fn replay<P, T, E>(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>>
-    where
-        P: ErrorPolicy<E>,
-        T: StoredResult,
-    {
+    fn replay(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>> {
         if let (Some(stored), Some(this)) = (record.fingerprint, self.fingerprint)
             && stored != this
         {
@@ -140,23 +130,23 @@ impl Job<'_> {
         }
         let value = record.result.unwrap_or(serde_json::Value::Null);
         if record.permanent_error {
-            let error = P::replay(value).map_err(|e| self.codec(e))?;
+            let error = (self.policy.replay)(value).map_err(|e| self.codec_error(e))?;
             return Err(HandlerError::Permanent {
                 error,
                 replayed: true,
             });
         }
-        T::from_json(value)
+        (self.codec.from_json)(value)
             .map(Outcome::Duplicate)
-            .map_err(|e| self.codec(e))
+            .map_err(|e| self.codec_error(e))
     }
 
-    fn codec<E>(&self, source: serde_json::Error) -> HandlerError<E> {
-        codec(self.entry.key, self.entry.action, source)
+    fn codec_error(&self, source: serde_json::Error) -> HandlerError<E> {
+        codec_error(self.entry.key, self.entry.action, source)
     }
 }
 
-fn codec<E>(key: &str, action: &str, source: serde_json::Error) -> HandlerError<E> {
+fn codec_error<E>(key: &str, action: &str, source: serde_json::Error) -> HandlerError<E> {
     HandlerError::Codec {
         event_id: key.to_owned(),
         action: action.to_owned(),
@@ -171,21 +161,24 @@ fn codec<E>(key: &str, action: &str, source: serde_json::Error) -> HandlerError<
     label = "the handler's result type",
     note = "the result is stored as JSON and replayed to duplicates: derive `serde::Serialize` and `serde::Deserialize` for `{Self}`"
 )]
-pub trait StoredResult: Sized {
-    /// The JSON stored in the record.
-    fn to_json(&self) -> Result<serde_json::Value, serde_json::Error>;
-    /// The result replayed from the record.
-    fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error>;
-}
+pub trait StoredResult: Serialize + DeserializeOwned {}
 
 #[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned> StoredResult for T {
-    fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(self)
-    }
+impl<T: Serialize + DeserializeOwned> StoredResult for T {}
 
-    fn from_json(value: serde_json::Value) -> Result<Self, serde_json::Error> {
-        serde_json::from_value(value)
+/// How a result is stored and replayed, taken where the result type is named, so that a
+/// type that cannot be stored is one error, there.
+pub(super) struct ResultCodec<T> {
+    to_json: fn(&T) -> Result<serde_json::Value, serde_json::Error>,
+    from_json: fn(serde_json::Value) -> Result<T, serde_json::Error>,
+}
+
+impl<T: StoredResult> ResultCodec<T> {
+    pub(super) fn json() -> Self {
+        ResultCodec {
+            to_json: |value| serde_json::to_value(value),
+            from_json: serde_json::from_value,
+        }
     }
 }
 
@@ -211,99 +204,110 @@ impl<T, E> HandlerResult for Result<T, E> {
     }
 }
 
-/// Not public API: whether a handler records permanent errors.
+/// Not public API: which errors a handler records as its final result: by default none
+/// (every error rolls back); with `permanent_errors`, those that
+/// `PermanentError::is_permanent` marks.
 #[doc(hidden)]
-pub trait ErrorPolicy<E> {
-    /// `Some` if `error` is to be recorded as the final result.
-    fn record(error: &E) -> Option<Result<serde_json::Value, serde_json::Error>>;
+pub struct ErrorPolicy<E> {
+    /// `Some` if `error` is to be recorded.
+    record: fn(&E) -> Option<Result<serde_json::Value, serde_json::Error>>,
     /// Decodes a recorded error.
-    fn replay(value: serde_json::Value) -> Result<E, serde_json::Error>;
+    replay: fn(serde_json::Value) -> Result<E, serde_json::Error>,
 }
 
-/// Not public API: errors always roll back.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum NeverRecord {}
-
-impl<E> ErrorPolicy<E> for NeverRecord {
-    fn record(_: &E) -> Option<Result<serde_json::Value, serde_json::Error>> {
-        None
+impl<E> ErrorPolicy<E> {
+    pub(super) fn never() -> Self {
+        ErrorPolicy {
+            record: |_| None,
+            replay: |_| {
+                Err(serde::de::Error::custom(
+                    "the record holds a permanent error but this handler does not declare `permanent_errors`",
+                ))
+            },
+        }
     }
 
-    fn replay(_: serde_json::Value) -> Result<E, serde_json::Error> {
-        Err(serde::de::Error::custom(
-            "the record holds a permanent error but this handler does not declare `permanent_errors`",
-        ))
-    }
-}
-
-/// Not public API: errors marked permanent are recorded.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum RecordPermanent {}
-
-impl<E: PermanentError> ErrorPolicy<E> for RecordPermanent {
-    fn record(error: &E) -> Option<Result<serde_json::Value, serde_json::Error>> {
-        error.is_permanent().then(|| serde_json::to_value(error))
-    }
-
-    fn replay(value: serde_json::Value) -> Result<E, serde_json::Error> {
-        serde_json::from_value(value)
+    fn permanent() -> Self
+    where
+        E: PermanentError,
+    {
+        ErrorPolicy {
+            record: |error| error.is_permanent().then(|| serde_json::to_value(error)),
+            replay: serde_json::from_value,
+        }
     }
 }
 
-/// Not public API: a handler's configuration, built by the expansion.
+/// Not public API: a handler's configuration, built by the expansion; `R` is its declared
+/// return type.
 #[doc(hidden)]
-#[derive(Debug)]
-pub struct Handler<'a, P = NeverRecord> {
+pub struct Handler<'a, R: HandlerResult> {
     action: Cow<'static, str>,
     service: Option<&'a str>,
     lock_timeout: Option<Duration>,
-    policy: PhantomData<fn() -> P>,
+    codec: ResultCodec<R::Ok>,
+    policy: ErrorPolicy<R::Err>,
 }
 
-impl Handler<'static> {
-    /// A handler recording under `action`.
-    pub fn new(action: &'static str) -> Self {
-        Handler {
-            action: Cow::Borrowed(action),
-            service: None,
-            lock_timeout: None,
-            policy: PhantomData,
-        }
-    }
-
-    /// The free fn `name` of `module`: its action is `module::name`.
-    pub fn free(module: &'static str, name: &'static str) -> Self {
-        Handler {
-            action: Cow::Owned(format!("{module}::{name}")),
-            ..Handler::new("")
-        }
-    }
-
-    /// The handler `name`, a method of `S` written in `module`: its action is
-    /// `module::Type::name`, with `S`'s name as [`method_action`] spells it.
-    pub fn method<S: ?Sized>(module: &'static str, name: &'static str) -> Self {
-        Handler {
-            action: Cow::Owned(method_action::<S>(module, name)),
-            ..Handler::new("")
-        }
+/// Not public API: the handler recording under `action`. The expansion spans this call
+/// at the handler's return type, where a result that cannot be stored is reported.
+#[doc(hidden)]
+pub fn named<R>(action: &'static str) -> Handler<'static, R>
+where
+    R: HandlerResult,
+    R::Ok: StoredResult,
+{
+    Handler {
+        action: Cow::Borrowed(action),
+        service: None,
+        lock_timeout: None,
+        codec: ResultCodec::json(),
+        policy: ErrorPolicy::never(),
     }
 }
 
-impl<'a, P> Handler<'a, P> {
-    /// Records errors that `PermanentError::is_permanent` marks.
-    pub fn permanent_errors(self) -> Handler<'a, RecordPermanent> {
-        Handler {
-            action: self.action,
-            service: self.service,
-            lock_timeout: self.lock_timeout,
-            policy: PhantomData,
-        }
+/// Not public API: the free fn `name` of `module`, recording under `module::name`.
+#[doc(hidden)]
+pub fn free_fn<R>(module: &'static str, name: &'static str) -> Handler<'static, R>
+where
+    R: HandlerResult,
+    R::Ok: StoredResult,
+{
+    Handler {
+        action: Cow::Owned(format!("{module}::{name}")),
+        ..named("")
+    }
+}
+
+/// Not public API: the method `name` of `S`, written in `module`, recording under
+/// `module::Type::name` ([`method_action`]).
+#[doc(hidden)]
+pub fn method<R, S: ?Sized>(module: &'static str, name: &'static str) -> Handler<'static, R>
+where
+    R: HandlerResult,
+    R::Ok: StoredResult,
+{
+    Handler {
+        action: Cow::Owned(method_action::<S>(module, name)),
+        ..named("")
+    }
+}
+
+/// Not public API: records the errors that `PermanentError::is_permanent` marks. The
+/// expansion spans this call at the handler's error type.
+#[doc(hidden)]
+pub fn permanent_errors<E: PermanentError>() -> ErrorPolicy<E> {
+    ErrorPolicy::permanent()
+}
+
+impl<'a, R: HandlerResult> Handler<'a, R> {
+    /// Records the errors `policy` marks.
+    pub fn permanent_errors(self, policy: ErrorPolicy<R::Err>) -> Self {
+        Handler { policy, ..self }
     }
 
     /// Records under `service` instead of the `Db`'s service name.
-    pub fn service<'b>(self, service: &'b str) -> Handler<'b, P>
+    pub fn service<'b>(self, service: &'b str) -> Handler<'b, R>
     where
         'a: 'b,
     {
@@ -322,7 +326,7 @@ impl<'a, P> Handler<'a, P> {
     }
 
     /// Keyed by the event's id, fingerprinted as the event says.
-    pub fn event<E: EventId + ?Sized>(self, event: &E) -> Keyed<'a, P> {
+    pub fn event<V: EventId + ?Sized>(self, event: &V) -> Keyed<'a, R> {
         Keyed {
             key: event.event_id().to_key().into_owned(),
             fingerprint: event.fingerprint().map(Some),
@@ -331,7 +335,7 @@ impl<'a, P> Handler<'a, P> {
     }
 
     /// Keyed by a business key, with no fingerprint unless one is named.
-    pub fn key<K: IdempotencyKey + ?Sized>(self, key: &K) -> Keyed<'a, P> {
+    pub fn key<K: IdempotencyKey + ?Sized>(self, key: &K) -> Keyed<'a, R> {
         Keyed {
             key: key.to_key().into_owned(),
             fingerprint: Ok(None),
@@ -342,14 +346,13 @@ impl<'a, P> Handler<'a, P> {
 
 /// Not public API: a handler with the key and fingerprint of one delivery.
 #[doc(hidden)]
-#[derive(Debug)]
-pub struct Keyed<'a, P> {
-    handler: Handler<'a, P>,
+pub struct Keyed<'a, R: HandlerResult> {
+    handler: Handler<'a, R>,
     key: String,
     fingerprint: Result<Option<Fingerprint>, serde_json::Error>,
 }
 
-impl<P> Keyed<'_, P> {
+impl<R: HandlerResult> Keyed<'_, R> {
     /// Fingerprints `payload` instead.
     #[must_use]
     pub fn fingerprint<F: Serialize + ?Sized>(self, payload: &F) -> Self {
@@ -359,21 +362,17 @@ impl<P> Keyed<'_, P> {
         }
     }
 
-    /// Runs the body once per key. `R`, the handler's declared return type, is named so
-    /// that `?` and `return` in the body see it.
+    /// Runs the body once per key.
     ///
     /// # Errors
     ///
     /// See [`HandlerError`].
-    pub async fn run<R, Fut>(
+    pub async fn run<Fut>(
         self,
         db: &Db,
         body: impl FnOnce(TxLease) -> Fut,
     ) -> Result<Outcome<R::Ok>, HandlerError<R::Err>>
     where
-        R: HandlerResult,
-        R::Ok: StoredResult,
-        P: ErrorPolicy<R::Err>,
         Fut: Future<Output = R>,
     {
         let Keyed {
@@ -381,7 +380,7 @@ impl<P> Keyed<'_, P> {
             key,
             fingerprint,
         } = self;
-        let fingerprint = fingerprint.map_err(|e| codec(&key, &handler.action, e))?;
+        let fingerprint = fingerprint.map_err(|e| codec_error(&key, &handler.action, e))?;
         let job = Job {
             entry: Entry {
                 db,
@@ -391,9 +390,14 @@ impl<P> Keyed<'_, P> {
             },
             fingerprint,
             lock_timeout: handler.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
+            codec: handler.codec,
+            policy: handler.policy,
         };
-        let body = move |lease| async move { body(lease).await.into_result() };
-        execute::<P, R::Ok, R::Err, _, _>(job, body).await
+        execute(
+            job,
+            move |lease| async move { body(lease).await.into_result() },
+        )
+        .await
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::AssertSqlSafe;
 use super::error::HandlerError;
 use super::key::IdempotencyKey;
 use super::record::{Claim, DDL, Entry, StoredRecord, sql};
-use super::runtime::{Job, NeverRecord, execute};
+use super::runtime::{ErrorPolicy, Job, ResultCodec, execute};
 use super::{Fingerprint, Outcome};
 use crate::error::{Error, Result};
 use crate::pool::Db;
@@ -411,8 +411,10 @@ impl IdempotencyStore {
             entry: self.entry(action, &key),
             fingerprint: Some(fingerprint),
             lock_timeout: self.lock_timeout,
+            codec: ResultCodec::json(),
+            policy: ErrorPolicy::never(),
         };
-        execute::<NeverRecord, T, E, F, Fut>(job, body).await
+        execute(job, body).await
     }
 }
 
