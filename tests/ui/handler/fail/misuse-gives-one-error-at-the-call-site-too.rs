@@ -1,6 +1,6 @@
-// A misused attribute is one error: the handler still has the signature callers expect
-// (`db` in place of the transaction, `Outcome<T>` and `HandlerError<E>`), so the caller
-// below, which uses all of it, compiles.
+// A handler the attribute cannot wrap (here: not `async`) is one error: the fn still has
+// the signature callers expect (`async`, `db` in place of the transaction, `Outcome<T>`
+// and `HandlerError<E>`), so the caller below, which uses all of it, compiles.
 use prost_db::idempotency::{EventId, HandlerError, Outcome, Tx};
 
 #[derive(serde::Serialize)]
@@ -15,8 +15,8 @@ impl EventId for Event {
     }
 }
 
-#[prost_db::idempotent_handler(lock_timeout = 5000)]
-async fn reserve(tx: &mut Tx, event: &Event) -> Result<u32, sqlx::Error> {
+#[prost_db::idempotent_handler]
+fn reserve(tx: &mut Tx, event: &Event) -> Result<u32, sqlx::Error> {
     let _ = (tx, event);
     Ok(1)
 }
