@@ -4,7 +4,7 @@
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{AttrStyle, FnArg, LitInt, ReturnType, Signature};
+use syn::{AttrStyle, LitInt, ReturnType, Signature};
 
 use super::ast::{HandlerFn, Output};
 use super::valid::{Action, HandlerConfig, Key};
@@ -31,7 +31,6 @@ pub(super) fn signature(handler: &HandlerFn, krate: &TokenStream) -> Signature {
             .inputs
             .insert(handler.db_index, syn::parse_quote!(#db: &#krate::Db)),
     }
-    debug_assert!(matches!(sig.inputs[handler.db_index], FnArg::Typed(_)));
     let idempotency = quote!(#krate::idempotency);
     let (span, ok, err) = match &handler.output {
         Output::Result { ty, ok, err } => (ty.span(), quote!(#ok), quote!(#err)),
