@@ -1,4 +1,5 @@
-//! The idempotent handler against the same body in a bare transaction, side by side.
+//! The idempotent handler against the same body in a bare transaction, side by side, and
+//! the payload fingerprint's canonical form against hashing the serializer's output.
 //!
 //! `cargo bench --bench idempotency` (needs PostgreSQL; see `prost_db::testing`).
 //! Environment: `BENCH_EVENTS` per mode and round (default 2000), `BENCH_ROUNDS` (default 8),
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use prost_db::idempotency::{EventId, IdempotencyStore, Outcome, Tx};
+use std::collections::HashMap;
+
+use prost_db::idempotency::{EventId, Fingerprint, IdempotencyStore, Outcome, Tx};
 use prost_db::testing::TestDb;
 use prost_db::{Db, idempotent_handler};
 use serde::Serialize;
@@ -113,6 +116,83 @@ async fn run(db: &Db, events: Arc<Vec<StockReserved>>, workers: usize, mode: Mod
     started.elapsed()
 }
 
+/// An order event as services send them: 1.3 KB of JSON, with a map of attributes and a
+/// map of order lines, each a map.
+#[derive(Serialize)]
+struct OrderPlaced {
+    event_id: Uuid,
+    order_id: i64,
+    customer_id: i64,
+    currency: &'static str,
+    total_cents: i64,
+    attributes: HashMap<String, String>,
+    lines: HashMap<String, HashMap<String, i64>>,
+}
+
+fn order_placed() -> OrderPlaced {
+    OrderPlaced {
+        event_id: Uuid::new_v4(),
+        order_id: 1001,
+        customer_id: 42,
+        currency: "EUR",
+        total_cents: 12_345,
+        attributes: (0..8)
+            .map(|i| (format!("attribute-{i}"), format!("value of attribute {i}")))
+            .collect(),
+        lines: (0..10)
+            .map(|line| {
+                let detail = ["product_id", "quantity", "price_cents", "discount_cents"]
+                    .iter()
+                    .map(|k| ((*k).to_owned(), line * 100))
+                    .collect();
+                (format!("line-{line}"), detail)
+            })
+            .collect(),
+    }
+}
+
+/// What `Fingerprint::of` did before its canonical form: SHA-256 of the serializer's
+/// output, whose map order varies between decodes.
+fn serializer_hash(payload: &OrderPlaced) -> [u8; 32] {
+    use sha2::Digest;
+    struct Hasher(sha2::Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hasher = Hasher(sha2::Sha256::new());
+    serde_json::to_writer(&mut hasher, payload).expect("serializes");
+    hasher.0.finalize().into()
+}
+
+/// Microseconds per fingerprint of the order event, canonical and by the serializer's
+/// output, alternating in rounds.
+fn fingerprint_costs() -> (f64, f64, usize) {
+    let payload = order_placed();
+    let bytes = serde_json::to_vec(&payload).expect("serializes").len();
+    const PER_ROUND: u32 = 2_000;
+    let (mut canonical, mut serialized) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..10 {
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            std::hint::black_box(Fingerprint::of(std::hint::black_box(&payload)).unwrap());
+        }
+        canonical += started.elapsed();
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            std::hint::black_box(serializer_hash(std::hint::black_box(&payload)));
+        }
+        serialized += started.elapsed();
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(10 * PER_ROUND);
+    (per(canonical), per(serialized), bytes)
+}
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -192,6 +272,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rate(total) / bare_rate
         );
     }
+
+    let (canonical, serialized, bytes) = fingerprint_costs();
+    let handler_us = 1e6 / rate(totals[2]) * workers as f64;
+    println!(
+        "fingerprint of a {bytes}-byte order event with maps: canonical {canonical:.1} us, \
+         hash of the serializer's output {serialized:.1} us ({:.2}x); the canonical form is \
+         {:.1}% of a new event's handler run ({handler_us:.0} us of one worker's time)",
+        canonical / serialized,
+        100.0 * canonical / handler_us
+    );
 
     db.close().await;
     test_db.close().await?;

@@ -2,6 +2,7 @@
 //! `prost_db`.
 
 mod embed;
+mod errors;
 mod handler;
 mod schema;
 

@@ -213,19 +213,31 @@ impl<P: EventPayload> Event<P> {
     }
 }
 
-/// Idempotent handlers deduplicate events on the envelope's `event_id`.
+/// Idempotent handlers deduplicate events on the envelope's `event_id`, and a duplicate is
+/// replayed if its event type and payload match the first delivery's. The rest of the
+/// envelope (timestamp, correlation id, aggregate, version) is left out of the
+/// fingerprint: a republisher may re-stamp it, and the id already names the event.
 ///
 /// ```
 /// use prost_db::events::{Envelope, Event};
 /// use prost_db::idempotency::EventId;
 ///
-/// let event = Event { envelope: Envelope::new("Ping", "1", "ping", "c"), payload: () };
+/// let event = Event { envelope: Envelope::new("Ping", "1", "ping", "c"), payload: 7 };
 /// assert_eq!(event.event_id(), &event.envelope.event_id);
+///
+/// let mut republished = event.clone();
+/// republished.envelope.timestamp += chrono::Duration::seconds(30);
+/// assert_eq!(republished.fingerprint()?, event.fingerprint()?);
+/// # Ok::<(), serde_json::Error>(())
 /// ```
-impl<P> crate::idempotency::EventId for Event<P> {
+impl<P: Serialize> crate::idempotency::EventId for Event<P> {
     type Id = Uuid;
 
     fn event_id(&self) -> &Uuid {
         &self.envelope.event_id
+    }
+
+    fn fingerprint(&self) -> Result<crate::idempotency::Fingerprint, serde_json::Error> {
+        crate::idempotency::Fingerprint::of(&(&self.envelope.event_type, &self.payload))
     }
 }

@@ -67,44 +67,10 @@ pub mod __private {
     pub use prost_db_core::source::{Migration, SchemaMigrations, Script};
     /// Fails to compile, on the field's type, unless `T` can hold the SQL type `S`.
     pub const fn assert_compatible<T: ?Sized + crate::schema::CompatibleWith<S>, S>() {}
-    pub use crate::idempotency::store::{
-        ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
+    pub use crate::idempotency::runtime::{
+        ErrorPolicy, Handler, HandlerResult, Keyed, StoredResult, free_fn, method, named,
+        permanent_errors,
     };
-    pub use core::option::Option;
-    pub use core::result::Result;
-    pub use std::time::Duration;
-
-    /// The success and error types of a handler's declared return type.
-    #[diagnostic::on_unimplemented(
-        message = "an idempotent handler must return `Result<T, E>`, not `{Self}`"
-    )]
-    pub trait HandlerResult {
-        /// `T`.
-        type Ok;
-        /// `E`.
-        type Err;
-    }
-
-    impl<T, E> HandlerResult for Result<T, E> {
-        type Ok = T;
-        type Err = E;
-    }
-
-    /// The key of an event through its [`EventId`](crate::idempotency::EventId).
-    pub fn event_key<E: crate::idempotency::EventId + ?Sized>(event: &E) -> String {
-        crate::idempotency::IdempotencyKey::to_key(event.event_id()).into_owned()
-    }
-
-    /// The key named by `key = ...`.
-    pub fn key<K: crate::idempotency::IdempotencyKey + ?Sized>(key: &K) -> String {
-        key.to_key().into_owned()
-    }
-
-    /// Pins the output type of the body's async block, so that `?` and `return` in the
-    /// body see the handler's declared return type.
-    pub fn body<R, F: core::future::Future<Output = R>>(future: F) -> F {
-        future
-    }
 }
 
 /// Embeds a migrations root in the binary at compile time: one directory per schema, files

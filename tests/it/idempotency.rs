@@ -75,7 +75,8 @@ async fn apply(tx: &mut Tx, event: &StockReserved) -> Result<i64, sqlx::Error> {
         .await
 }
 
-#[idempotent_handler]
+/// Named, because `reserve_slowly` and `reserve_impatiently` below share its records.
+#[idempotent_handler(action = "reserve_stock")]
 async fn reserve_stock(tx: &mut Tx, event: &StockReserved) -> Result<i64, sqlx::Error> {
     apply(tx, event).await
 }
@@ -106,30 +107,27 @@ async fn reserve_stock_check_then_insert(db: &Db, event: &StockReserved) -> Test
 }
 
 #[derive(Clone)]
-enum Delivery {
-    Alone(StockReserved),
+enum Delivery<E> {
+    Alone(E),
     /// Both deliveries of a twin wait for each other, then call the handler at once.
-    Twin(StockReserved, Arc<Barrier>),
+    Twin(E, Arc<Barrier>),
 }
 
-/// 10,000 events, 6% of them delivered twice; a third of the duplicates go to two workers
+/// `events` events, 6% of them delivered twice; a third of the duplicates go to two workers
 /// at the same instant, the others arrive later, shuffled in.
-fn deliveries(events: usize) -> (Vec<StockReserved>, Vec<Delivery>) {
-    let all: Vec<StockReserved> = (0..events)
-        .map(|i| StockReserved::new(i as i64 % PRODUCTS + 1))
-        .collect();
-    let mut queue = Vec::with_capacity(events * 107 / 100);
+fn deliveries<E: Clone>(events: Vec<E>) -> Vec<Delivery<E>> {
+    let mut queue = Vec::with_capacity(events.len() * 107 / 100);
     let mut late = Vec::new();
-    for (i, event) in all.iter().enumerate() {
+    for (i, event) in events.into_iter().enumerate() {
         if i % 50 == 0 {
             let barrier = Arc::new(Barrier::new(2));
             queue.push(Delivery::Twin(event.clone(), barrier.clone()));
-            queue.push(Delivery::Twin(event.clone(), barrier));
+            queue.push(Delivery::Twin(event, barrier));
         } else {
-            queue.push(Delivery::Alone(event.clone()));
             if i % 25 == 1 {
                 late.push(event.clone());
             }
+            queue.push(Delivery::Alone(event));
         }
         // Late duplicates join the queue a little after their original.
         if i % 7 == 0 && !late.is_empty() {
@@ -137,12 +135,13 @@ fn deliveries(events: usize) -> (Vec<StockReserved>, Vec<Delivery>) {
         }
     }
     queue.extend(late.into_iter().map(Delivery::Alone));
-    (all, queue)
+    queue
 }
 
-async fn deliver_all<F, Fut>(queue: Vec<Delivery>, workers: usize, handle: F)
+async fn deliver_all<E, F, Fut>(queue: Vec<Delivery<E>>, workers: usize, handle: F)
 where
-    F: Fn(StockReserved) -> Fut + Clone + Send + 'static,
+    E: Send + 'static,
+    F: Fn(E) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let queue = Arc::new(Mutex::new(queue.into_iter()));
@@ -177,32 +176,114 @@ async fn applied_per_event(db: &Db) -> prost_db::Result<HashMap<Uuid, i64>> {
     Ok(rows.into_iter().collect())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_first_result()
--> TestResult {
-    const EVENTS: usize = 10_000;
+type Handled = Result<Outcome<i64>, HandlerError<sqlx::Error>>;
+
+/// The event shapes the storm runs with: what one event is, what the broker hands the
+/// handler on each delivery of it, and the handler.
+trait Storm: Send + Sync + 'static {
+    /// What is queued: one per event, cloned for its duplicates.
+    type Queued: Clone + Send + Sync + 'static;
+    fn new(product_id: i64) -> Self::Queued;
+    /// The identity whose effect must apply once (the `applied.event_id` of its body).
+    fn identity(event: &Self::Queued) -> Uuid;
+    /// One delivery: the handler's input as this delivery decodes it.
+    fn handle(db: &Db, event: &Self::Queued) -> impl std::future::Future<Output = Handled> + Send;
+}
+
+/// `StockReserved` as is, keyed by its event id.
+struct PlainEvents;
+
+impl Storm for PlainEvents {
+    type Queued = StockReserved;
+    fn new(product_id: i64) -> StockReserved {
+        StockReserved::new(product_id)
+    }
+    fn identity(event: &StockReserved) -> Uuid {
+        event.event_id
+    }
+    async fn handle(db: &Db, event: &StockReserved) -> Handled {
+        reserve_stock(db, event).await
+    }
+}
+
+/// `OrderPlaced`, holding maps: every delivery decodes the same JSON bytes anew, so its
+/// maps iterate in another order.
+struct MapPayloads;
+
+impl Storm for MapPayloads {
+    type Queued = Arc<Vec<u8>>;
+    fn new(product_id: i64) -> Arc<Vec<u8>> {
+        Arc::new(order_placed_json(product_id))
+    }
+    fn identity(bytes: &Arc<Vec<u8>>) -> Uuid {
+        serde_json::from_slice::<OrderPlaced>(bytes)
+            .unwrap()
+            .event_id
+    }
+    async fn handle(db: &Db, bytes: &Arc<Vec<u8>>) -> Handled {
+        let event: OrderPlaced = serde_json::from_slice(bytes).expect("decodes");
+        place_order(db, &event).await
+    }
+}
+
+/// `Event<OrderConfirmed>` keyed by the order: every delivery is a distinct event (its own
+/// event id and timestamp, as when an upstream service publishes twice for one order).
+struct BusinessKeys;
+
+impl Storm for BusinessKeys {
+    type Queued = (Uuid, i64);
+    fn new(product_id: i64) -> (Uuid, i64) {
+        (Uuid::new_v4(), product_id)
+    }
+    fn identity(order: &(Uuid, i64)) -> Uuid {
+        order.0
+    }
+    async fn handle(db: &Db, &(order_ref, product_id): &(Uuid, i64)) -> Handled {
+        let event = Confirmed::new(
+            order_ref.to_string(),
+            "storm",
+            OrderConfirmed {
+                order_id: 0,
+                order_ref,
+                product_id,
+            },
+        );
+        confirm_by_order_ref(db, &event).await
+    }
+}
+
+/// 16 workers deliver `events` events with duplicates: each effect applies exactly once, every
+/// duplicate replays the first delivery's result, and no delivery fails (a payload mismatch
+/// would be dead-lettered).
+async fn storm<S: Storm>(test_db: &TestDb, service: &str, events: usize) -> TestResult {
     const WORKERS: usize = 16;
-    let test_db = TestDb::new().await?;
-    let db = setup(&test_db, "catalog", WORKERS as u32 + 1).await?;
-    let (events, queue) = deliveries(EVENTS);
+    let db = setup(test_db, service, WORKERS as u32 + 1).await?;
+    let events: Vec<S::Queued> = (0..events)
+        .map(|i| S::new(i as i64 % PRODUCTS + 1))
+        .collect();
+    let identities: Vec<Uuid> = events.iter().map(S::identity).collect();
+    let queue = deliveries(events);
     let delivered = queue.len();
-    assert!(delivered >= EVENTS * 106 / 100, "{delivered} deliveries");
+    assert!(
+        delivered >= identities.len() * 106 / 100,
+        "{delivered} deliveries"
+    );
 
     let processed = Arc::new(std::sync::Mutex::new(HashMap::<Uuid, i64>::new()));
     let replayed = Arc::new(std::sync::Mutex::new(Vec::<(Uuid, i64)>::new()));
     {
         let (db, processed, replayed) = (db.clone(), processed.clone(), replayed.clone());
-        deliver_all(queue, WORKERS, move |event| {
+        deliver_all(queue, WORKERS, move |event: S::Queued| {
             let (db, processed, replayed) = (db.clone(), processed.clone(), replayed.clone());
             async move {
-                match reserve_stock(&db, &event).await.expect("handler failed") {
-                    Outcome::Processed(stock) => {
-                        let previous = processed.lock().unwrap().insert(event.event_id, stock);
-                        assert!(previous.is_none(), "processed twice: {}", event.event_id);
+                let id = S::identity(&event);
+                match S::handle(&db, &event).await {
+                    Ok(Outcome::Processed(stock)) => {
+                        let previous = processed.lock().unwrap().insert(id, stock);
+                        assert!(previous.is_none(), "processed twice: {id}");
                     }
-                    Outcome::Duplicate(stock) => {
-                        replayed.lock().unwrap().push((event.event_id, stock));
-                    }
+                    Ok(Outcome::Duplicate(stock)) => replayed.lock().unwrap().push((id, stock)),
+                    Err(error) => panic!("delivery of {id} failed: {error:?}"),
                 }
             }
         })
@@ -211,41 +292,47 @@ async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_fir
 
     let processed = processed.lock().unwrap().clone();
     let replayed = replayed.lock().unwrap().clone();
-    assert_eq!(processed.len(), EVENTS);
+    assert_eq!(processed.len(), identities.len());
     assert_eq!(
         replayed.len(),
-        delivered - EVENTS,
+        delivered - identities.len(),
         "every duplicate is counted"
     );
-    for (event_id, stock) in &replayed {
-        assert_eq!(
-            processed.get(event_id),
-            Some(stock),
-            "replayed result of {event_id}"
-        );
+    for (id, stock) in &replayed {
+        assert_eq!(processed.get(id), Some(stock), "replayed result of {id}");
     }
 
     let applied = applied_per_event(&db).await?;
-    assert_eq!(applied.len(), EVENTS);
-    assert!(
-        applied.values().all(|&n| n == 1),
-        "an effect was applied twice"
-    );
-    for event in &events {
-        assert_eq!(applied.get(&event.event_id), Some(&1));
+    assert_eq!(applied.len(), identities.len());
+    for id in &identities {
+        assert_eq!(applied.get(id), Some(&1), "effects of {id}");
     }
     let stock: i64 = sqlx::query_scalar("SELECT sum(stock)::bigint FROM products")
         .fetch_one(db.pool())
         .await?;
-    assert_eq!(stock, PRODUCTS * INITIAL_STOCK - EVENTS as i64);
+    assert_eq!(stock, PRODUCTS * INITIAL_STOCK - identities.len() as i64);
     let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
         .fetch_one(db.pool())
         .await?;
-    assert_eq!(records, EVENTS as i64);
+    assert_eq!(records, identities.len() as i64);
+    db.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_first_result()
+-> TestResult {
+    const WORKERS: usize = 16;
+    let test_db = TestDb::new().await?;
+    storm::<PlainEvents>(&test_db, "catalog", 10_000).await?;
 
     // The control: the seed's check-then-insert, same deliveries, same workers.
     let control = setup(&test_db, "control", WORKERS as u32 + 1).await?;
-    let (_, queue) = deliveries(2_000);
+    let queue = deliveries(
+        (0..2_000)
+            .map(|i| StockReserved::new(i % PRODUCTS + 1))
+            .collect(),
+    );
     {
         let control = control.clone();
         deliver_all(queue, WORKERS, move |event| {
@@ -269,8 +356,23 @@ async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_fir
     );
     eprintln!("control (check-then-insert): {doubled} events applied twice");
 
-    db.close().await;
     control.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_of_map_payloads_decoded_anew_are_all_replayed() -> TestResult {
+    let test_db = TestDb::new().await?;
+    storm::<MapPayloads>(&test_db, "catalog", 5_000).await?;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_distinct_events_for_one_business_key_apply_once() -> TestResult {
+    let test_db = TestDb::new().await?;
+    storm::<BusinessKeys>(&test_db, "catalog", 5_000).await?;
     test_db.close().await?;
     Ok(())
 }
@@ -308,13 +410,11 @@ async fn a_failed_body_leaves_no_record_and_the_retry_succeeds() -> TestResult {
         "{error:?}"
     );
     assert!(error.should_retry());
+    // The default action: the fn's module path and name.
+    let action = "it::idempotency::reserve_or_fail";
     let store = IdempotencyStore::new(&db);
-    assert!(
-        store
-            .get("reserve_or_fail", &event.event_id.to_string())
-            .await?
-            .is_none()
-    );
+    let key = event.event_id.to_string();
+    assert!(store.get(action, &key).await?.is_none());
     assert!(
         applied_per_event(&db).await?.is_empty(),
         "the failed body's effect rolled back"
@@ -322,6 +422,10 @@ async fn a_failed_body_leaves_no_record_and_the_retry_succeeds() -> TestResult {
 
     let outcome = reserve_or_fail(&db, &event, false).await?;
     assert_eq!(outcome, Outcome::Processed(INITIAL_STOCK - 1));
+    assert!(
+        store.get(action, &key).await?.is_some(),
+        "recorded under {action}"
+    );
     let again = reserve_or_fail(&db, &event, true).await?;
     assert_eq!(
         again,
@@ -542,13 +646,13 @@ async fn a_twin_in_flight_waits_then_replays_or_takes_over_after_a_rollback() ->
             let Outcome::Processed(stock) = twin else {
                 panic!("{twin:?}")
             };
-            // The failed first delivery reports its error, or, if the twin committed before
-            // it could tell, that the event is handled.
-            match first {
-                Err(HandlerError::Failed(_)) => {}
-                Ok(Outcome::Duplicate(replayed)) => assert_eq!(replayed, stock),
-                other => panic!("{other:?}"),
-            }
+            // The first delivery's error rolled back its claim, and without
+            // `permanent_errors` nothing is recorded: it reports its own error.
+            assert!(
+                matches!(first, Err(HandlerError::Failed(ReserveError::Flaky(_)))),
+                "{first:?}"
+            );
+            assert!(stock < INITIAL_STOCK);
         } else {
             let Ok(Outcome::Processed(stock)) = first else {
                 panic!("{first:?}")
@@ -637,16 +741,14 @@ async fn methods_generic_handlers_keys_and_services() -> TestResult {
         inventory.restock(&db, event.clone()).await?,
         Outcome::Duplicate("north restocked 4".into())
     );
+    // A method's default action: module path, type and name.
+    let action = "it::idempotency::Inventory::restock";
+    let key = event.event_id.to_string();
     let store = IdempotencyStore::new(&db).with_service("inventory");
-    assert!(
-        store
-            .get("restock", &event.event_id.to_string())
-            .await?
-            .is_some()
-    );
+    assert!(store.get(action, &key).await?.is_some());
     assert!(
         IdempotencyStore::new(&db)
-            .get("restock", &event.event_id.to_string())
+            .get(action, &key)
             .await?
             .is_none()
     );
@@ -692,8 +794,8 @@ async fn the_store_claims_completes_and_runs_without_the_macro() -> TestResult {
 
     let payload = serde_json::json!({"order": 9});
     let run = |n: u64| {
-        store.run("closure", "k-2", &payload, move |tx| async move {
-            (tx, Ok::<u64, sqlx::Error>(n))
+        store.run("closure", "k-2", &payload, async move |_| {
+            Ok::<u64, sqlx::Error>(n)
         })
     };
     assert_eq!(run(1).await?, Outcome::Processed(1));
@@ -719,6 +821,347 @@ async fn the_store_claims_completes_and_runs_without_the_macro() -> TestResult {
     second.rollback().await?;
     first.commit().await?;
     assert!(store.get("manual", "k-3").await?.is_some());
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+// ---- wave 2: canonical fingerprints, business keys, unique actions ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OrderPlaced {
+    event_id: Uuid,
+    product_id: i64,
+    attributes: HashMap<String, String>,
+    lines: HashMap<String, HashMap<String, i64>>,
+}
+
+impl EventId for OrderPlaced {
+    type Id = Uuid;
+    fn event_id(&self) -> &Uuid {
+        &self.event_id
+    }
+}
+
+/// The JSON a publisher sends: 6 attributes and a nested map of order lines.
+fn order_placed_json(product_id: i64) -> Vec<u8> {
+    let attributes: HashMap<String, String> =
+        ["channel", "currency", "locale", "coupon", "gift", "source"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ((*k).to_owned(), format!("value-{i}")))
+            .collect();
+    let lines: HashMap<String, HashMap<String, i64>> = (1..=4)
+        .map(|line| {
+            let detail = [
+                ("quantity", line),
+                ("price_cents", 100 * line),
+                ("discount", 0),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+            (format!("line-{line}"), detail)
+        })
+        .collect();
+    serde_json::to_vec(&OrderPlaced {
+        event_id: Uuid::new_v4(),
+        product_id,
+        attributes,
+        lines,
+    })
+    .unwrap()
+}
+
+#[idempotent_handler(action = "place_order")]
+async fn place_order(tx: &mut Tx, event: &OrderPlaced) -> Result<i64, sqlx::Error> {
+    apply(
+        tx,
+        &StockReserved {
+            event_id: event.event_id,
+            product_id: event.product_id,
+            quantity: 1,
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_map_payload_decoded_again_is_a_duplicate_with_the_first_result() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    for attempt in 0..100 {
+        let bytes = order_placed_json(attempt % PRODUCTS + 1);
+        let first: OrderPlaced = serde_json::from_slice(&bytes)?;
+        let again: OrderPlaced = serde_json::from_slice(&bytes)?;
+        let Outcome::Processed(stock) = place_order(&db, &first).await? else {
+            panic!("attempt {attempt}: a new event was not processed")
+        };
+        match place_order(&db, &again).await {
+            Ok(outcome) => assert_eq!(outcome, Outcome::Duplicate(stock), "attempt {attempt}"),
+            Err(error) => panic!("attempt {attempt}: the redelivery failed: {error}"),
+        }
+    }
+    assert!(applied_per_event(&db).await?.values().all(|&n| n == 1));
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OrderConfirmed {
+    order_id: i64,
+    order_ref: Uuid,
+    product_id: i64,
+}
+
+impl prost_db::events::EventPayload for OrderConfirmed {
+    const EVENT_TYPE: &'static str = "OrderConfirmed";
+    const AGGREGATE_TYPE: &'static str = "order";
+    const ROUTING_KEY: &'static str = "order.confirmed";
+}
+
+type Confirmed = prost_db::events::Event<OrderConfirmed>;
+
+async fn apply_order(tx: &mut Tx, event: &Confirmed) -> Result<i64, sqlx::Error> {
+    apply(
+        tx,
+        &StockReserved {
+            event_id: event.envelope.event_id,
+            product_id: event.payload.product_id,
+            quantity: 1,
+        },
+    )
+    .await
+}
+
+#[idempotent_handler(action = "confirm_by_event")]
+async fn confirm_by_event(tx: &mut Tx, event: &Confirmed) -> Result<i64, sqlx::Error> {
+    apply_order(tx, event).await
+}
+
+#[idempotent_handler(action = "confirm_by_order", key = event.payload.order_id)]
+async fn confirm_by_order(tx: &mut Tx, event: &Confirmed) -> Result<i64, sqlx::Error> {
+    apply_order(tx, event).await
+}
+
+/// Keyed by the order, and a duplicate must carry the same payload.
+#[idempotent_handler(key = event.payload.order_ref, fingerprint = event.payload)]
+async fn confirm_by_order_ref(tx: &mut Tx, event: &Confirmed) -> Result<i64, sqlx::Error> {
+    let order = StockReserved {
+        event_id: event.payload.order_ref,
+        product_id: event.payload.product_id,
+        quantity: 1,
+    };
+    apply(tx, &order).await
+}
+
+/// What a republisher (an outbox relay replaying, a bridge between brokers) may do to a
+/// delivered event: same id and payload, a new timestamp and correlation id.
+fn restamped(event: &Confirmed) -> Confirmed {
+    let mut copy = event.clone();
+    copy.envelope.timestamp += chrono::Duration::seconds(90);
+    copy.envelope.correlation_id = format!("{}-replayed", copy.envelope.correlation_id);
+    copy
+}
+
+#[tokio::test]
+async fn the_default_key_fingerprints_the_payload_not_the_envelope() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    let event = Confirmed::new(
+        "o-1",
+        "saga-1",
+        OrderConfirmed {
+            order_id: 1,
+            order_ref: Uuid::new_v4(),
+            product_id: 5,
+        },
+    );
+    let Outcome::Processed(stock) = confirm_by_event(&db, &event).await? else {
+        panic!("a new event was not processed")
+    };
+    assert_eq!(
+        confirm_by_event(&db, &restamped(&event)).await?,
+        Outcome::Duplicate(stock),
+        "a re-stamped envelope is the same event"
+    );
+
+    let mut altered = event.clone();
+    altered.payload.product_id = 6;
+    let error = confirm_by_event(&db, &altered).await.unwrap_err();
+    assert!(
+        matches!(error, HandlerError::PayloadMismatch { .. }),
+        "an id reused for another payload: {error:?}"
+    );
+    assert_eq!(applied_per_event(&db).await?.len(), 1);
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_business_key_makes_two_events_for_one_order_a_duplicate() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    let order = OrderConfirmed {
+        order_id: 7,
+        order_ref: Uuid::new_v4(),
+        product_id: 3,
+    };
+    let first = Confirmed::new("o-7", "saga-7", order.clone());
+    let second = Confirmed::new("o-7", "saga-8", order);
+    assert_ne!(first.envelope.event_id, second.envelope.event_id);
+
+    let Outcome::Processed(stock) = confirm_by_order(&db, &first).await? else {
+        panic!("the first event for the order was not processed")
+    };
+    let outcome = confirm_by_order(&db, &second).await;
+    assert!(
+        matches!(outcome, Ok(Outcome::Duplicate(s)) if s == stock),
+        "the second event for order 7: {outcome:?}"
+    );
+    // Without `fingerprint = ...` nothing is compared: another payload for the order is a
+    // duplicate too.
+    let mut third = Confirmed::new("o-7", "saga-9", second.payload.clone());
+    third.payload.product_id = 4;
+    assert_eq!(
+        confirm_by_order(&db, &third).await?,
+        Outcome::Duplicate(stock)
+    );
+    let applied = applied_per_event(&db).await?;
+    assert_eq!(applied.get(&first.envelope.event_id), Some(&1));
+    assert_eq!(applied.len(), 1);
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_business_key_with_a_fingerprint_replays_only_the_same_payload() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    let order = OrderConfirmed {
+        order_id: 8,
+        order_ref: Uuid::new_v4(),
+        product_id: 3,
+    };
+    let first = Confirmed::new("o-8", "saga-1", order.clone());
+    let Outcome::Processed(stock) = confirm_by_order_ref(&db, &first).await? else {
+        panic!("the first event for the order was not processed")
+    };
+    let resent = Confirmed::new("o-8", "saga-2", order.clone());
+    assert_eq!(
+        confirm_by_order_ref(&db, &resent).await?,
+        Outcome::Duplicate(stock)
+    );
+
+    let mut changed = Confirmed::new("o-8", "saga-3", order);
+    changed.payload.product_id = 4;
+    let error = confirm_by_order_ref(&db, &changed).await.unwrap_err();
+    assert!(
+        matches!(&error, HandlerError::PayloadMismatch { event_id, .. } if *event_id == changed.payload.order_ref.to_string()),
+        "{error:?}"
+    );
+    assert_eq!(applied_per_event(&db).await?.len(), 1);
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+async fn record_effect(
+    tx: &mut Tx,
+    handler: &str,
+    event: &StockReserved,
+) -> Result<String, sqlx::Error> {
+    sqlx::query("INSERT INTO effects (handler, event_id) VALUES ($1, $2)")
+        .bind(handler)
+        .bind(event.event_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(handler.to_owned())
+}
+
+struct Billing;
+
+impl Billing {
+    #[idempotent_handler]
+    async fn handle(&self, tx: &mut Tx, event: &StockReserved) -> Result<String, sqlx::Error> {
+        record_effect(tx, "billing", event).await
+    }
+}
+
+struct Shipping;
+
+impl Shipping {
+    #[idempotent_handler]
+    async fn handle(&self, tx: &mut Tx, event: &StockReserved) -> Result<String, sqlx::Error> {
+        record_effect(tx, "shipping", event).await
+    }
+}
+
+mod invoices {
+    use super::*;
+
+    #[idempotent_handler]
+    pub async fn handle(tx: &mut Tx, event: &StockReserved) -> Result<String, sqlx::Error> {
+        record_effect(tx, "invoices", event).await
+    }
+}
+
+mod receipts {
+    use super::*;
+
+    #[idempotent_handler]
+    pub async fn handle(tx: &mut Tx, event: &StockReserved) -> Result<String, sqlx::Error> {
+        record_effect(tx, "receipts", event).await
+    }
+}
+
+#[tokio::test]
+async fn same_named_handlers_each_apply_their_effect() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    sqlx::query("CREATE TABLE effects (handler TEXT NOT NULL, event_id UUID NOT NULL)")
+        .execute(db.pool())
+        .await?;
+    let event = StockReserved::new(1);
+
+    assert_eq!(
+        Billing.handle(&db, &event).await?,
+        Outcome::Processed("billing".into())
+    );
+    assert_eq!(
+        Shipping.handle(&db, &event).await?,
+        Outcome::Processed("shipping".into())
+    );
+    assert_eq!(
+        invoices::handle(&db, &event).await?,
+        Outcome::Processed("invoices".into())
+    );
+    assert_eq!(
+        receipts::handle(&db, &event).await?,
+        Outcome::Processed("receipts".into())
+    );
+    assert_eq!(
+        Shipping.handle(&db, &event).await?,
+        Outcome::Duplicate("shipping".into())
+    );
+
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT handler, count(*) FROM effects GROUP BY handler ORDER BY handler")
+            .fetch_all(db.pool())
+            .await?;
+    let expected: Vec<(String, i64)> = ["billing", "invoices", "receipts", "shipping"]
+        .iter()
+        .map(|h| ((*h).to_owned(), 1))
+        .collect();
+    assert_eq!(rows, expected, "each handler's body ran once");
 
     db.close().await;
     test_db.close().await?;

@@ -1,146 +1,174 @@
-//! `#[idempotent_handler(...)]` arguments, parsed into spanned options. A bad argument is
-//! reported and skipped, so the handler still expands with the others.
+//! `#[idempotent_handler(...)]` arguments, parsed with `syn::meta::parser` (as the schema
+//! derive parses `#[schema(...)]`) into values that keep their tokens. A bad argument is
+//! reported and skipped, and parsing goes on with the next.
 
 use proc_macro2::{Span, TokenStream};
+use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
-use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, Lit, LitInt, LitStr, Meta, Path, Token};
+use syn::{Expr, Lit, LitInt, LitStr, Path, Token};
 
-const EXPECTED: &str = "expected one of: `action = \"...\"`, `key = <expr>`, `service = <expr>`, `permanent_errors`, `lock_timeout_ms = <integer>`, `crate = <path>`";
+use crate::errors::Errors;
+
+const ACTION: &str = "action";
+const KEY: &str = "key";
+const FINGERPRINT: &str = "fingerprint";
+const SERVICE: &str = "service";
+const PERMANENT_ERRORS: &str = "permanent_errors";
+const LOCK_TIMEOUT_MS: &str = "lock_timeout_ms";
+const CRATE: &str = "crate";
+
+const EXPECTED: &str = "expected one of: `action = \"...\"`, `key = <expr>`, `fingerprint = <expr>`, `service = <expr>`, `permanent_errors`, `lock_timeout_ms = <integer>`, `crate = <path>`";
 
 #[derive(Default)]
 pub(super) struct HandlerArgs {
     pub action: Option<LitStr>,
     pub key: Option<Expr>,
+    pub fingerprint: Option<Expr>,
     pub service: Option<Expr>,
     pub permanent_errors: Option<Span>,
     pub lock_timeout_ms: Option<LitInt>,
     pub krate: Option<Path>,
 }
 
-pub(super) fn parse(tokens: TokenStream) -> (HandlerArgs, Option<syn::Error>) {
+pub(super) fn parse(tokens: TokenStream, errors: &mut Errors) -> HandlerArgs {
     let mut args = HandlerArgs::default();
-    let mut errors = Errors::default();
-    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(tokens) {
-        Ok(metas) => metas,
-        Err(error) => {
-            errors.push(error);
-            return (args, errors.finish());
+    let parser = syn::meta::parser(|meta| args.parse_one(&meta, errors));
+    if let Err(error) = parser.parse2(tokens) {
+        errors.push(error);
+    }
+    args
+}
+
+impl HandlerArgs {
+    fn parse_one(&mut self, meta: &ParseNestedMeta, errors: &mut Errors) -> syn::Result<()> {
+        if meta.path.is_ident(PERMANENT_ERRORS) {
+            // #[idempotent_handler(permanent_errors)]
+            if meta.input.peek(Token![=]) || meta.input.peek(syn::token::Paren) {
+                skip_value(meta)?;
+                errors.error(
+                    &meta.path,
+                    "`permanent_errors` takes no value: write `permanent_errors`",
+                );
+            } else {
+                set(&mut self.permanent_errors, meta.path.span(), meta, errors);
+            }
+            return Ok(());
         }
-    };
-    for meta in metas {
-        let name = meta.path().get_ident().map(ToString::to_string);
-        match (name.as_deref(), meta) {
+        let known = [ACTION, KEY, FINGERPRINT, SERVICE, LOCK_TIMEOUT_MS, CRATE];
+        if !known.iter().any(|name| meta.path.is_ident(name)) {
+            skip_value(meta)?;
+            let name = path_name(&meta.path);
+            errors.error(
+                &meta.path,
+                format_args!("unknown argument `{name}`; {EXPECTED}"),
+            );
+            return Ok(());
+        }
+        let Some(value) = value(meta, errors)? else {
+            return Ok(());
+        };
+        if meta.path.is_ident(ACTION) {
             // #[idempotent_handler(action = "reserve_stock")]
-            (Some("action"), Meta::NameValue(nv)) => match string(&nv.value) {
-                Some(lit) => set(&mut args.action, lit, &nv.path, &mut errors),
-                None => errors.error(
-                    &nv.value,
+            match string(&value) {
+                Ok(lit) => set(&mut self.action, lit, meta, errors),
+                Err(other) => errors.error(
+                    other,
                     "expected a string literal: `action = \"reserve_stock\"`",
                 ),
-            },
+            }
+        } else if meta.path.is_ident(KEY) {
             // #[idempotent_handler(key = event.order_id)]
-            (Some("key"), Meta::NameValue(nv)) => {
-                set(&mut args.key, nv.value, &nv.path, &mut errors)
-            }
+            set(&mut self.key, value, meta, errors);
+        } else if meta.path.is_ident(FINGERPRINT) {
+            // #[idempotent_handler(key = event.order_id, fingerprint = event.lines)]
+            set(&mut self.fingerprint, value, meta, errors);
+        } else if meta.path.is_ident(SERVICE) {
             // #[idempotent_handler(service = "billing")]
-            (Some("service"), Meta::NameValue(nv)) => {
-                set(&mut args.service, nv.value, &nv.path, &mut errors);
-            }
-            // #[idempotent_handler(permanent_errors)]
-            (Some("permanent_errors"), Meta::Path(path)) => {
-                set(&mut args.permanent_errors, path.span(), &path, &mut errors);
-            }
+            set(&mut self.service, value, meta, errors);
+        } else if meta.path.is_ident(LOCK_TIMEOUT_MS) {
             // #[idempotent_handler(lock_timeout_ms = 5000)]
-            (Some("lock_timeout_ms"), Meta::NameValue(nv)) => match &nv.value {
+            match value {
                 Expr::Lit(syn::ExprLit {
                     lit: Lit::Int(int), ..
-                }) if int.base10_parse::<u64>().is_ok() => {
-                    set(
-                        &mut args.lock_timeout_ms,
-                        int.clone(),
-                        &nv.path,
-                        &mut errors,
-                    );
+                }) => {
+                    set(&mut self.lock_timeout_ms, int, meta, errors);
                 }
                 other => errors.error(
                     other,
                     "expected whole milliseconds: `lock_timeout_ms = 5000`",
                 ),
-            },
+            }
+        } else if meta.path.is_ident(CRATE) {
             // #[idempotent_handler(crate = my_reexport::prost_db)] or (crate = "my_reexport::prost_db")
-            (Some("crate"), Meta::NameValue(nv)) => match crate_path(&nv.value) {
-                Some(path) => set(&mut args.krate, path, &nv.path, &mut errors),
-                None => errors.error(
-                    &nv.value,
-                    "expected a path: `crate = my_reexport::prost_db`",
-                ),
-            },
-            (Some(known @ ("action" | "key" | "service" | "lock_timeout_ms" | "crate")), meta) => {
-                errors.error(&meta, format!("`{known}` needs a value: `{known} = ...`"));
-            }
-            (Some("permanent_errors"), meta) => {
-                errors.error(
-                    &meta,
-                    "`permanent_errors` takes no value: write `permanent_errors`",
-                );
-            }
-            (_, meta) => {
-                let path = meta.path();
-                let name = quote::quote!(#path).to_string().replace(' ', "");
-                errors.error(path, format!("unknown argument `{name}`; {EXPECTED}"));
+            match crate_path(&value) {
+                Ok(path) => set(&mut self.krate, path, meta, errors),
+                Err(other) => {
+                    errors.error(other, "expected a path: `crate = my_reexport::prost_db`")
+                }
             }
         }
+        Ok(())
     }
-    (args, errors.finish())
 }
 
-fn set<T>(slot: &mut Option<T>, value: T, path: &Path, errors: &mut Errors) {
+/// The value after `=`; a key written without one is reported, and parsing goes on.
+fn value(meta: &ParseNestedMeta, errors: &mut Errors) -> syn::Result<Option<Expr>> {
+    if meta.input.peek(Token![=]) {
+        return meta.value()?.parse().map(Some);
+    }
+    skip_value(meta)?;
+    let name = path_name(&meta.path);
+    errors.error(
+        &meta.path,
+        format_args!("`{name}` needs a value: `{name} = ...`"),
+    );
+    Ok(None)
+}
+
+fn path_name(path: &Path) -> String {
+    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    names.join("::")
+}
+
+/// Consumes what follows an argument's name, so that the next argument parses.
+fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
+    if meta.input.peek(Token![=]) {
+        meta.value()?.parse::<Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|nested| skip_value(&nested))?;
+    }
+    Ok(())
+}
+
+fn set<T>(slot: &mut Option<T>, value: T, meta: &ParseNestedMeta, errors: &mut Errors) {
     if slot.is_some() {
-        let name = path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        errors.error(path, format!("duplicate argument `{name}`; give it once"));
+        let name = path_name(&meta.path);
+        errors.error(
+            &meta.path,
+            format_args!("duplicate argument `{name}`; give it once"),
+        );
     } else {
         *slot = Some(value);
     }
 }
 
-fn string(value: &Expr) -> Option<LitStr> {
+fn string(value: &Expr) -> Result<LitStr, &Expr> {
     match value {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(lit), ..
-        }) => Some(lit.clone()),
-        _ => None,
+        }) => Ok(lit.clone()),
+        other => Err(other),
     }
 }
 
-fn crate_path(value: &Expr) -> Option<Path> {
+fn crate_path(value: &Expr) -> Result<Path, &Expr> {
     match value {
-        Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
-        _ => string(value).and_then(|lit| lit.parse().ok()),
-    }
-}
-
-#[derive(Default)]
-struct Errors(Option<syn::Error>);
-
-impl Errors {
-    fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    fn error(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
-        self.push(syn::Error::new_spanned(tokens, message));
-    }
-
-    fn finish(self) -> Option<syn::Error> {
-        self.0
+        Expr::Path(path) if path.qself.is_none() => Ok(path.path.clone()),
+        other => string(other)
+            .ok()
+            .and_then(|lit| lit.parse().ok())
+            .ok_or(other),
     }
 }
 
@@ -149,20 +177,31 @@ mod tests {
     use quote::quote;
 
     use super::parse;
+    use crate::errors::Errors;
+
+    fn messages(errors: Errors) -> Vec<String> {
+        errors.into_vec().iter().map(ToString::to_string).collect()
+    }
 
     #[test]
     fn parses_every_argument() {
-        let (args, errors) = parse(quote!(
-            action = "reserve",
-            key = event.order_id,
-            service = "billing",
-            permanent_errors,
-            lock_timeout_ms = 5000,
-            crate = ::my::db
-        ));
-        assert!(errors.is_none());
+        let mut errors = Errors::default();
+        let args = parse(
+            quote!(
+                action = "reserve",
+                key = event.order_id,
+                fingerprint = event.lines,
+                service = "billing",
+                permanent_errors,
+                lock_timeout_ms = 5000,
+                crate = ::my::db
+            ),
+            &mut errors,
+        );
+        assert!(errors.is_empty());
         assert_eq!(args.action.unwrap().value(), "reserve");
-        assert!(args.key.is_some() && args.service.is_some() && args.permanent_errors.is_some());
+        assert!(args.key.is_some() && args.fingerprint.is_some() && args.service.is_some());
+        assert!(args.permanent_errors.is_some());
         assert_eq!(
             args.lock_timeout_ms.unwrap().base10_parse::<u64>().unwrap(),
             5000
@@ -173,35 +212,59 @@ mod tests {
 
     #[test]
     fn crate_may_be_a_string() {
-        let (args, errors) = parse(quote!(crate = "my::db"));
-        assert!(errors.is_none());
+        let mut errors = Errors::default();
+        let args = parse(quote!(crate = "my::db"), &mut errors);
+        assert!(errors.is_empty());
         assert!(args.krate.is_some());
     }
 
     #[test]
-    fn unknown_and_duplicate_arguments_are_all_reported_and_skipped() {
-        let (args, errors) = parse(quote!(actoin = "x", action = "a", action = "b"));
-        let messages: Vec<String> = errors.unwrap().into_iter().map(|e| e.to_string()).collect();
-        assert_eq!(messages.len(), 2);
+    fn every_bad_argument_is_reported_and_the_rest_still_parse() {
+        let mut errors = Errors::default();
+        let args = parse(
+            quote!(
+                actoin = "x",
+                action = "a",
+                colour(red),
+                action = "b",
+                permanent_errors = true,
+                key,
+                service = "s"
+            ),
+            &mut errors,
+        );
+        let messages = messages(errors);
+        assert_eq!(messages.len(), 5, "{messages:?}");
         assert!(messages[0].starts_with("unknown argument `actoin`; expected one of"));
-        assert_eq!(messages[1], "duplicate argument `action`; give it once");
+        assert!(messages[1].starts_with("unknown argument `colour`"));
+        assert_eq!(messages[2], "duplicate argument `action`; give it once");
+        assert_eq!(
+            messages[3],
+            "`permanent_errors` takes no value: write `permanent_errors`"
+        );
+        assert_eq!(messages[4], "`key` needs a value: `key = ...`");
         assert_eq!(args.action.unwrap().value(), "a");
+        assert!(args.permanent_errors.is_none() && args.key.is_none());
     }
 
     #[test]
-    fn action_must_be_a_string() {
-        let (_, errors) = parse(quote!(action = reserve));
-        assert!(
-            errors
-                .unwrap()
-                .to_string()
-                .contains("expected a string literal")
+    fn values_of_the_wrong_kind_are_errors() {
+        let mut errors = Errors::default();
+        parse(
+            quote!(action = reserve, lock_timeout_ms = "5s", crate = 3),
+            &mut errors,
         );
+        let messages = messages(errors);
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].starts_with("expected a string literal"));
+        assert!(messages[1].starts_with("expected whole milliseconds"));
+        assert!(messages[2].starts_with("expected a path"));
     }
 
     #[test]
     fn empty_arguments_are_fine() {
-        let (args, errors) = parse(quote!());
-        assert!(errors.is_none() && args.action.is_none());
+        let mut errors = Errors::default();
+        let args = parse(quote!(), &mut errors);
+        assert!(errors.is_empty() && args.action.is_none());
     }
 }

@@ -14,24 +14,7 @@ use std::path::PathBuf;
 use proc_macro2::TokenStream;
 use syn::DeriveInput;
 
-/// Errors collected across phases, reported together.
-#[derive(Default)]
-pub(crate) struct Errors(Vec<syn::Error>);
-
-impl Errors {
-    pub fn push(&mut self, error: syn::Error) {
-        self.0.push(error);
-    }
-
-    #[cfg(test)]
-    pub fn into_vec(self) -> Vec<syn::Error> {
-        self.0
-    }
-
-    fn to_compile_errors(&self) -> TokenStream {
-        self.0.iter().map(syn::Error::to_compile_error).collect()
-    }
-}
+pub(crate) use crate::errors::Errors;
 
 pub(crate) fn derive(input: TokenStream) -> TokenStream {
     let input: DeriveInput = match syn::parse2(input) {

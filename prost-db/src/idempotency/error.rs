@@ -182,6 +182,11 @@ impl<E> HandlerError<E> {
 ///
 /// assert!(ReserveError::UnknownProduct(3).is_permanent());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`permanent_errors` needs to know which `{Self}` values are permanent",
+    label = "this error type does not implement `PermanentError`",
+    note = "implement `prost_db::idempotency::PermanentError` for `{Self}` (its `is_permanent` says which errors are recorded as final), or remove `permanent_errors`"
+)]
 pub trait PermanentError: serde::Serialize + serde::de::DeserializeOwned {
     /// Whether this error is final and should be recorded.
     fn is_permanent(&self) -> bool;

@@ -1,9 +1,8 @@
-//! Idempotency keys, event ids and payload fingerprints.
+//! Idempotency keys, and the events that carry their own.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use sha2::{Digest, Sha256};
+use super::Fingerprint;
 
 /// A value that can identify an event in `idempotency_records.event_id` (a `TEXT` column).
 ///
@@ -91,136 +90,76 @@ impl<K: IdempotencyKey + ?Sized> IdempotencyKey for std::sync::Arc<K> {
 }
 
 /// An event that carries its own id: the default key of
-/// [`#[idempotent_handler]`](crate::idempotent_handler).
+/// [`#[idempotent_handler]`](crate::idempotent_handler), and what its payload fingerprint
+/// covers.
+///
+/// A duplicate is replayed only if its fingerprint matches the first delivery's; a
+/// different payload under the same id is [`HandlerError::PayloadMismatch`]. By default
+/// the fingerprint covers the whole event as it serializes. Override
+/// [`fingerprint`](Self::fingerprint) to leave out what a republisher may re-stamp (a
+/// timestamp, a correlation id), as [`Event`](crate::events::Event) does.
 ///
 /// Implemented for references and smart pointers to events, so handlers may take
 /// `&Event`, `Box<Event>` or `Arc<Event>`.
 ///
 /// ```
-/// use prost_db::idempotency::{EventId, IdempotencyKey};
+/// use prost_db::idempotency::{EventId, Fingerprint, IdempotencyKey};
 ///
-/// struct OrderCreated { event_id: uuid::Uuid, order_id: i64 }
+/// #[derive(serde::Serialize)]
+/// struct OrderCreated { event_id: uuid::Uuid, sent_at: String, order_id: i64 }
 ///
 /// impl EventId for OrderCreated {
 ///     type Id = uuid::Uuid;
 ///     fn event_id(&self) -> &uuid::Uuid { &self.event_id }
+///     // A resend carries a new `sent_at`: the same event.
+///     fn fingerprint(&self) -> Result<Fingerprint, serde_json::Error> {
+///         Fingerprint::of(&self.order_id)
+///     }
 /// }
 ///
-/// let event = OrderCreated { event_id: uuid::Uuid::nil(), order_id: 1 };
-/// assert_eq!((&event).event_id().to_key(), uuid::Uuid::nil().to_key());
+/// let event = OrderCreated { event_id: uuid::Uuid::nil(), sent_at: "09:00".into(), order_id: 1 };
+/// let resent = OrderCreated { sent_at: "09:05".into(), ..event };
+/// assert_eq!(resent.event_id().to_key(), uuid::Uuid::nil().to_key());
+/// assert_eq!(resent.fingerprint()?, Fingerprint::of(&1)?);
+/// # Ok::<(), serde_json::Error>(())
 /// ```
+///
+/// [`HandlerError::PayloadMismatch`]: super::HandlerError::PayloadMismatch
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not carry an event id",
     label = "the event has no `EventId` implementation",
     note = "implement `prost_db::idempotency::EventId` for the event, or name the key with `#[idempotent_handler(key = ...)]`"
 )]
-pub trait EventId {
+pub trait EventId: serde::Serialize {
     /// The id's type.
     type Id: IdempotencyKey + ?Sized;
 
     /// The event's unique id, the same on every delivery of the event.
     fn event_id(&self) -> &Self::Id;
-}
 
-impl<E: EventId + ?Sized> EventId for &E {
-    type Id = E::Id;
-    fn event_id(&self) -> &E::Id {
-        (**self).event_id()
-    }
-}
-
-impl<E: EventId + ?Sized> EventId for &mut E {
-    type Id = E::Id;
-    fn event_id(&self) -> &E::Id {
-        (**self).event_id()
-    }
-}
-
-impl<E: EventId + ?Sized> EventId for Box<E> {
-    type Id = E::Id;
-    fn event_id(&self) -> &E::Id {
-        (**self).event_id()
-    }
-}
-
-impl<E: EventId + ?Sized> EventId for std::sync::Arc<E> {
-    type Id = E::Id;
-    fn event_id(&self) -> &E::Id {
-        (**self).event_id()
-    }
-}
-
-/// The SHA-256 of an event's JSON serialization, stored in `payload_hash` to tell a true
-/// duplicate from a different event that reuses an id.
-///
-/// Serialization must be deterministic: a struct's fields always serialize in declaration
-/// order, but a `HashMap` does not; use a `BTreeMap` in events.
-///
-/// ```
-/// use prost_db::idempotency::Fingerprint;
-///
-/// let a = Fingerprint::of(&serde_json::json!({"order": 1})).unwrap();
-/// let b = Fingerprint::of(&serde_json::json!({"order": 2})).unwrap();
-/// assert_ne!(a, b);
-/// assert_eq!(a, Fingerprint::of(&serde_json::json!({"order": 1})).unwrap());
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// Hashes `payload`'s JSON form.
+    /// The fingerprint a duplicate must match to be replayed: by default, of the whole
+    /// event.
     ///
     /// # Errors
     ///
-    /// The serializer's error, for payloads JSON cannot represent (e.g. maps with
-    /// non-string keys).
-    pub fn of<P: serde::Serialize + ?Sized>(payload: &P) -> Result<Self, serde_json::Error> {
-        let mut hasher = HashWriter(Sha256::new());
-        serde_json::to_writer(&mut hasher, payload)?;
-        Ok(Fingerprint(hasher.0.finalize().into()))
-    }
-
-    /// A fingerprint from its 32 bytes, as stored in the database.
-    ///
-    /// ```
-    /// # use prost_db::idempotency::Fingerprint;
-    /// let f = Fingerprint::of("x").unwrap();
-    /// assert_eq!(Fingerprint::from_bytes(*f.as_bytes()), f);
-    /// ```
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Fingerprint(bytes)
-    }
-
-    /// The 32 bytes.
-    ///
-    /// ```
-    /// # use prost_db::idempotency::Fingerprint;
-    /// assert_eq!(Fingerprint::of(&1).unwrap().as_bytes().len(), 32);
-    /// ```
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+    /// The serializer's error, for events JSON cannot represent.
+    fn fingerprint(&self) -> Result<Fingerprint, serde_json::Error> {
+        Fingerprint::of(self)
     }
 }
 
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint(")?;
-        for byte in &self.0[..8] {
-            write!(f, "{byte:02x}")?;
+macro_rules! forward_event_id {
+    ($($ty:ty),*) => {$(
+        impl<E: EventId + ?Sized> EventId for $ty {
+            type Id = E::Id;
+            fn event_id(&self) -> &E::Id {
+                (**self).event_id()
+            }
+            fn fingerprint(&self) -> Result<Fingerprint, serde_json::Error> {
+                (**self).fingerprint()
+            }
         }
-        write!(f, "..)")
-    }
+    )*};
 }
 
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+forward_event_id!(&E, &mut E, Box<E>, std::sync::Arc<E>);

@@ -13,8 +13,11 @@
 //!   (bounded by the lock timeout) and then either replays the first's result or, if the
 //!   first rolled back, is processed normally; it never adds a second effect;
 //! - a body that fails rolls back and leaves no record, so a redelivery retries;
-//! - a duplicate whose payload differs from the first delivery's is
-//!   [`HandlerError::PayloadMismatch`], never a silent replay;
+//! - a duplicate whose fingerprint differs from the first delivery's is
+//!   [`HandlerError::PayloadMismatch`], never a silent replay; the fingerprint is a hash
+//!   of a canonical JSON form ([`Fingerprint`]) of what the key's source names: the
+//!   event's [`EventId::fingerprint`] by default, nothing with a business key unless the
+//!   handler names it (see [`#[idempotent_handler]`](crate::idempotent_handler));
 //! - with `permanent_errors`, errors that [`PermanentError::is_permanent`] marks are
 //!   recorded as the event's final result and replayed as errors.
 //!
@@ -28,12 +31,12 @@
 //!    transaction: twin committed, 0 rows; twin rolled back, 1 row. (The claim also sets
 //!    the lock timeout itself, with `set_config(.., true)`, so that
 //!    [`IdempotencyStore::claim`] bounds its wait in a transaction begun elsewhere.)
-//! 3. Claimed (1 row): the body, on the same transaction; then the result is written into
-//!    the record (skipped when it serializes to `null`, e.g. `()`: the claim already stored
-//!    that), and `COMMIT`. A new event whose result is `()` costs 4 statements; one that
-//!    returns data, 5.
+//! 3. Claimed (1 row): the body, on the same transaction (lent to it as a [`TxLease`]);
+//!    then the result is written into the record (skipped when it serializes to `null`,
+//!    e.g. `()`: the claim already stored that), and `COMMIT`. A new event whose result is
+//!    `()` costs 4 statements; one that returns data, 5.
 //! 4. Taken (0 rows): a `SELECT` of the record (a new snapshot, so it sees the twin that
-//!    just committed); its payload hash is checked and its result replayed. A duplicate
+//!    just committed); its fingerprint is checked and its result replayed. A duplicate
 //!    costs 3 statements; the empty transaction's `ROLLBACK` is queued and sent when the
 //!    connection goes back to the pool, off the delivery's path.
 //!
@@ -78,12 +81,17 @@
 //! ```
 
 mod error;
+mod fingerprint;
 mod key;
-pub(crate) mod store;
+mod record;
+pub(crate) mod runtime;
+mod store;
 
 pub use error::{HandlerError, PermanentError};
-pub use key::{EventId, Fingerprint, IdempotencyKey};
-pub use store::{Claim, DEFAULT_LOCK_TIMEOUT, IdempotencyStore, StoredRecord, TABLE_NAME, Tx};
+pub use fingerprint::Fingerprint;
+pub use key::{EventId, IdempotencyKey};
+pub use record::{Claim, StoredRecord};
+pub use store::{DEFAULT_LOCK_TIMEOUT, IdempotencyStore, TABLE_NAME, Tx, TxLease};
 
 /// What a handler run ended as: the body ran now, or the event had been handled before.
 ///

@@ -1,17 +1,21 @@
-//! The `idempotency_records` table and the check-process-record transaction.
+//! The public face of the idempotency records: `IdempotencyStore`, its transaction and
+//! its retention.
 
+use std::fmt;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::AssertSqlSafe;
-use sqlx::types::Json;
-use tracing::Instrument;
 
-use super::Outcome;
-use super::error::{HandlerError, PermanentError};
-use super::key::{Fingerprint, IdempotencyKey};
+use super::error::HandlerError;
+use super::key::IdempotencyKey;
+use super::record::{Claim, DDL, Entry, StoredRecord, sql};
+use super::runtime::{ErrorPolicy, Job, ResultCodec, execute};
+use super::{Fingerprint, Outcome};
 use crate::error::{Error, Result};
 use crate::pool::Db;
 
@@ -27,6 +31,82 @@ use crate::pool::Db;
 /// # Ok(()) }
 /// ```
 pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// The transaction, lent to the body that [`IdempotencyStore::run`] runs: it dereferences
+/// to [`Tx`], and goes back to the store when the body's future completes, so that the
+/// store records the result and commits. (The body of an
+/// [`#[idempotent_handler]`](crate::idempotent_handler) sees it as its `&mut Tx`.)
+///
+/// ```no_run
+/// # async fn f(store: &prost_db::idempotency::IdempotencyStore) -> Result<(), Box<dyn std::error::Error>> {
+/// store
+///     .run("ship", "order-7", &"payload", |mut tx| async move {
+///         let tx: &mut prost_db::idempotency::Tx = &mut tx;
+///         sqlx::query("UPDATE orders SET shipped = true WHERE id = 7")
+///             .execute(&mut **tx)
+///             .await
+///             .map(|done| done.rows_affected())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct TxLease {
+    tx: Option<Tx>,
+    slot: Arc<Mutex<Option<Tx>>>,
+}
+
+/// Where a lent transaction comes back.
+pub(super) struct Returned(Arc<Mutex<Option<Tx>>>);
+
+impl TxLease {
+    pub(super) fn lend(tx: Tx) -> (TxLease, Returned) {
+        let slot = Arc::new(Mutex::new(None));
+        let lease = TxLease {
+            tx: Some(tx),
+            slot: slot.clone(),
+        };
+        (lease, Returned(slot))
+    }
+}
+
+impl Returned {
+    /// The transaction, once its lease is dropped.
+    pub(super) fn take(self) -> Option<Tx> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl Deref for TxLease {
+    type Target = Tx;
+
+    fn deref(&self) -> &Tx {
+        self.tx
+            .as_ref()
+            .expect("a lease holds its transaction until dropped")
+    }
+}
+
+impl DerefMut for TxLease {
+    fn deref_mut(&mut self) -> &mut Tx {
+        self.tx
+            .as_mut()
+            .expect("a lease holds its transaction until dropped")
+    }
+}
+
+impl Drop for TxLease {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        }
+    }
+}
+
+impl fmt::Debug for TxLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxLease").finish_non_exhaustive()
+    }
+}
 
 /// The table's name, in every service schema.
 ///
@@ -44,37 +124,7 @@ pub const TABLE_NAME: &str = "idempotency_records";
 /// ```
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The table, in the schema that replaces `{schema}`: the framework's released step.
-const DDL: &str = crate::framework::STEP_2_IDEMPOTENCY_RECORDS;
-
-const SELECT: &str = "SELECT payload_hash, result, permanent_error, created_at \
-     FROM {schema}.idempotency_records \
-     WHERE event_id = $1 AND service_name = $2 AND action = $3";
-
-/// Claims the key: inserts a record without result unless the key is taken. The same
-/// statement sets the transaction's `lock_timeout` (`set_config(..., true)` is `SET LOCAL`),
-/// before the insert can wait for an uncommitted twin, so the bound costs no round trip of
-/// its own. 1 row: claimed. 0 rows: a committed record holds the key, and the `SELECT`
-/// that follows (a new snapshot, in READ COMMITTED) reads it.
-const CLAIM: &str = "INSERT INTO {schema}.idempotency_records \
-     (event_id, service_name, action, payload_hash) \
-     SELECT $1, $2, $3, $4 FROM (SELECT set_config('lock_timeout', $5, true)) AS lock_timeout \
-     ON CONFLICT (event_id, service_name, action) DO NOTHING";
-
-const INSERT: &str = "INSERT INTO {schema}.idempotency_records \
-     (event_id, service_name, action, payload_hash, result, permanent_error) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (event_id, service_name, action) DO NOTHING";
-
-const COMPLETE: &str = "UPDATE {schema}.idempotency_records \
-     SET result = $4, permanent_error = $5 \
-     WHERE event_id = $1 AND service_name = $2 AND action = $3";
-
 const PURGE: &str = "DELETE FROM {schema}.idempotency_records WHERE created_at < now() - $1";
-
-fn sql(template: &'static str, db: &Db) -> AssertSqlSafe<String> {
-    AssertSqlSafe(crate::ident::render(template, db.schema_ident()))
-}
 
 /// The idempotency records of one service, and the check-process-record transaction.
 ///
@@ -91,11 +141,10 @@ fn sql(template: &'static str, db: &Db) -> AssertSqlSafe<String> {
 /// let event = serde_json::json!({"event_id": "e-1", "product_id": 7});
 /// let outcome = store
 ///     .run("reserve_stock", "e-1", &event, |mut tx| async move {
-///         let result = sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = 7")
-///             .execute(&mut *tx)
+///         sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = 7")
+///             .execute(&mut **tx)
 ///             .await
-///             .map(|done| done.rows_affected());
-///         (tx, result)
+///             .map(|done| done.rows_affected())
 ///     })
 ///     .await?;
 /// assert!(matches!(outcome, Outcome::Processed(1) | Outcome::Duplicate(1)));
@@ -107,46 +156,6 @@ pub struct IdempotencyStore {
     db: Db,
     service: String,
     lock_timeout: Duration,
-}
-
-/// A record as stored: what [`IdempotencyStore::get`] returns.
-///
-/// ```
-/// use prost_db::idempotency::StoredRecord;
-///
-/// fn describe(record: &StoredRecord) -> &'static str {
-///     if record.permanent_error { "failed for good" } else { "succeeded" }
-/// }
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct StoredRecord {
-    /// The first delivery's payload fingerprint, if one was stored.
-    pub fingerprint: Option<Fingerprint>,
-    /// The stored result (or permanent error) as JSON; `None` for a claim never completed.
-    pub result: Option<serde_json::Value>,
-    /// Whether `result` is a permanent error rather than a success.
-    pub permanent_error: bool,
-    /// When the record was written.
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// What [`IdempotencyStore::claim`] found.
-///
-/// ```
-/// use prost_db::idempotency::Claim;
-///
-/// fn should_run(claim: &Claim) -> bool {
-///     matches!(claim, Claim::Claimed)
-/// }
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
-    /// This transaction holds the key: run the body, then
-    /// [`complete`](IdempotencyStore::complete) and commit.
-    Claimed,
-    /// A committed delivery holds the key; this is its record.
-    Duplicate(StoredRecord),
 }
 
 impl IdempotencyStore {
@@ -331,35 +340,6 @@ impl IdempotencyStore {
         self.entry(action, key).complete(tx, &value).await
     }
 
-    /// Writes a record with its result in `tx`, unless the key is taken: `true` if written.
-    /// Waits for an uncommitted twin like [`claim`](Self::claim). This is the last statement
-    /// of [`run`](Self::run) before `COMMIT`.
-    ///
-    /// ```no_run
-    /// # async fn f(store: &prost_db::idempotency::IdempotencyStore) -> prost_db::Result<()> {
-    /// let mut tx = store.begin().await?;
-    /// if store.record(&mut tx, "reserve_stock", "e-1", None, &serde_json::json!("ok")).await? {
-    ///     tx.commit().await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// The database error.
-    pub async fn record(
-        &self,
-        tx: &mut Tx,
-        action: &str,
-        key: &str,
-        fingerprint: Option<Fingerprint>,
-        result: &serde_json::Value,
-    ) -> Result<bool> {
-        self.entry(action, key)
-            .insert(tx, fingerprint, result, false)
-            .await
-    }
-
     fn entry<'a>(&'a self, action: &'a str, key: &'a str) -> Entry<'a> {
         Entry {
             db: &self.db,
@@ -396,9 +376,10 @@ impl IdempotencyStore {
     }
 
     /// Runs `body` exactly once per `key` and `action`, in the check-process-record
-    /// transaction described in [the module docs](crate::idempotency). `payload` is hashed
-    /// to detect an id reused for a different event. `body` receives the transaction and
-    /// returns it with its result, so that the store can record and commit.
+    /// transaction described in [the module docs](crate::idempotency). `payload` is
+    /// fingerprinted to detect an id reused for a different event. `body` gets the
+    /// transaction as a [`TxLease`]; when its future completes, the store records the
+    /// result on the same transaction and commits.
     /// [`#[idempotent_handler]`](crate::idempotent_handler) writes that closure for you.
     ///
     /// See [`IdempotencyStore`] for an example.
@@ -417,240 +398,30 @@ impl IdempotencyStore {
         K: IdempotencyKey + ?Sized,
         P: Serialize + ?Sized,
         T: Serialize + DeserializeOwned,
-        F: FnOnce(Tx) -> Fut,
-        Fut: Future<Output = (Tx, Result<T, E>)>,
+        F: FnOnce(TxLease) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
     {
         let key = key.to_key();
-        let handler = Handler {
-            action,
-            service: Some(&self.service),
-            lock_timeout: Some(self.lock_timeout),
-        };
-        let fingerprint = fingerprint(&key, action, payload)?;
-        run_with::<NeverRecord, _, _, _, _>(&self.db, handler, &key, fingerprint, body).await
-    }
-}
-
-/// Not public API: a handler's static configuration, built by the macro.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub struct Handler<'a> {
-    pub action: &'a str,
-    pub service: Option<&'a str>,
-    pub lock_timeout: Option<Duration>,
-}
-
-/// Not public API: whether a handler records permanent errors.
-#[doc(hidden)]
-pub trait ErrorPolicy<E> {
-    /// `Some` if `error` is to be recorded as the final result.
-    fn record(error: &E) -> Option<Result<serde_json::Value, serde_json::Error>>;
-    /// Decodes a recorded error.
-    fn replay(value: serde_json::Value) -> Result<E, serde_json::Error>;
-}
-
-/// Not public API: errors always roll back.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum NeverRecord {}
-
-impl<E> ErrorPolicy<E> for NeverRecord {
-    fn record(_: &E) -> Option<Result<serde_json::Value, serde_json::Error>> {
-        None
-    }
-
-    fn replay(_: serde_json::Value) -> Result<E, serde_json::Error> {
-        Err(serde::de::Error::custom(
-            "the record holds a permanent error but this handler does not declare `permanent_errors`",
-        ))
-    }
-}
-
-/// Not public API: errors marked permanent are recorded.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum RecordPermanent {}
-
-impl<E: PermanentError> ErrorPolicy<E> for RecordPermanent {
-    fn record(error: &E) -> Option<Result<serde_json::Value, serde_json::Error>> {
-        error.is_permanent().then(|| serde_json::to_value(error))
-    }
-
-    fn replay(value: serde_json::Value) -> Result<E, serde_json::Error> {
-        serde_json::from_value(value)
-    }
-}
-
-/// Not public API: the payload fingerprint, with a serialization failure as a handler error.
-#[doc(hidden)]
-#[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
-pub fn fingerprint<P: Serialize + ?Sized, E>(
-    key: &str,
-    action: &str,
-    payload: &P,
-) -> Result<Fingerprint, HandlerError<E>> {
-    Fingerprint::of(payload).map_err(|source| HandlerError::Codec {
-        event_id: key.to_owned(),
-        action: action.to_owned(),
-        source,
-    })
-}
-
-/// Not public API: the runtime behind `#[idempotent_handler]` and [`IdempotencyStore::run`].
-#[doc(hidden)]
-pub async fn run_with<P, T, E, F, Fut>(
-    db: &Db,
-    handler: Handler<'_>,
-    key: &str,
-    fingerprint: Fingerprint,
-    body: F,
-) -> Result<Outcome<T>, HandlerError<E>>
-where
-    P: ErrorPolicy<E>,
-    T: Serialize + DeserializeOwned,
-    F: FnOnce(Tx) -> Fut,
-    Fut: Future<Output = (Tx, Result<T, E>)>,
-{
-    let service = handler.service.unwrap_or(db.service());
-    let span = tracing::info_span!(
-        "prost_db.idempotent_handler",
-        event_id = key,
-        action = handler.action,
-        service,
-        outcome = tracing::field::Empty,
-    );
-    let run = Run {
-        entry: Entry {
-            db,
-            service,
-            action: handler.action,
-            key,
-        },
-        fingerprint,
-        lock_timeout: handler.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
-    };
-    let result = run
-        .execute::<P, T, E, F, Fut>(body)
-        .instrument(span.clone())
-        .await;
-    let outcome = match &result {
-        Ok(outcome) => outcome.as_str(),
-        Err(error) => error.kind(),
-    };
-    span.record("outcome", outcome);
-    result
-}
-
-struct Run<'a> {
-    entry: Entry<'a>,
-    fingerprint: Fingerprint,
-    lock_timeout: Duration,
-}
-
-impl Run<'_> {
-    async fn execute<P, T, E, F, Fut>(&self, body: F) -> Result<Outcome<T>, HandlerError<E>>
-    where
-        P: ErrorPolicy<E>,
-        T: Serialize + DeserializeOwned,
-        F: FnOnce(Tx) -> Fut,
-        Fut: Future<Output = (Tx, Result<T, E>)>,
-    {
-        let entry = &self.entry;
-        let mut tx = begin(entry.db, self.lock_timeout).await?;
-        let claim = entry
-            .claim(&mut tx, Some(self.fingerprint), self.lock_timeout)
-            .await?;
-        if let Claim::Duplicate(record) = claim {
-            // Nothing was written: the rollback is queued, and sqlx sends it when the
-            // connection goes back to the pool, off this delivery's path.
-            drop(tx);
-            return self.replay::<P, T, E>(record);
-        }
-
-        let (mut tx, result) = body(tx).await;
-        let error = match result {
-            Ok(value) => {
-                let json = serde_json::to_value(&value).map_err(|e| self.codec(e))?;
-                // The claim already stores NULL, which is what `()` and `None` replay from.
-                if !json.is_null() {
-                    entry.complete(&mut tx, &json).await?;
-                }
-                tx.commit().await.map_err(|e| entry.db.map_err(e))?;
-                return Ok(Outcome::Processed(value));
-            }
-            Err(error) => error,
-        };
-        // A failed connection has rolled back already.
-        tx.rollback().await.ok();
-
-        // This delivery held the claim, so no twin can have committed: a transient error
-        // is simply returned, and a permanent one is recorded in a transaction of its own
-        // (unless a twin that claimed after the rollback got there first).
-        let json = match P::record(&error) {
-            None => return Err(HandlerError::Failed(error)),
-            Some(Err(e)) => return Err(self.codec(e)),
-            Some(Ok(json)) => json,
-        };
-        let mut tx = begin(entry.db, self.lock_timeout).await?;
-        if entry
-            .insert(&mut tx, Some(self.fingerprint), &json, true)
-            .await?
-        {
-            tx.commit().await.map_err(|e| entry.db.map_err(e))?;
-            return Err(HandlerError::Permanent {
-                error,
-                replayed: false,
-            });
-        }
-        let record = entry.select(&mut *tx).await?;
-        drop(tx);
-        match record {
-            Some(record) => self.replay::<P, T, E>(record),
-            None => Err(HandlerError::Database(entry.vanished())),
-        }
-    }
-
-    #[allow(clippy::result_large_err)] // as `fingerprint`
-    fn replay<P, T, E>(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>>
-    where
-        P: ErrorPolicy<E>,
-        T: DeserializeOwned,
-    {
-        if record
-            .fingerprint
-            .is_some_and(|stored| stored != self.fingerprint)
-        {
-            return Err(HandlerError::PayloadMismatch {
-                event_id: self.entry.key.to_owned(),
-                action: self.entry.action.to_owned(),
-            });
-        }
-        let value = record.result.unwrap_or(serde_json::Value::Null);
-        if record.permanent_error {
-            let error = P::replay(value).map_err(|e| self.codec(e))?;
-            return Err(HandlerError::Permanent {
-                error,
-                replayed: true,
-            });
-        }
-        serde_json::from_value(value)
-            .map(Outcome::Duplicate)
-            .map_err(|e| self.codec(e))
-    }
-
-    fn codec<E>(&self, source: serde_json::Error) -> HandlerError<E> {
-        HandlerError::Codec {
-            event_id: self.entry.key.to_owned(),
-            action: self.entry.action.to_owned(),
+        let fingerprint = Fingerprint::of(payload).map_err(|source| HandlerError::Codec {
+            event_id: key.to_string(),
+            action: action.to_owned(),
             source,
-        }
+        })?;
+        let job = Job {
+            entry: self.entry(action, &key),
+            fingerprint: Some(fingerprint),
+            lock_timeout: self.lock_timeout,
+            codec: ResultCodec::json(),
+            policy: ErrorPolicy::never(),
+        };
+        execute(job, body).await
     }
 }
 
 /// `BEGIN` with the store's `lock_timeout`, in one round trip. `SET LOCAL` here, and not
 /// only the claim's `set_config`, because the claim takes its table locks before it runs:
 /// behind a queued `ALTER TABLE`, those waits too must be bounded.
-async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
+pub(super) async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
     // The only value here is an integer the program computed, never input.
     let statement = format!(
         "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}",
@@ -662,123 +433,8 @@ async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
         .map_err(|e| db.map_err(e))
 }
 
-fn millis(timeout: Duration) -> u128 {
+pub(super) fn millis(timeout: Duration) -> u128 {
     timeout.as_millis().max(1)
-}
-
-/// The record of one key of one action of one service: what every statement on
-/// `idempotency_records` binds.
-#[derive(Clone, Copy)]
-struct Entry<'a> {
-    db: &'a Db,
-    service: &'a str,
-    action: &'a str,
-    key: &'a str,
-}
-
-impl Entry<'_> {
-    async fn claim(
-        &self,
-        tx: &mut Tx,
-        fingerprint: Option<Fingerprint>,
-        lock_timeout: Duration,
-    ) -> Result<Claim> {
-        let done = sqlx::query(sql(CLAIM, self.db))
-            .bind(self.key)
-            .bind(self.service)
-            .bind(self.action)
-            .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
-            .bind(millis(lock_timeout).to_string())
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        if done.rows_affected() == 1 {
-            return Ok(Claim::Claimed);
-        }
-        self.select(&mut **tx)
-            .await?
-            .map(Claim::Duplicate)
-            .ok_or_else(|| self.vanished())
-    }
-
-    /// The committed record, through the pool or inside a transaction.
-    async fn select<'c>(
-        &self,
-        executor: impl sqlx::PgExecutor<'c>,
-    ) -> Result<Option<StoredRecord>> {
-        let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, self.db))
-            .bind(self.key)
-            .bind(self.service)
-            .bind(self.action)
-            .fetch_optional(executor)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        Ok(row.map(StoredRecord::from))
-    }
-
-    async fn complete(&self, tx: &mut Tx, result: &serde_json::Value) -> Result<()> {
-        sqlx::query(sql(COMPLETE, self.db))
-            .bind(self.key)
-            .bind(self.service)
-            .bind(self.action)
-            .bind(Json(result))
-            .bind(false)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        Ok(())
-    }
-
-    /// `true` if the record was written, `false` if the key was taken.
-    async fn insert(
-        &self,
-        tx: &mut Tx,
-        fingerprint: Option<Fingerprint>,
-        result: &serde_json::Value,
-        permanent: bool,
-    ) -> Result<bool> {
-        let done = sqlx::query(sql(INSERT, self.db))
-            .bind(self.key)
-            .bind(self.service)
-            .bind(self.action)
-            .bind(fingerprint.map(|f| f.as_bytes().to_vec()))
-            .bind(Json(result))
-            .bind(permanent)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// A record that held the key a moment ago is gone (purged in between).
-    fn vanished(&self) -> Error {
-        Error::IdempotencyRecordVanished {
-            event_id: self.key.to_owned(),
-            action: self.action.to_owned(),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct RecordRow {
-    payload_hash: Option<Vec<u8>>,
-    result: Option<Json<serde_json::Value>>,
-    permanent_error: bool,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl From<RecordRow> for StoredRecord {
-    fn from(row: RecordRow) -> Self {
-        StoredRecord {
-            fingerprint: row
-                .payload_hash
-                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                .map(Fingerprint::from_bytes),
-            result: row.result.map(|Json(value)| value),
-            permanent_error: row.permanent_error,
-            created_at: row.created_at,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -797,8 +453,8 @@ mod tests {
         let store = IdempotencyStore::new(&db);
         for _ in 0..2 {
             let _ = store
-                .run("ship", "e-42", &"payload", |tx| async move {
-                    (tx, Ok::<u8, crate::Error>(1))
+                .run("ship", "e-42", &"payload", |_| async {
+                    Ok::<u8, crate::Error>(1)
                 })
                 .await
                 .unwrap();

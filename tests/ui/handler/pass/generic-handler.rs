@@ -1,6 +1,6 @@
 #![deny(warnings)]
 
-use prost_db::idempotency::{EventId, Outcome, HandlerError, Tx};
+use prost_db::idempotency::{EventId, HandlerError, Outcome, Tx};
 
 trait Priced: EventId + serde::Serialize + Sync {
     fn price(&self) -> i64;
@@ -15,7 +15,10 @@ where
     Ok(event.price())
 }
 
-async fn caller<E: Priced>(db: &prost_db::Db, event: &E) -> Result<Outcome<i64>, HandlerError<sqlx::Error>> {
+async fn caller<E: Priced>(
+    db: &prost_db::Db,
+    event: &E,
+) -> Result<Outcome<i64>, HandlerError<sqlx::Error>> {
     charge(db, event).await
 }
 

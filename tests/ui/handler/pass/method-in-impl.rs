@@ -23,7 +23,12 @@ struct Inventory {
 
 impl Inventory {
     #[prost_db::idempotent_handler]
-    pub async fn reserve(&self, tx: &mut Tx, event: Arc<Event>, note: &str) -> Result<bool, sqlx::Error> {
+    pub async fn reserve(
+        &self,
+        tx: &mut Tx,
+        event: Arc<Event>,
+        note: &str,
+    ) -> Result<bool, sqlx::Error> {
         let _ = (tx, note);
         if event.quantity > self.limit {
             return Ok(false);
@@ -36,6 +41,11 @@ fn assert_send<F: std::future::Future + Send>(_: F) {}
 
 fn main() {
     let _ = |db: prost_db::Db, inventory: Inventory, event: Arc<Event>| {
-        assert_send(async move { inventory.reserve(&db, event, "note").await.map(|o| o.into_inner()) })
+        assert_send(async move {
+            inventory
+                .reserve(&db, event, "note")
+                .await
+                .map(|o| o.into_inner())
+        })
     };
 }

@@ -1,4 +1,4 @@
-use prost_db::schema::{pg, CompatibleWith};
+use prost_db::schema::{CompatibleWith, pg};
 
 /// Money in a NUMERIC column.
 struct Money(#[allow(dead_code)] rust_decimal::Decimal);

@@ -13,5 +13,9 @@ fn main() {
     let columns = Product::TABLE.columns;
     assert_eq!(columns.len(), 2);
     assert_eq!((columns[1].name, columns[1].sql_type), ("price", None));
-    let _ = Product { id: 1, cached_label: Vec::new(), price: 1.0 };
+    let _ = Product {
+        id: 1,
+        cached_label: Vec::new(),
+        price: 1.0,
+    };
 }
