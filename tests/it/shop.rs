@@ -442,6 +442,7 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
                     quantity: 1,
                     order_id,
                     reservation_id: uuid::Uuid::new_v4(),
+                    expires_at: None,
                 },
             );
             outbox.stage(&mut tx, &exchange, &event).await.unwrap();
@@ -563,4 +564,185 @@ async fn restart_until_drained(worker: &Worker, broker: &Broker) {
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         let _ = child.kill().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The order saga across the cart, orders and catalog services.
+// ---------------------------------------------------------------------------------------
+
+use prost_shop::faults::{FaultCounts, Faults};
+use prost_shop::scenario::{Kind, SagaPlan, SagaReport};
+use prost_shop::services::{CartClient, ServiceConfig, ServiceHandle, Shape};
+use prost_shop::topology::{Service, delay_queue, saga_topology};
+
+/// A test database with the saga's three schemas migrated, a pool on it, and the saga's
+/// topology (with its delay queues) under a prefix of its own.
+struct SagaEnv {
+    test_db: TestDb,
+    dbs: Vec<(Service, Db)>,
+    pool: sqlx::PgPool,
+    broker: Broker,
+}
+
+impl SagaEnv {
+    async fn new() -> SagaEnv {
+        let test_db = TestDb::new().await.unwrap();
+        let mut dbs = Vec::new();
+        for service in Service::ALL {
+            let db = Db::connect(
+                test_db
+                    .config(service.as_str())
+                    .max_connections(12)
+                    .acquire_timeout(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+            migrate(&db, service.as_str()).await;
+            dbs.push((service, db));
+        }
+        let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+        let broker = Broker::with(saga_topology(&prefix), prefix).await;
+        prost_shop::topology::declare(&broker.topology, &broker.channel)
+            .await
+            .unwrap();
+        let pool = test_db.pool().await.unwrap();
+        SagaEnv {
+            test_db,
+            dbs,
+            pool,
+            broker,
+        }
+    }
+
+    fn db(&self, service: Service) -> &Db {
+        &self.dbs.iter().find(|(s, _)| *s == service).unwrap().1
+    }
+
+    fn config(&self, service: Service, shape: Shape) -> ServiceConfig {
+        let mut config = ServiceConfig::new(
+            service,
+            shape,
+            self.db(service).clone(),
+            &self.broker.prefix,
+        );
+        config.prefetch = 4;
+        config
+    }
+
+    fn cart(&self, shape: Shape, publisher: &Publisher) -> CartClient {
+        let db = self.db(Service::Cart).clone();
+        match shape {
+            Shape::ProstDb => CartClient::new(db, &self.broker.prefix),
+            Shape::Seed => CartClient::seed(db, &self.broker.prefix, publisher.clone()),
+        }
+    }
+
+    /// Seeds `plan`'s products and carts.
+    async fn seed(&self, plan: &SagaPlan) {
+        plan.seed_products(&self.pool).await.unwrap();
+        plan.seed_carts(&self.pool).await.unwrap();
+    }
+
+    /// Messages waiting anywhere: outboxes, work, retry and delay queues.
+    async fn backlog(&self) -> u64 {
+        let mut n = 0;
+        for (_, db) in &self.dbs {
+            n += Outbox::new(db).pending(db.pool()).await.unwrap_or(1) as u64;
+        }
+        for spec in self.broker.topology.queues() {
+            for queue in [spec.queue(), spec.retry_queue(), delay_queue(spec)] {
+                n += u64::from(self.broker.depth(&queue).await);
+            }
+        }
+        n
+    }
+
+    async fn dead_letters(&self) -> u64 {
+        let mut n = 0;
+        for spec in self.broker.topology.queues() {
+            n += u64::from(self.broker.depth(&spec.dead_letter_queue()).await);
+        }
+        n
+    }
+
+    /// Waits until every saga is terminal and nothing is waiting anywhere (twice in a row,
+    /// half a second apart, so that nothing in flight is missed), or `timeout`.
+    async fn settle(&self, plan: &SagaPlan, timeout: Duration) -> SagaReport {
+        let quiet = std::sync::atomic::AtomicU32::new(0);
+        wait_until(timeout, || async {
+            let terminal = plan.verify(&self.pool).await.unwrap().all_terminal();
+            if terminal && self.backlog().await == 0 {
+                quiet.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                quiet.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            quiet.load(std::sync::atomic::Ordering::Relaxed) >= 2
+        })
+        .await;
+        plan.verify(&self.pool).await.unwrap()
+    }
+
+    async fn close(self) {
+        for spec in self.broker.topology.queues() {
+            let _ = self
+                .broker
+                .channel
+                .queue_delete(delay_queue(spec).into(), Default::default())
+                .await;
+        }
+        self.broker.cleanup().await;
+        for (_, db) in self.dbs {
+            db.close().await;
+        }
+        self.pool.close().await;
+        self.test_db.close().await.unwrap();
+    }
+}
+
+/// The faults of the saga tests: the seed's 2% network failures with 3 redeliveries on
+/// every hop, and late answers for the orders whose hold is short.
+fn saga_faults() -> Faults {
+    Faults {
+        delay_short_holds: Some(Duration::from_secs(30)),
+        ..Faults::seed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_in_one_process_ends_every_order_right_under_redeliveries_and_late_answers() {
+    let env = SagaEnv::new().await;
+    let plan = SagaPlan::new(300, 0.05, 0.03, 20, 21).late_hold(Duration::from_secs(1));
+    env.seed(&plan).await;
+    let counts = Arc::new(FaultCounts::default());
+    let mut services = Vec::new();
+    for service in Service::ALL {
+        let mut config = env.config(service, Shape::ProstDb);
+        config.faults = saga_faults();
+        config.fault_counts = Arc::clone(&counts);
+        services.push(ServiceHandle::spawn(
+            config,
+            Arc::clone(&env.broker.connection),
+        ));
+    }
+    let publisher = Publisher::new(&env.broker.connection).await.unwrap();
+    let started = plan
+        .checkout_all(&env.cart(Shape::ProstDb, &publisher), 8)
+        .await
+        .unwrap();
+    let report = env.settle(&plan, Duration::from_secs(120)).await;
+    for service in services {
+        service.stop().await.unwrap();
+    }
+    eprintln!("{report:#?}\nfaults: {counts:?}");
+    assert_eq!(started, plan.carts.len());
+    assert!(report.is_consistent(), "{:?}", report.problems());
+    assert_eq!(report.confirmed, plan.count(Kind::Normal) as u64);
+    assert_eq!(
+        report.cancelled,
+        (plan.count(Kind::OutOfStock) + plan.count(Kind::Late)) as u64
+    );
+    assert!(counts.failures() >= 1, "no network failure was injected");
+    assert_eq!(env.dead_letters().await, 0);
+    env.close().await;
 }
