@@ -154,24 +154,21 @@ pub(crate) async fn take_stock(
     let product_ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
     let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
     let reservations: Vec<Uuid> = order.items.iter().map(|_| Uuid::new_v4()).collect();
-    sqlx::query(
-        "UPDATE products p SET stock_quantity = p.stock_quantity - x.quantity, updated_at = now() \
-         FROM (SELECT product_id, sum(quantity)::int AS quantity \
-               FROM unnest($1::bigint[], $2::int[]) AS t(product_id, quantity) \
-               GROUP BY product_id) x \
-         WHERE p.id = x.product_id",
-    )
-    .bind(&product_ids)
-    .bind(&quantities)
-    .execute(&mut *tx)
-    .await?;
     let expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
-        "INSERT INTO inventory_reservations \
-             (product_id, quantity, order_id, reservation_id, expires_at) \
-         SELECT t.product_id, t.quantity, $3, t.reservation_id, \
-                coalesce($5, now() + interval '24 hours') \
-         FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS t(product_id, quantity, reservation_id) \
-         RETURNING expires_at",
+        "WITH taken AS ( \
+             UPDATE products p SET stock_quantity = p.stock_quantity - x.quantity, updated_at = now() \
+             FROM (SELECT product_id, sum(quantity)::int AS quantity \
+                   FROM unnest($1::bigint[], $2::int[]) AS t(product_id, quantity) \
+                   GROUP BY product_id) x \
+             WHERE p.id = x.product_id), \
+         reserved AS ( \
+             INSERT INTO inventory_reservations \
+                 (product_id, quantity, order_id, reservation_id, expires_at) \
+             SELECT t.product_id, t.quantity, $3, t.reservation_id, \
+                    coalesce($5, now() + interval '24 hours') \
+             FROM unnest($1::bigint[], $2::int[], $4::uuid[]) AS t(product_id, quantity, reservation_id) \
+             RETURNING expires_at) \
+         SELECT expires_at FROM reserved LIMIT 1",
     )
     .bind(&product_ids)
     .bind(&quantities)
@@ -342,12 +339,16 @@ pub async fn fulfil_stock_body(
     tx: &mut PgConnection,
     event: &Event<OrderConfirmed>,
 ) -> Result<u64, ShopError> {
+    // Confirmation and cancellation of one order exclude each other (the orders service
+    // decides once), so this step needs no serialization through the hold row.
     let order_id = event.payload.order_id;
-    if let Some(status) = take_hold(tx, order_id, "fulfilled", None).await?
-        && status == "reserved"
-    {
-        set_hold(tx, order_id, "fulfilled", None).await?;
-    }
+    sqlx::query(
+        "UPDATE order_holds SET status = 'fulfilled', updated_at = now() \
+         WHERE order_id = $1 AND status = 'reserved'",
+    )
+    .bind(order_id)
+    .execute(&mut *tx)
+    .await?;
     Ok(sqlx::query(
         "UPDATE inventory_reservations SET status = 'fulfilled' \
          WHERE order_id = $1 AND status = 'reserved'",

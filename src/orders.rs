@@ -180,17 +180,7 @@ pub async fn create_order_body(
             checkout.cart_id
         )));
     }
-    let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (user_id, cart_id, total, status, saga_correlation_id) \
-         VALUES ($1, $2, $3, 'pending', $4) RETURNING id",
-    )
-    .bind(checkout.user_id)
-    .bind(checkout.cart_id)
-    .bind(checkout.total)
-    .bind(correlation_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    insert_items(tx, order_id, checkout).await?;
+    let order_id = insert_order(tx, correlation_id, checkout).await?;
     let hold = checkout
         .reserve_for_ms
         .map_or(ctx.default_hold, Duration::from_millis);
@@ -222,26 +212,34 @@ pub async fn create_order_body(
     Ok(order_id)
 }
 
-pub(crate) async fn insert_items(
+/// Inserts the order and its lines (one statement); returns its id.
+pub(crate) async fn insert_order(
     tx: &mut PgConnection,
-    order_id: i64,
+    correlation_id: Uuid,
     checkout: &CartCheckoutInitiated,
-) -> Result<(), ShopError> {
+) -> Result<i64, ShopError> {
     let products: Vec<i64> = checkout.items.iter().map(|i| i.product_id).collect();
     let quantities: Vec<i32> = checkout.items.iter().map(|i| i.quantity).collect();
     let prices: Vec<rust_decimal::Decimal> = checkout.items.iter().map(|i| i.price).collect();
-    sqlx::query(
-        "INSERT INTO order_items (order_id, product_id, quantity, price) \
-         SELECT $1, t.product_id, t.quantity, t.price \
-         FROM unnest($2::bigint[], $3::int[], $4::numeric[]) AS t(product_id, quantity, price)",
+    Ok(sqlx::query_scalar(
+        "WITH created AS ( \
+             INSERT INTO orders (user_id, cart_id, total, status, saga_correlation_id) \
+             VALUES ($1, $2, $3, 'pending', $4) RETURNING id), \
+         lines AS ( \
+             INSERT INTO order_items (order_id, product_id, quantity, price) \
+             SELECT created.id, t.product_id, t.quantity, t.price \
+             FROM created, unnest($5::bigint[], $6::int[], $7::numeric[]) AS t(product_id, quantity, price)) \
+         SELECT id FROM created",
     )
-    .bind(order_id)
+    .bind(checkout.user_id)
+    .bind(checkout.cart_id)
+    .bind(checkout.total)
+    .bind(correlation_id)
     .bind(&products)
     .bind(&quantities)
     .bind(&prices)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    .fetch_one(&mut *tx)
+    .await?)
 }
 
 /// The body of `StockReserved` (one line of an order): records the reservation and
@@ -307,12 +305,10 @@ pub async fn stock_reserved_body(
     }
     store.transition(tx, &mut saga, status::CONFIRMED).await?;
     let order_id = saga.payload.order_id;
-    sqlx::query("UPDATE orders SET status = 'confirmed', updated_at = now() WHERE id = $1")
-        .bind(order_id)
-        .execute(&mut **tx)
-        .await?;
     sqlx::query(
-        "UPDATE inventory_reservations SET status = 'fulfilled', fulfilled_at = now() \
+        "WITH confirmed AS ( \
+             UPDATE orders SET status = 'confirmed', updated_at = now() WHERE id = $1) \
+         UPDATE inventory_reservations SET status = 'fulfilled', fulfilled_at = now() \
          WHERE order_id = $1 AND status = 'reserved'",
     )
     .bind(order_id)

@@ -592,6 +592,40 @@ impl SagaPlan {
         Ok(n)
     }
 
+    /// Checks out every cart like [`checkout_all`](Self::checkout_all), `chunk` at a time,
+    /// each chunk once `ready` says so: customers arrive as the shop keeps up, as in a real
+    /// shop, instead of all at once, so that queues stay short and no order waits behind
+    /// thousands of others for longer than its hold.
+    ///
+    /// # Errors
+    ///
+    /// The first checkout that failed.
+    pub async fn checkout_paced<F, Fut>(
+        &self,
+        client: &crate::services::CartClient,
+        concurrency: usize,
+        chunk: usize,
+        mut ready: F,
+    ) -> Result<usize, crate::error::ShopError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut started = 0;
+        for carts in self.carts.chunks(chunk.max(1)) {
+            while !ready().await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let part = SagaPlan {
+                products: self.products,
+                initial_stock: self.initial_stock,
+                carts: carts.to_vec(),
+            };
+            started += part.checkout_all(client, concurrency).await?;
+        }
+        Ok(started)
+    }
+
     /// Reads how every saga ended, across the three schemas (`pool`: any connection to the
     /// shop's database).
     ///

@@ -27,7 +27,7 @@ use crate::events::{
     CartCheckoutInitiated, OrderCancelled, OrderConfirmed, OrderCreated, OrderFailed,
     StockReleased, StockReserved,
 };
-use crate::orders::{OrderSagaData, Step, correlation, insert_items, status};
+use crate::orders::{OrderSagaData, Step, correlation, insert_order, status};
 use crate::topology::Exchanges;
 
 /// The catalog's `OrderCreated`, seed-shaped: check, take, reserve, with no record of the
@@ -144,17 +144,7 @@ pub async fn create_order_body(
 ) -> Result<i64, ShopError> {
     let correlation_id = correlation(event)?;
     let checkout = &event.payload;
-    let order_id: i64 = sqlx::query_scalar(
-        "INSERT INTO orders (user_id, cart_id, total, status, saga_correlation_id) \
-         VALUES ($1, $2, $3, 'pending', $4) RETURNING id",
-    )
-    .bind(checkout.user_id)
-    .bind(checkout.cart_id)
-    .bind(checkout.total)
-    .bind(correlation_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    insert_items(tx, order_id, checkout).await?;
+    let order_id = insert_order(tx, correlation_id, checkout).await?;
     let hold = checkout
         .reserve_for_ms
         .map_or(default_hold, std::time::Duration::from_millis);

@@ -4,7 +4,8 @@
 //! in the seed's ([`crate::seed`]).
 //!
 //! Every step is an `#[idempotent_handler]` with an explicit action, in its own service's
-//! schema, staging its events in that schema's outbox:
+//! schema, staging its events in that schema's outbox. Steps whose result nobody reads
+//! return `()`, which the idempotency runtime records without a statement of its own:
 //!
 //! | service | event | action | emits |
 //! |---|---|---|---|
@@ -46,7 +47,7 @@ use crate::events::{
 };
 use crate::faults::{FaultCounts, FaultInjector, Faults};
 use crate::handlers::{Crashes, crash, reserve_stock};
-use crate::orders::{self, OrderSagaData, OrdersContext, Step, correlation, status};
+use crate::orders::{self, OrderSagaData, OrdersContext, correlation, status};
 use crate::seed;
 use crate::topology::{Exchanges, Service, queue_spec};
 
@@ -203,11 +204,11 @@ async fn create_order(
     tx: &mut Tx,
     event: &Event<CartCheckoutInitiated>,
     ctx: &Ctx,
-) -> Result<i64, ShopError> {
+) -> Result<(), ShopError> {
     let mut emit = Emitter::outbox(ctx.outbox.clone());
-    let order_id = orders::create_order_body(tx, &mut emit, &ctx.orders, event).await?;
+    orders::create_order_body(tx, &mut emit, &ctx.orders, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(order_id)
+    Ok(())
 }
 
 #[idempotent_handler(action = "orders.record_stock_reserved")]
@@ -215,11 +216,11 @@ async fn record_stock_reserved(
     tx: &mut Tx,
     event: &Event<StockReserved>,
     ctx: &Ctx,
-) -> Result<Step, ShopError> {
+) -> Result<(), ShopError> {
     let mut emit = Emitter::outbox(ctx.outbox.clone());
-    let step = orders::stock_reserved_body(tx, &mut emit, &ctx.orders, event).await?;
+    orders::stock_reserved_body(tx, &mut emit, &ctx.orders, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(step)
+    Ok(())
 }
 
 #[idempotent_handler(action = "orders.record_stock_released")]
@@ -227,10 +228,10 @@ async fn record_stock_released(
     tx: &mut Tx,
     event: &Event<StockReleased>,
     ctx: &Ctx,
-) -> Result<Step, ShopError> {
-    let step = orders::stock_released_body(tx, &ctx.orders, event).await?;
+) -> Result<(), ShopError> {
+    orders::stock_released_body(tx, &ctx.orders, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(step)
+    Ok(())
 }
 
 #[idempotent_handler(action = "orders.record_order_failed")]
@@ -238,11 +239,11 @@ async fn record_order_failed(
     tx: &mut Tx,
     event: &Event<OrderFailed>,
     ctx: &Ctx,
-) -> Result<Step, ShopError> {
+) -> Result<(), ShopError> {
     let mut emit = Emitter::outbox(ctx.outbox.clone());
-    let step = orders::order_failed_body(tx, &mut emit, &ctx.orders, event).await?;
+    orders::order_failed_body(tx, &mut emit, &ctx.orders, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(step)
+    Ok(())
 }
 
 #[idempotent_handler(action = "catalog.release_stock")]
@@ -262,10 +263,10 @@ async fn fulfil_stock(
     tx: &mut Tx,
     event: &Event<OrderConfirmed>,
     ctx: &Ctx,
-) -> Result<u64, ShopError> {
-    let lines = fulfil_stock_body(&mut **tx, event).await?;
+) -> Result<(), ShopError> {
+    fulfil_stock_body(&mut **tx, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(lines)
+    Ok(())
 }
 
 #[idempotent_handler(action = "cart.close_ordered")]
@@ -273,10 +274,10 @@ async fn close_ordered(
     tx: &mut Tx,
     event: &Event<OrderConfirmed>,
     ctx: &Ctx,
-) -> Result<bool, ShopError> {
-    let closed = close_body(&mut **tx, correlation(event)?, event.payload.order_id, true).await?;
+) -> Result<(), ShopError> {
+    close_body(&mut **tx, correlation(event)?, event.payload.order_id, true).await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(closed)
+    Ok(())
 }
 
 #[idempotent_handler(action = "cart.close_cancelled")]
@@ -284,8 +285,8 @@ async fn close_cancelled(
     tx: &mut Tx,
     event: &Event<OrderCancelled>,
     ctx: &Ctx,
-) -> Result<bool, ShopError> {
-    let closed = close_body(
+) -> Result<(), ShopError> {
+    close_body(
         &mut **tx,
         correlation(event)?,
         event.payload.order_id,
@@ -293,7 +294,7 @@ async fn close_cancelled(
     )
     .await?;
     crash(ctx.crashes.before_commit, "before commit");
-    Ok(closed)
+    Ok(())
 }
 
 impl Ctx {
