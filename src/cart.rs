@@ -69,16 +69,20 @@ pub async fn checkout_body(
     cart_id: Uuid,
     request: Checkout,
 ) -> Result<bool, ShopError> {
-    let row: Option<(Uuid, Decimal)> = sqlx::query_as(
-        "UPDATE carts SET status = 'checked_out', saga_correlation_id = $2, \
-             checked_out_at = now(), updated_at = now() \
-         WHERE id = $1 AND status = 'active' RETURNING user_id, total",
+    // The cart and its lines in one round trip; no row if the cart was not active.
+    let rows: Vec<(Uuid, Decimal, Option<i64>, Option<i32>, Option<Decimal>)> = sqlx::query_as(
+        "WITH cart AS ( \
+             UPDATE carts SET status = 'checked_out', saga_correlation_id = $2, \
+                 checked_out_at = now(), updated_at = now() \
+             WHERE id = $1 AND status = 'active' RETURNING id, user_id, total) \
+         SELECT cart.user_id, cart.total, i.product_id, i.quantity, i.price \
+         FROM cart LEFT JOIN cart_items i ON i.cart_id = cart.id ORDER BY i.product_id",
     )
     .bind(cart_id)
     .bind(request.correlation_id)
-    .fetch_optional(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some((user_id, total)) = row else {
+    let Some(&(user_id, total, ..)) = rows.first() else {
         let existing: Option<(String, Option<Uuid>)> =
             sqlx::query_as("SELECT status::text, saga_correlation_id FROM carts WHERE id = $1")
                 .bind(cart_id)
@@ -92,12 +96,16 @@ pub async fn checkout_body(
             None => Err(ShopError::Invalid(format!("no cart {cart_id}"))),
         };
     };
-    let items: Vec<(i64, i32, Decimal)> = sqlx::query_as(
-        "SELECT product_id, quantity, price FROM cart_items WHERE cart_id = $1 ORDER BY product_id",
-    )
-    .bind(cart_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let items: Vec<OrderItem> = rows
+        .into_iter()
+        .filter_map(|(_, _, product_id, quantity, price)| {
+            Some(OrderItem {
+                product_id: product_id?,
+                quantity: quantity?,
+                price: price?,
+            })
+        })
+        .collect();
     if items.is_empty() {
         return Err(ShopError::Invalid(format!("cart {cart_id} is empty")));
     }
@@ -108,14 +116,7 @@ pub async fn checkout_body(
             cart_id,
             user_id,
             total,
-            items: items
-                .into_iter()
-                .map(|(product_id, quantity, price)| OrderItem {
-                    product_id,
-                    quantity,
-                    price,
-                })
-                .collect(),
+            items,
             reserve_for_ms: request.hold.map(|h| h.as_millis() as u64),
         },
     );

@@ -22,7 +22,8 @@ use crate::events::{OrderCreated, StockReserved};
 /// from the pool in the catalog schema -> transaction -> mark processed -> publish" (through
 /// the outbox, in the same transaction). `crash_before_commit` is crash injection for tests.
 ///
-/// The order saga's catalog step runs this handler too ([`crate::services`]).
+/// The order saga's catalog step runs the same body as its own handler,
+/// `catalog.reserve_stock` ([`crate::services`]).
 ///
 /// # Errors
 ///

@@ -262,18 +262,24 @@ pub async fn stock_reserved_body(
     let correlation_id = correlation(event)?;
     let mut saga: Saga<OrderSagaData> = store.get(&mut **tx, correlation_id).await?;
     let line = &event.payload;
-    sqlx::query(
-        "INSERT INTO inventory_reservations \
-             (order_id, product_id, quantity, reservation_id, expires_at) \
-         VALUES ($1, $2, $3, $4, coalesce($5, now() + interval '24 hours')) \
-         ON CONFLICT (reservation_id) DO NOTHING",
+    // Record the line, and count the order's reserved lines, in one round trip (the
+    // outer SELECT does not see the CTE's row, hence the sum).
+    let reserved: i64 = sqlx::query_scalar(
+        "WITH added AS ( \
+             INSERT INTO inventory_reservations \
+                 (order_id, product_id, quantity, reservation_id, expires_at) \
+             VALUES ($1, $2, $3, $4, coalesce($5, now() + interval '24 hours')) \
+             ON CONFLICT (reservation_id) DO NOTHING RETURNING 1) \
+         SELECT (SELECT count(*) FROM inventory_reservations \
+                 WHERE order_id = $1 AND status = 'reserved') \
+              + (SELECT count(*) FROM added)",
     )
     .bind(saga.payload.order_id)
     .bind(line.product_id)
     .bind(line.quantity)
     .bind(line.reservation_id)
     .bind(line.expires_at)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
     if store.machine().is_terminal(&saga.status) {
         return Ok(Step::Ignored);
@@ -293,12 +299,6 @@ pub async fn stock_reserved_body(
         cancel_expired(tx, emit, ctx, &mut saga, reason).await?;
         return Ok(Step::Compensating);
     }
-    let reserved: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM inventory_reservations WHERE order_id = $1 AND status = 'reserved'",
-    )
-    .bind(saga.payload.order_id)
-    .fetch_one(&mut **tx)
-    .await?;
     if reserved < saga.payload.lines {
         store.transition(tx, &mut saga, status::RESERVING).await?;
         return Ok(Step::Waiting);

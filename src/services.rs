@@ -10,7 +10,7 @@
 //! | service | event | action | emits |
 //! |---|---|---|---|
 //! | orders | `CartCheckoutInitiated` | `orders.create_order` | `OrderCreated` |
-//! | catalog | `OrderCreated` | `reserve_stock` | `StockReserved` per line, or `OrderFailed` |
+//! | catalog | `OrderCreated` | `catalog.reserve_stock` | `StockReserved` per line, or `OrderFailed` |
 //! | orders | `StockReserved` | `orders.record_stock_reserved` | `OrderConfirmed`, or `OrderCancelled` (late) |
 //! | orders | `OrderFailed` | `orders.record_order_failed` | `OrderCancelled` (if it was reserving) |
 //! | catalog | `OrderCancelled` | `catalog.release_stock` | `StockReleased` per line, or `OrderFailed` (nothing held) |
@@ -38,7 +38,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cart::{Checkout, checkout_body, close_body};
-use crate::catalog::{Release, Reservation, fulfil_stock_body, release_stock_body};
+use crate::catalog::{
+    Release, Reservation, fulfil_stock_body, release_stock_body, reserve_stock_body,
+};
 use crate::emit::{Emitter, publish_after_commit};
 use crate::error::{ShopError, delivery_error, retry_conflicts};
 use crate::events::{
@@ -46,7 +48,7 @@ use crate::events::{
     StockReleased, StockReserved,
 };
 use crate::faults::{FaultCounts, FaultInjector, Faults};
-use crate::handlers::{Crashes, crash, reserve_stock};
+use crate::handlers::{Crashes, crash};
 use crate::orders::{self, OrderSagaData, OrdersContext, correlation, status};
 use crate::seed;
 use crate::topology::{Exchanges, Service, queue_spec};
@@ -207,6 +209,18 @@ async fn create_order(
 ) -> Result<(), ShopError> {
     let mut emit = Emitter::outbox(ctx.outbox.clone());
     orders::create_order_body(tx, &mut emit, &ctx.orders, event).await?;
+    crash(ctx.crashes.before_commit, "before commit");
+    Ok(())
+}
+
+#[idempotent_handler(action = "catalog.reserve_stock")]
+async fn reserve_stock(
+    tx: &mut Tx,
+    event: &Event<OrderCreated>,
+    ctx: &Ctx,
+) -> Result<(), ShopError> {
+    let mut emit = Emitter::outbox(ctx.outbox.clone());
+    reserve_stock_body(&mut **tx, &mut emit, &ctx.ex.products, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
     Ok(())
 }
@@ -384,12 +398,9 @@ impl Ctx {
     async fn on_order_created(&self, event: Event<OrderCreated>) -> Result<(), DeliveryError> {
         match self.shape {
             Shape::ProstDb => {
-                let before = self.crashes.before_commit;
-                self.idempotent(|| {
-                    reserve_stock(&self.db, &event, &self.outbox, &self.ex.products, before)
-                })
-                .await
-                .map(drop)?;
+                self.idempotent(|| reserve_stock(&self.db, &event, self))
+                    .await
+                    .map(drop)?;
             }
             Shape::Seed => {
                 let (mut tx, mut emit) = self.begin().await?;

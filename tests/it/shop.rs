@@ -113,13 +113,9 @@ impl Worker {
     }
 }
 
-/// Kills and restarts `worker` at random moments, at least `kills` times (crashes the
-/// worker injects itself also count as restarts).
-async fn chaos(worker: &Worker, kills: usize, seed: u64) -> usize {
-    chaos_between(worker, kills, seed, 250, 950).await
-}
-
-/// As [`chaos`], each process living `min_ms..max_ms` before its SIGKILL.
+/// Kills and restarts `worker` at random moments, at least `kills` times, each process
+/// living `min_ms..max_ms` before its SIGKILL (long enough, on a loaded machine, to get
+/// past its startup); crashes the worker injects itself also count as restarts.
 async fn chaos_between(
     worker: &Worker,
     kills: usize,
@@ -222,7 +218,7 @@ async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exac
     let worker = Worker::new(&test_db, &broker, "kill")
         .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.01")
         .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.005");
-    let restarts = chaos(&worker, 10, 11).await;
+    let restarts = chaos_between(&worker, 10, 11, 600, 1800).await;
     let after_commit = worker.log_count("injected crash after commit");
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(120)).await;
 
@@ -499,7 +495,7 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
         .env("PROST_SHOP_RELAY", "1")
         .env("PROST_SHOP_RELAY_BATCH", "10")
         .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.15");
-    let restarts = chaos(&relay, 10, 13).await;
+    let restarts = chaos_between(&relay, 10, 13, 600, 1800).await;
     let crashes = relay.log_count("injected crash after publish");
     let child = relay.clone_without_crashes().spawn();
     assert!(
