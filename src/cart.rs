@@ -53,6 +53,9 @@ impl Checkout {
     }
 }
 
+/// The cart's owner and total, and one of its lines (none for an empty cart).
+type CheckoutRow = (Uuid, Decimal, Option<i64>, Option<i32>, Option<Decimal>);
+
 /// The body of a checkout, on the caller's transaction: the cart goes from `active` to
 /// `checked_out` under the request's correlation id, and `CartCheckoutInitiated` is emitted
 /// with its lines. A retried request (same correlation id) changes nothing and returns
@@ -70,7 +73,7 @@ pub async fn checkout_body(
     request: Checkout,
 ) -> Result<bool, ShopError> {
     // The cart and its lines in one round trip; no row if the cart was not active.
-    let rows: Vec<(Uuid, Decimal, Option<i64>, Option<i32>, Option<Decimal>)> = sqlx::query_as(
+    let rows: Vec<CheckoutRow> = sqlx::query_as(
         "WITH cart AS ( \
              UPDATE carts SET status = 'checked_out', saga_correlation_id = $2, \
                  checked_out_at = now(), updated_at = now() \

@@ -15,7 +15,7 @@ use prost_db::saga::SagaError;
 pub enum ShopError {
     /// The database (or the outbox) failed.
     #[error(transparent)]
-    Db(#[from] prost_db::Error),
+    Db(Box<prost_db::Error>),
     /// The saga store refused: a conflict (run the step again) or a bug.
     #[error(transparent)]
     Saga(#[from] SagaError),
@@ -24,9 +24,15 @@ pub enum ShopError {
     Invalid(String),
 }
 
+impl From<prost_db::Error> for ShopError {
+    fn from(error: prost_db::Error) -> Self {
+        ShopError::Db(Box::new(error))
+    }
+}
+
 impl From<sqlx::Error> for ShopError {
     fn from(error: sqlx::Error) -> Self {
-        ShopError::Db(prost_db::Error::Database(error))
+        ShopError::from(prost_db::Error::Database(error))
     }
 }
 
@@ -45,7 +51,7 @@ impl ShopError {
 impl From<ShopError> for DeliveryError {
     fn from(error: ShopError) -> Self {
         match error {
-            ShopError::Db(e) => DeliveryError::from(e),
+            ShopError::Db(e) => DeliveryError::from(*e),
             ShopError::Saga(e) => DeliveryError::from(e),
             invalid @ ShopError::Invalid(_) => DeliveryError::permanent(invalid),
         }

@@ -220,7 +220,7 @@ async fn reserve_stock(
     ctx: &Ctx,
 ) -> Result<(), ShopError> {
     let mut emit = Emitter::outbox(ctx.outbox.clone());
-    reserve_stock_body(&mut **tx, &mut emit, &ctx.ex.products, event).await?;
+    reserve_stock_body(tx, &mut emit, &ctx.ex.products, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
     Ok(())
 }
@@ -267,7 +267,7 @@ async fn release_stock(
     ctx: &Ctx,
 ) -> Result<Release, ShopError> {
     let mut emit = Emitter::outbox(ctx.outbox.clone());
-    let release = release_stock_body(&mut **tx, &mut emit, &ctx.ex.products, event).await?;
+    let release = release_stock_body(tx, &mut emit, &ctx.ex.products, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
     Ok(release)
 }
@@ -278,7 +278,7 @@ async fn fulfil_stock(
     event: &Event<OrderConfirmed>,
     ctx: &Ctx,
 ) -> Result<(), ShopError> {
-    fulfil_stock_body(&mut **tx, event).await?;
+    fulfil_stock_body(tx, event).await?;
     crash(ctx.crashes.before_commit, "before commit");
     Ok(())
 }
@@ -289,7 +289,7 @@ async fn close_ordered(
     event: &Event<OrderConfirmed>,
     ctx: &Ctx,
 ) -> Result<(), ShopError> {
-    close_body(&mut **tx, correlation(event)?, event.payload.order_id, true).await?;
+    close_body(tx, correlation(event)?, event.payload.order_id, true).await?;
     crash(ctx.crashes.before_commit, "before commit");
     Ok(())
 }
@@ -300,13 +300,7 @@ async fn close_cancelled(
     event: &Event<OrderCancelled>,
     ctx: &Ctx,
 ) -> Result<(), ShopError> {
-    close_body(
-        &mut **tx,
-        correlation(event)?,
-        event.payload.order_id,
-        false,
-    )
-    .await?;
+    close_body(tx, correlation(event)?, event.payload.order_id, false).await?;
     crash(ctx.crashes.before_commit, "before commit");
     Ok(())
 }

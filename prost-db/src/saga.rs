@@ -744,7 +744,13 @@ pub enum SagaError {
 
     /// The database failed.
     #[error(transparent)]
-    Database(#[from] crate::Error),
+    Database(Box<crate::Error>),
+}
+
+impl From<crate::Error> for SagaError {
+    fn from(error: crate::Error) -> Self {
+        SagaError::Database(Box::new(error))
+    }
 }
 
 impl SagaError {
@@ -761,7 +767,7 @@ impl SagaError {
 
 impl From<sqlx::Error> for SagaError {
     fn from(error: sqlx::Error) -> Self {
-        SagaError::Database(crate::Error::Database(error))
+        SagaError::from(crate::Error::Database(error))
     }
 }
 
@@ -772,7 +778,7 @@ impl From<SagaError> for crate::amqp::HandlerError {
     fn from(error: SagaError) -> Self {
         match error {
             SagaError::Conflict { .. } => crate::amqp::HandlerError::transient(error),
-            SagaError::Database(e) => crate::amqp::HandlerError::from(e),
+            SagaError::Database(e) => crate::amqp::HandlerError::from(*e),
             other => crate::amqp::HandlerError::permanent(other),
         }
     }
@@ -1273,7 +1279,7 @@ impl SagaStore {
             .into_iter()
             .map(decode_compensation)
             .collect::<Result<Vec<_>, _>>()?;
-        records.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        records.sort_by_key(|record| std::cmp::Reverse(record.created_at));
         Ok(records)
     }
 
@@ -1520,7 +1526,7 @@ fn decode_saga<P: DeserializeOwned>(row: SagaRow) -> Result<Saga<P>, SagaError> 
 fn decode_compensation(row: CompensationRow) -> Result<CompensationRecord, SagaError> {
     let (key, event, Json(payload), status, created_at, completed_at) = row;
     let status = status.parse().map_err(|reason: String| {
-        SagaError::Database(crate::Error::Database(sqlx::Error::Decode(reason.into())))
+        SagaError::from(crate::Error::Database(sqlx::Error::Decode(reason.into())))
     })?;
     Ok(CompensationRecord {
         key: key.unwrap_or_default(),
