@@ -883,6 +883,14 @@ async fn saga_services_killed_with_sigkill_at_random_moments_end_every_saga_exac
         report.compensations_needed >= 1,
         "no compensation was needed: {report:?}"
     );
+    // No compensation ran twice: each reservation released once, each completed once, and
+    // available + held is the initial stock of every product.
+    assert_eq!(report.compensations_run, report.compensations_needed);
+    assert_eq!(report.compensations_completed, report.compensations_needed);
+    assert_eq!(report.products_unbalanced, 0);
+    assert_eq!(report.expected_stock, report.actual_stock);
+    // No event lost: every cart closed, nothing left in an outbox or a queue.
+    assert_eq!((report.lost, report.carts_open), (0, 0));
     assert_eq!(env.backlog().await, 0, "an event is still waiting");
     assert_eq!(env.dead_letters().await, 0);
     env.close().await;
@@ -988,6 +996,11 @@ async fn saga_waits_while_the_catalog_is_down_then_confirms_in_time_orders_and_c
         report.cancelled,
         (plan.count(Kind::Late) + plan.count(Kind::OutOfStock)) as u64
     );
+    assert!(
+        report.compensations_needed >= 1,
+        "the catalog reserved nothing for the expired orders: {report:?}"
+    );
+    assert_eq!(report.compensations_run, report.compensations_needed);
     assert_eq!(env.dead_letters().await, 0);
     env.close().await;
 }
