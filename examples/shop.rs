@@ -187,20 +187,21 @@ async fn run() -> Result<bool, BoxError> {
     // 4. The table.
     let ok = runs[0].exact(&plan);
     println!();
-    print!("| {:<34} |", "");
+    let rows = Run::rows(&plan);
+    let width = rows.iter().map(String::len).max().unwrap_or(0);
+    print!("| {:<width$} |", "");
     for run in &runs {
         print!(" {:>22} |", run.title);
     }
     println!();
-    print!("|{:-<36}|", "");
+    print!("|{:-<w$}|", "", w = width + 2);
     for _ in &runs {
         print!("{:->24}|", "");
     }
     println!();
-    let rows = Run::rows(&plan);
     let columns: Vec<Vec<String>> = runs.iter().map(|r| r.column(&plan)).collect();
     for (i, name) in rows.iter().enumerate() {
-        print!("| {name:<34} |");
+        print!("| {name:<width$} |");
         for column in &columns {
             print!(" {:>22} |", column[i]);
         }

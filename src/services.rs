@@ -148,6 +148,9 @@ pub struct ServiceConfig {
     pub default_hold: Duration,
     /// Rows per relay batch.
     pub relay_batch: u32,
+    /// The relay's sleep when it finds nothing to publish. Every batch is a transaction
+    /// that commits; a longer sleep sends a steady flow in fewer, larger batches.
+    pub relay_poll: Duration,
     /// Its counters.
     pub counters: Arc<Counters>,
     /// What its fault injector did.
@@ -155,7 +158,8 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// Defaults: 2 consumers with prefetch 8, no faults, sweep every 200 ms, hold 10 min.
+    /// Defaults: 2 consumers with prefetch 8, no faults, sweep every 200 ms, hold 10 min,
+    /// relay batches of 200 polled every 100 ms.
     pub fn new(service: Service, shape: Shape, db: Db, prefix: &str) -> Self {
         ServiceConfig {
             service,
@@ -170,6 +174,7 @@ impl ServiceConfig {
             sweep_every: Duration::from_millis(200),
             default_hold: Duration::from_secs(600),
             relay_batch: 200,
+            relay_poll: Duration::from_millis(100),
             counters: Arc::new(Counters::default()),
             fault_counts: Arc::new(FaultCounts::default()),
         }
@@ -735,7 +740,7 @@ pub async fn run(
         let crash_p = config.crash_after_publish;
         let relay = Relay::new(config.db.clone())
             .batch_size(config.relay_batch)
-            .poll_interval(Duration::from_millis(20))
+            .poll_interval(config.relay_poll)
             .after_publish_hook(move || crash(crash_p, "after publish, before mark"));
         let connection = Arc::clone(&connection);
         let stop = stop.clone();
