@@ -1,4 +1,5 @@
-//! The shop, end to end: the seed's flow made real and its scenario replayed.
+//! The shop, end to end: the seed's order saga across the cart, orders and catalog
+//! services, run with prost-db and, side by side, in the seed's shape as a control.
 //!
 //! ```text
 //! cargo run --example shop
@@ -6,39 +7,52 @@
 //!
 //! 1. Creates the `prost_shop` and `analytics` databases if needed and migrates every schema
 //!    (`catalog`, `users`, `cart`, `orders`, and `analytics.public`).
-//! 2. Verifies the catalog's tables against `#[derive(Schema)]` structs.
-//! 3. Starts the catalog service's `OrderCreated` handlers on RabbitMQ (several concurrent
-//!    consumers) and its outbox relay.
-//! 4. Replays the seed's scenario: 10,000 orders, 2% "network failures", each redelivered
-//!    3 times (600 duplicates), and prints what happened. Exits non-zero if any state is
-//!    wrong.
+//! 2. Verifies the live tables against the `#[derive(Schema)]` structs, and the saga tables
+//!    against what the saga store needs.
+//! 3. Starts the three services in this process (each: consumers of its queue, its outbox
+//!    relay; orders also sweeps expired sagas), and checks out 10,000 carts. Every delivery
+//!    on every hop has the seed's 2% chance of a network failure (3 more deliveries); 5% of
+//!    the carts ask for a sold-out product; 1% hold their stock for 1 s only, and their
+//!    confirmation arrives after that.
+//! 4. Runs the same scenario with the seed's shape (no idempotency, publish after commit,
+//!    unguarded saga updates), and prints both: orders confirmed, cancelled and stuck,
+//!    stock expected and actual, compensations needed and run. Exits 1 if the prost-db
+//!    column is not exactly right, 2 on errors.
 //!
-//! Environment: `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/prost_shop`),
+//! Environment: `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/prost_shop?sslmode=disable`),
 //! `ANALYTICS_DATABASE_URL` (default: database `analytics` on the same server), `AMQP_URL`
-//! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `SHOP_EVENTS` (default 10000),
-//! `SHOP_CONSUMERS` (default 4).
+//! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `SHOP_ORDERS` (default 10000),
+//! `SHOP_CONSUMERS` (consumers per service, default 2), `SHOP_PREFIX` (prefix of every
+//! exchange and queue, default none), `SHOP_CONTROL=0` skips the control.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prost_db::amqp::lapin::options::QueuePurgeOptions;
 use prost_db::amqp::{self, Publisher, Topology};
 use prost_db::idempotency::IdempotencyStore;
 use prost_db::migrate::{Migrations, Migrator};
-use prost_db::outbox::{self, Outbox, Relay};
+use prost_db::outbox::{self, Outbox};
 use prost_db::{Db, DbConfig};
-use prost_shop::events::{ORDERS_EXCHANGE, PRODUCTS_EXCHANGE};
-use prost_shop::handlers::{Catalog, Crashes, Metrics, Mode};
-use prost_shop::scenario::{Plan, Verification, wait_until};
+use prost_shop::faults::{FaultCounts, Faults};
+use prost_shop::scenario::{Kind, SagaPlan, SagaReport, wait_until};
+use prost_shop::services::{CartClient, Counters, ServiceConfig, ServiceHandle, Shape};
 use prost_shop::tables;
+use prost_shop::topology::{Service, saga_topology, waiting_queues};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/prost_shop";
+/// TLS adds nothing on the loopback and costs a fifth of the example's CPU.
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/prost_shop?sslmode=disable";
 const SERVICES: [&str; 4] = ["catalog", "users", "cart", "orders"];
+/// The late carts' hold: their confirmation arrives after it.
+const LATE_HOLD: Duration = Duration::from_secs(1);
+/// Messages waiting (in queues and outboxes) above which no more carts are checked out:
+/// customers arrive as the shop keeps up.
+const BACKLOG: usize = 400;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -77,8 +91,9 @@ fn env_or(name: &str, default: &str) -> String {
 
 async fn run() -> Result<bool, BoxError> {
     let url = env_or("DATABASE_URL", DEFAULT_URL);
-    let events: usize = env_or("SHOP_EVENTS", "10000").parse()?;
-    let consumers: usize = env_or("SHOP_CONSUMERS", "4").parse()?;
+    let orders: usize = env_or("SHOP_ORDERS", "10000").parse()?;
+    let consumers: usize = env_or("SHOP_CONSUMERS", "2").parse()?;
+    let prefix = env_or("SHOP_PREFIX", "");
     let shop_options: PgConnectOptions = url.parse()?;
     let analytics_options = match std::env::var("ANALYTICS_DATABASE_URL") {
         Ok(url) => url.parse()?,
@@ -97,13 +112,13 @@ async fn run() -> Result<bool, BoxError> {
             DbConfig::from_connect_options(shop_options.clone(), service)
                 .create_schema(true)
                 .min_connections(1)
-                .max_connections(if service == "catalog" { 24 } else { 2 })
-                .acquire_timeout(Duration::from_secs(10)),
+                .max_connections(if service == "users" { 2 } else { 20 })
+                .acquire_timeout(Duration::from_secs(30)),
         )
         .await?;
         let applied = migrate(&db, &root.join("shop")).await?;
         println!("   {service:<10} {applied} migration(s) applied");
-        dbs.push(db);
+        dbs.push((service, db));
     }
     let analytics = Db::connect(
         DbConfig::from_connect_options(analytics_options, "analytics")
@@ -114,14 +129,19 @@ async fn run() -> Result<bool, BoxError> {
     .await?;
     let applied = migrate(&analytics, &root.join("analytics")).await?;
     println!("   {:<10} {applied} migration(s) applied", "analytics");
-    let catalog = dbs.swap_remove(0);
-    outbox::install(&catalog).await?;
+    let db = |name: &str| {
+        dbs.iter()
+            .find(|(service, _)| *service == name)
+            .map(|(_, db)| db.clone())
+            .expect("every service is connected")
+    };
 
-    // 2. Verify the live tables against the `#[derive(Schema)]` structs (one round trip,
-    //    every difference at once), and the framework tables the catalog's handlers use.
+    // 2. The live tables against the `#[derive(Schema)]` structs (one round trip, every
+    //    difference at once), and the saga tables against the store's needs.
+    let catalog = db("catalog");
     catalog.check_tables(tables::ALL).await?;
-    catalog
-        .require_tables(&["idempotency_records", "outbox_events"])
+    prost_shop::orders::saga_store()?
+        .verify(&db("orders"))
         .await?;
     println!(
         "== {} tables verified against #[derive(Schema)]: {}",
@@ -133,87 +153,78 @@ async fn run() -> Result<bool, BoxError> {
             .join(", ")
     );
 
-    // 3. RabbitMQ: topology, then the scenario with the catalog's handlers.
+    // 3. RabbitMQ, then the scenario, once per shape.
     let connection = Arc::new(amqp::connect(&amqp::url_from_env()).await?);
-    let topology = Topology::shop("");
+    let topology = saga_topology(&prefix);
     let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
-    let plan = Plan::new(events, 0.02, 3, 100, 2026);
+    prost_shop::topology::declare(&topology, &channel).await?;
+    let plan = SagaPlan::new(orders, 0.05, 0.01, 100, 2026).late_hold(LATE_HOLD);
     println!(
-        "== replaying: {} orders, {} with a network failure, {} duplicate deliveries, {consumers} consumers",
-        plan.orders.len(),
-        plan.failed_events,
-        plan.duplicates()
+        "== checking out {} carts: {} ask for a sold-out product, {} hold stock for {} s only; \
+         every delivery has a 2% chance of a network failure (3 more deliveries)",
+        plan.carts.len(),
+        plan.count(Kind::OutOfStock),
+        plan.count(Kind::Late),
+        LATE_HOLD.as_secs()
     );
-    let mut modes = vec![Mode::Idempotent];
+    let mut shapes = vec![Shape::ProstDb];
     if env_or("SHOP_CONTROL", "1") != "0" {
-        modes.push(Mode::Bare);
+        shapes.push(Shape::Seed);
     }
+    let pool = catalog.pool().clone();
     let mut runs = Vec::new();
-    for mode in modes {
-        let ctx = Replay {
-            catalog: &catalog,
+    for shape in shapes {
+        let ctx = Scenario {
+            dbs: Service::ALL.map(|s| (s, db(s.as_str()))).to_vec(),
+            pool: &pool,
             connection: &connection,
             channel: &channel,
             topology: &topology,
             plan: &plan,
             consumers,
+            prefix: &prefix,
         };
-        let run = ctx.run(mode).await?;
+        let run = ctx.run(shape).await?;
         println!("   {:<22} {:.1} s", run.title, run.elapsed.as_secs_f64());
         runs.push(run);
     }
 
     // 4. The table.
-    let ok = runs[0].consistent(&plan);
+    let ok = runs[0].exact(&plan);
     println!();
-    print!("| {:<26} |", "");
+    let rows = Run::rows(&plan);
+    let width = rows.iter().map(String::len).max().unwrap_or(0);
+    print!("| {:<width$} |", "");
     for run in &runs {
         print!(" {:>22} |", run.title);
     }
     println!();
-    print!("|{:-<28}|", "");
+    print!("|{:-<w$}|", "", w = width + 2);
     for _ in &runs {
         print!("{:->24}|", "");
     }
     println!();
-    let names = [
-        "events (orders)",
-        "network failures (2%)",
-        "duplicates delivered",
-        "duplicates skipped",
-        "erroneous state changes",
-        "expected stock",
-        "actual stock",
-        "dead-lettered",
-        "outbox events published",
-        "throughput (deliveries/s)",
-        "handler latency p50",
-        "handler latency p99",
-    ];
-    let columns: Vec<[String; 12]> = runs.iter().map(|r| r.column(&plan)).collect();
-    for (i, name) in names.iter().enumerate() {
-        print!("| {name:<26} |");
+    let columns: Vec<Vec<String>> = runs.iter().map(|r| r.column(&plan)).collect();
+    for (i, name) in rows.iter().enumerate() {
+        print!("| {name:<width$} |");
         for column in &columns {
             print!(" {:>22} |", column[i]);
         }
         println!();
     }
     println!();
-    println!(
-        "{}: every order applied exactly once, every duplicate skipped",
-        if ok { "CONSISTENT" } else { "INCONSISTENT" },
-    );
-    for db in dbs {
+    if ok {
+        println!("CONSISTENT: every saga ended as it should, exactly once");
+    } else {
+        for problem in runs[0].report.problems() {
+            println!("prost-db: {problem}");
+        }
+    }
+    for (_, db) in dbs {
         db.close().await;
     }
     analytics.close().await;
-    catalog.close().await;
     Ok(ok)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 async fn channel_depth(channel: &amqp::lapin::Channel, queue: &str) -> u32 {
@@ -233,11 +244,8 @@ async fn channel_depth(channel: &amqp::lapin::Channel, queue: &str) -> u32 {
 
 async fn purge(channel: &amqp::lapin::Channel, topology: &Topology) -> Result<(), BoxError> {
     for spec in topology.queues() {
-        let tiers = spec.retry_queues().into_iter().map(|(_, queue)| queue);
-        for queue in [spec.queue(), spec.dead_letter_queue()]
-            .into_iter()
-            .chain(tiers)
-        {
+        let dead_letters = spec.dead_letter_queue();
+        for queue in waiting_queues(spec).into_iter().chain([dead_letters]) {
             channel
                 .queue_purge(queue.into(), QueuePurgeOptions::default())
                 .await?;
@@ -246,12 +254,17 @@ async fn purge(channel: &amqp::lapin::Channel, topology: &Topology) -> Result<()
     Ok(())
 }
 
-/// The demo replays the same scenario on every run: start from an empty catalog.
-async fn reset_catalog(catalog: &Db) -> Result<(), BoxError> {
+/// The demo replays the same scenario on every run: start from empty saga tables.
+async fn reset(pool: &sqlx::PgPool) -> Result<(), BoxError> {
     sqlx::query(
-        "TRUNCATE inventory_reservations, products, outbox_events RESTART IDENTITY CASCADE",
+        "TRUNCATE catalog.inventory_reservations, catalog.order_holds, catalog.products, \
+                  catalog.outbox_events, catalog.idempotency_records, \
+                  cart.cart_items, cart.carts, cart.outbox_events, cart.idempotency_records, \
+                  orders.compensation_log, orders.inventory_reservations, orders.saga_states, \
+                  orders.order_items, orders.orders, orders.outbox_events, orders.idempotency_records \
+         RESTART IDENTITY CASCADE",
     )
-    .execute(catalog.pool())
+    .execute(pool)
     .await?;
     Ok(())
 }
@@ -289,147 +302,231 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), Bo
     Ok(())
 }
 
-/// Applies the pending migrations of `db`'s schema from `root` and installs the framework
-/// tables the handlers use.
+/// Applies the pending migrations of `db`'s schema from `root`; the migrator also installs
+/// the framework tables (idempotency records, outbox).
 async fn migrate(db: &Db, root: &Path) -> Result<usize, BoxError> {
     let report = Migrator::new(Migrations::from_dir(root)?).up(db).await?;
     IdempotencyStore::install(db).await?;
+    outbox::install(db).await?;
     Ok(report.applied.len())
 }
 
-/// One replay of the plan against the catalog.
-struct Replay<'a> {
-    catalog: &'a Db,
+/// One run of the scenario.
+struct Scenario<'a> {
+    dbs: Vec<(Service, Db)>,
+    pool: &'a sqlx::PgPool,
     connection: &'a Arc<amqp::lapin::Connection>,
     channel: &'a amqp::lapin::Channel,
     topology: &'a Topology,
-    plan: &'a Plan,
+    plan: &'a SagaPlan,
     consumers: usize,
+    prefix: &'a str,
 }
 
-/// What one replay measured.
+/// What one run measured.
 struct Run {
     title: &'static str,
-    finished: bool,
+    shape: Shape,
     elapsed: Duration,
-    metrics: Arc<Metrics>,
-    state: Verification,
-    dead: u32,
+    report: SagaReport,
+    counters: Vec<(Service, Arc<Counters>)>,
+    faults: Arc<FaultCounts>,
+    dead: u64,
     published: u64,
 }
 
-impl Replay<'_> {
-    async fn run(&self, mode: Mode) -> Result<Run, BoxError> {
-        let title = match mode {
-            Mode::Idempotent => "prost-db",
-            _ => "no idempotency (seed)",
+impl Scenario<'_> {
+    async fn backlog(&self) -> u64 {
+        let mut n = 0;
+        for (_, db) in &self.dbs {
+            n += Outbox::new(db).pending(db.pool()).await.unwrap_or(1) as u64;
+        }
+        for spec in self.topology.queues() {
+            for queue in waiting_queues(spec) {
+                n += u64::from(channel_depth(self.channel, &queue).await);
+            }
+        }
+        n
+    }
+
+    async fn run(&self, shape: Shape) -> Result<Run, BoxError> {
+        let title = match shape {
+            Shape::ProstDb => "prost-db",
+            Shape::Seed => "seed's shape (control)",
         };
         purge(self.channel, self.topology).await?;
-        reset_catalog(self.catalog).await?;
-        self.plan.seed_products(self.catalog).await?;
+        reset(self.pool).await?;
+        self.plan.seed_products(self.pool).await?;
+        self.plan.seed_carts(self.pool).await?;
 
-        let metrics = Arc::new(Metrics::default());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let queue = self.topology.queues()[0].clone();
-        let mut workers = Vec::new();
-        for _ in 0..self.consumers {
-            let handler = Catalog {
-                db: self.catalog.clone(),
-                outbox: Outbox::new(self.catalog),
-                products_exchange: PRODUCTS_EXCHANGE.to_owned(),
-                mode,
-                crashes: Crashes::default(),
-                metrics: Arc::clone(&metrics),
-                publisher: None,
+        let faults = Arc::new(FaultCounts::default());
+        let mut counters = Vec::new();
+        let mut services = Vec::new();
+        for (service, db) in &self.dbs {
+            let mut config = ServiceConfig::new(*service, shape, db.clone(), self.prefix);
+            config.consumers = self.consumers;
+            config.prefetch = 8;
+            config.relay_batch = 500;
+            config.faults = Faults {
+                delay_short_holds: Some(Duration::from_secs(30)),
+                ..Faults::seed()
             };
-            let consumer = handler.consumer(queue.clone()).prefetch(4);
-            let connection = Arc::clone(self.connection);
-            let stop = stopped();
-            workers.push(tokio::spawn(async move {
-                consumer.run(&connection, stop).await
-            }));
+            config.fault_counts = Arc::clone(&faults);
+            counters.push((*service, Arc::clone(&config.counters)));
+            services.push(ServiceHandle::spawn(config, Arc::clone(self.connection)));
         }
-        let relay = {
-            let relay = Relay::new(self.catalog.clone())
-                .batch_size(500)
-                .poll_interval(Duration::from_millis(20));
-            let connection = Arc::clone(self.connection);
-            let stop = stopped();
-            tokio::spawn(async move { relay.run(&connection, stop).await })
-        };
 
         let started = Instant::now();
-        let publisher = Publisher::new(self.connection).await?;
-        self.plan.publish(&publisher, ORDERS_EXCHANGE).await?;
-        let handled = || {
-            metrics.processed.load(Ordering::Relaxed)
-                + metrics.duplicates.load(Ordering::Relaxed)
-                + metrics.failures.load(Ordering::Relaxed)
+        let cart = db_of(&self.dbs, Service::Cart);
+        let client = match shape {
+            Shape::ProstDb => CartClient::new(cart, self.prefix),
+            Shape::Seed => {
+                CartClient::seed(cart, self.prefix, Publisher::new(self.connection).await?)
+            }
         };
-        let finished = wait_until(Duration::from_secs(600), || async {
-            handled() >= self.plan.deliveries.len() as u64
-                && channel_depth(self.channel, &queue.queue()).await == 0
+        self.plan
+            .checkout_paced(&client, 16, BACKLOG / 4, || async {
+                self.backlog().await < BACKLOG as u64
+            })
+            .await?;
+        // Done when every saga has ended and nothing waits anywhere; the control's stuck
+        // sagas never end, so for it the backlog running dry is the end.
+        let quiet = std::sync::atomic::AtomicU32::new(0);
+        wait_until(Duration::from_secs(900), || async {
+            let done = match shape {
+                Shape::ProstDb => open_sagas(self.pool).await == 0,
+                Shape::Seed => true,
+            };
+            if done && self.backlog().await == 0 {
+                quiet.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                quiet.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            quiet.load(std::sync::atomic::Ordering::Relaxed) >= 3
         })
         .await;
         let elapsed = started.elapsed();
-        let outbox = Outbox::new(self.catalog);
-        wait_until(Duration::from_secs(30), || async {
-            outbox
-                .pending(self.catalog.pool())
-                .await
-                .is_ok_and(|n| n == 0)
-        })
-        .await;
-        let _ = stop_tx.send(true);
-        for worker in workers {
-            worker.await??;
+        let mut published = 0;
+        for service in services {
+            published += service.stop().await?.published;
         }
-        let published = relay.await??;
-        let state = self.plan.verify(self.catalog).await?;
-        let dead = channel_depth(self.channel, &queue.dead_letter_queue()).await;
+        let report = self.plan.verify(self.pool).await?;
+        let mut dead = 0;
+        for spec in self.topology.queues() {
+            dead += u64::from(channel_depth(self.channel, &spec.dead_letter_queue()).await);
+        }
         purge(self.channel, self.topology).await?;
         Ok(Run {
             title,
-            finished,
+            shape,
             elapsed,
-            metrics,
-            state,
+            report,
+            counters,
+            faults,
             dead,
             published,
         })
     }
 }
 
+/// Sagas not ended, and carts not closed (a cheap check, while the run goes on).
+async fn open_sagas(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM orders.saga_states WHERE status NOT IN ('confirmed', 'cancelled')) \
+              + (SELECT count(*) FROM cart.carts WHERE status = 'checked_out')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(i64::MAX)
+}
+
+fn db_of(dbs: &[(Service, Db)], service: Service) -> Db {
+    dbs.iter()
+        .find(|(s, _)| *s == service)
+        .map(|(_, db)| db.clone())
+        .expect("every service is connected")
+}
+
 impl Run {
-    fn consistent(&self, plan: &Plan) -> bool {
-        self.finished
-            && self.state.is_consistent()
-            && self.metrics.duplicates.load(Ordering::Relaxed) == plan.duplicates() as u64
-            && self.metrics.processed.load(Ordering::Relaxed) == plan.orders.len() as u64
+    fn sum(&self, pick: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) -> u64 {
+        self.counters.iter().map(|(_, c)| c.get(pick(c))).sum()
+    }
+
+    fn released(&self) -> u64 {
+        self.counters
+            .iter()
+            .find(|(s, _)| *s == Service::Catalog)
+            .map_or(0, |(_, c)| c.get(&c.released_lines))
+    }
+
+    /// Whether the run ended exactly as the plan says.
+    fn exact(&self, plan: &SagaPlan) -> bool {
+        let r = &self.report;
+        r.is_consistent()
+            && r.checked_out == plan.carts.len() as u64
+            && r.confirmed == plan.count(Kind::Normal) as u64
+            && r.cancelled == (plan.count(Kind::OutOfStock) + plan.count(Kind::Late)) as u64
+            && self.released() == r.compensations_needed
             && self.dead == 0
     }
 
-    fn column(&self, plan: &Plan) -> [String; 12] {
-        let throughput = plan.deliveries.len() as f64 / self.elapsed.as_secs_f64();
-        [
-            plan.orders.len().to_string(),
-            plan.failed_events.to_string(),
-            plan.duplicates().to_string(),
-            self.metrics.duplicates.load(Ordering::Relaxed).to_string(),
-            self.state.erroneous_state_changes().to_string(),
-            self.state.expected_stock.to_string(),
-            self.state.actual_stock.to_string(),
+    fn rows(plan: &SagaPlan) -> Vec<String> {
+        let cancelled = plan.count(Kind::OutOfStock) + plan.count(Kind::Late);
+        vec![
+            "orders (checkouts)".into(),
+            "network failures (2% of deliveries)".into(),
+            "duplicate deliveries".into(),
+            "duplicates skipped".into(),
+            "answers held back past expiry".into(),
+            format!("confirmed (expected {})", plan.count(Kind::Normal)),
+            format!("cancelled (expected {cancelled})"),
+            "stuck (never finish)".into(),
+            "carts closed wrong or still open".into(),
+            "expected stock".into(),
+            "actual stock".into(),
+            "products: available + held != initial".into(),
+            "units held for unconfirmed orders".into(),
+            "compensations needed".into(),
+            "compensations run".into(),
+            "saga conflicts (step ran again)".into(),
+            "dead-lettered".into(),
+            "events published by outbox relays".into(),
+            "time".into(),
+        ]
+    }
+
+    fn column(&self, plan: &SagaPlan) -> Vec<String> {
+        let r = &self.report;
+        let prost = self.shape == Shape::ProstDb;
+        vec![
+            plan.carts.len().to_string(),
+            self.faults.failures().to_string(),
+            self.faults.duplicates().to_string(),
+            self.sum(|c| &c.duplicates).to_string(),
+            self.faults.delayed().to_string(),
+            r.confirmed.to_string(),
+            r.cancelled.to_string(),
+            r.stuck.to_string(),
+            (r.carts_open + r.carts_wrong).to_string(),
+            r.expected_stock.to_string(),
+            r.actual_stock.to_string(),
+            r.products_unbalanced.to_string(),
+            r.held_for_unconfirmed.to_string(),
+            r.compensations_needed.to_string(),
+            self.released().to_string(),
+            if prost {
+                self.sum(|c| &c.conflicts).to_string()
+            } else {
+                "n/a".into()
+            },
             self.dead.to_string(),
-            self.published.to_string(),
-            format!("{throughput:.0}"),
-            format!("{:.1} ms", ms(self.metrics.latency_quantile(0.5))),
-            format!("{:.1} ms", ms(self.metrics.latency_quantile(0.99))),
+            if prost {
+                self.published.to_string()
+            } else {
+                "n/a (direct)".into()
+            },
+            format!("{:.1} s", self.elapsed.as_secs_f64()),
         ]
     }
 }

@@ -97,6 +97,9 @@ event!(
         order_id: i64,
         /// The reservation.
         reservation_id: Uuid,
+        /// When the order's hold on it ends (absent in the seed's events).
+        #[serde(default)]
+        expires_at: Option<DateTime<Utc>>,
     }
 );
 
@@ -163,6 +166,10 @@ event!(
         total: Decimal,
         /// The lines.
         items: Vec<OrderItem>,
+        /// How long the order may hold its stock before it is confirmed, in milliseconds;
+        /// `None`: the orders service's default.
+        #[serde(default)]
+        reserve_for_ms: Option<u64>,
     }
 );
 
@@ -177,6 +184,9 @@ event!(
         total: Decimal,
         /// The lines.
         items: Vec<OrderItem>,
+        /// The order's deadline: it is cancelled if its stock is not all reserved by then.
+        #[serde(default)]
+        reserve_until: Option<DateTime<Utc>>,
     }
 );
 
@@ -277,6 +287,7 @@ mod tests {
                     quantity: 2,
                     price: Decimal::new(999, 2),
                 }],
+                reserve_until: None,
             },
         );
         let json = serde_json::to_value(&event).unwrap();

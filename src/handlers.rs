@@ -1,5 +1,6 @@
-//! The catalog service's consumer: `OrderCreated` -> idempotent stock reservation ->
-//! outbox, plus the measurements the shop example prints.
+//! The catalog's `OrderCreated` handler on its own (the first step of the saga, replayed by
+//! the single-step tests with protection modes and controls), a downstream ledger of
+//! `StockReserved` for the relay test, crash injection and latency measurements.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -8,21 +9,25 @@ use std::time::{Duration, Instant};
 
 use prost_db::amqp::{Consumer, DeliveryError, Publisher, QueueSpec};
 use prost_db::events::Event;
-use prost_db::idempotency::{HandlerError as IdempotencyError, Outcome, Tx};
+use prost_db::idempotency::{Outcome, Tx};
 use prost_db::outbox::Outbox;
 use prost_db::{Db, idempotent_handler};
 
 use crate::catalog::{Reservation, reserve_stock_body};
+use crate::emit::Emitter;
+use crate::error::{ShopError, delivery_error as classify};
 use crate::events::{OrderCreated, StockReserved};
-use crate::orders::record_stock_reserved_body;
 
 /// The catalog's `OrderCreated` handler: the seed's flow, "idempotency check -> connection
 /// from the pool in the catalog schema -> transaction -> mark processed -> publish" (through
 /// the outbox, in the same transaction). `crash_before_commit` is crash injection for tests.
 ///
+/// The order saga's catalog step runs the same body as its own handler,
+/// `catalog.reserve_stock` ([`crate::services`]).
+///
 /// # Errors
 ///
-/// [`IdempotencyError`]; the transaction is rolled back.
+/// [`prost_db::idempotency::HandlerError`]; the transaction is rolled back.
 #[idempotent_handler(action = "reserve_stock")]
 pub async fn reserve_stock(
     tx: &mut Tx,
@@ -30,32 +35,37 @@ pub async fn reserve_stock(
     outbox: &Outbox,
     products_exchange: &str,
     crash_before_commit: f64,
-) -> Result<Reservation, prost_db::Error> {
-    let reservation = reserve_stock_body(tx, outbox, products_exchange, event).await?;
+) -> Result<Reservation, ShopError> {
+    let mut emit = Emitter::outbox(outbox.clone());
+    let reservation = reserve_stock_body(tx, &mut emit, products_exchange, event).await?;
     crash(crash_before_commit, "before commit");
     Ok(reservation)
 }
 
-/// The orders service's `StockReserved` handler, downstream of the catalog's outbox.
+/// A downstream ledger of the catalog's `StockReserved` events (one row each in
+/// `orders.inventory_reservations`), for the relay test; the order saga's own handler is
+/// in [`crate::services`].
 ///
 /// # Errors
 ///
-/// [`IdempotencyError`]; the transaction is rolled back.
+/// [`prost_db::idempotency::HandlerError`]; the transaction is rolled back.
 #[idempotent_handler(action = "record_stock_reserved")]
 pub async fn record_stock_reserved(
     tx: &mut Tx,
     event: &Event<StockReserved>,
-) -> Result<(), prost_db::Error> {
-    record_stock_reserved_body(tx, event).await
-}
-
-/// Maps the idempotency runtime's error to the consumer's: the body's own database errors
-/// are classified by cause (a constraint violation is permanent, a lost connection is not).
-fn classify(error: IdempotencyError<prost_db::Error>) -> DeliveryError {
-    match error {
-        IdempotencyError::Failed(e) => DeliveryError::from(e),
-        other => DeliveryError::from(other),
-    }
+) -> Result<(), ShopError> {
+    let reserved = &event.payload;
+    sqlx::query(
+        "INSERT INTO inventory_reservations (order_id, product_id, quantity, reservation_id) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(reserved.order_id)
+    .bind(reserved.product_id)
+    .bind(reserved.quantity)
+    .bind(reserved.reservation_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// What the consumer counts: a duplicate apart from a processed event.
@@ -72,7 +82,8 @@ fn handled(duplicate: bool) -> Outcome<()> {
 pub enum Mode {
     /// Through `#[idempotent_handler]`: each event applied exactly once.
     Idempotent,
-    /// Control: the same body in a bare transaction; duplicates are applied again.
+    /// Control: the seed's body ([`crate::seed::reserve_stock_body`]) in a bare
+    /// transaction; duplicates are applied again.
     Bare,
     /// Control: idempotent, but the consumer acks before the handler commits; a crash
     /// loses the message.
@@ -166,7 +177,8 @@ pub fn roll(p: f64) -> bool {
     p > 0.0 && unit < p
 }
 
-fn crash(p: f64, point: &str) {
+/// Aborts the process with probability `p`, saying where (crash injection).
+pub(crate) fn crash(p: f64, point: &str) {
     if roll(p) {
         eprintln!("shop-worker: injected crash {point}");
         std::process::abort();
@@ -203,8 +215,10 @@ impl Catalog {
 
     async fn bare(&self, event: &Event<OrderCreated>) -> Result<Reservation, DeliveryError> {
         let mut tx = self.db.begin().await?;
+        let mut emit = Emitter::outbox(self.outbox.clone());
         let reservation =
-            reserve_stock_body(&mut tx, &self.outbox, &self.products_exchange, event).await?;
+            crate::seed::reserve_stock_body(&mut tx, &mut emit, &self.products_exchange, event)
+                .await?;
         crash(self.crashes.before_commit, "before commit");
         tx.commit().await.map_err(prost_db::Error::from)?;
         Ok(reservation)
@@ -240,6 +254,7 @@ impl Catalog {
                     quantity: item.quantity,
                     order_id: event.payload.order_id,
                     reservation_id,
+                    expires_at: None,
                 },
             );
             publisher

@@ -57,6 +57,17 @@ pub struct StockReservation {
     pub released_at: Option<DateTime<Utc>>,
 }
 
+/// `catalog.order_holds`: the catalog's decision on an order's stock (one row per order).
+#[derive(Debug, Clone, Schema, sqlx::FromRow)]
+#[schema(schema = "catalog", table = "order_holds")]
+pub struct OrderHold {
+    pub order_id: i64,
+    pub status: String,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// `users.users`.
 #[derive(Debug, Clone, Schema, sqlx::FromRow)]
 #[schema(schema = "users", table = "users")]
@@ -81,6 +92,10 @@ pub struct Cart {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub abandoned_at: Option<DateTime<Utc>>,
+    pub saga_correlation_id: Option<Uuid>,
+    pub order_id: Option<i64>,
+    pub checked_out_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 /// `cart.cart_items`.
@@ -139,6 +154,7 @@ pub struct SagaState {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub version: i64,
 }
 
 /// `orders.compensation_log`.
@@ -153,6 +169,7 @@ pub struct CompensationLogEntry {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub compensation_key: Option<String>,
 }
 
 /// `orders.inventory_reservations`: the order service's view of its reservations.
@@ -176,6 +193,7 @@ pub const ALL: &[&prost_db::schema::TableDescription] = &[
     <Category as prost_db::schema::Schema>::TABLE,
     <Product as prost_db::schema::Schema>::TABLE,
     <StockReservation as prost_db::schema::Schema>::TABLE,
+    <OrderHold as prost_db::schema::Schema>::TABLE,
     <User as prost_db::schema::Schema>::TABLE,
     <Cart as prost_db::schema::Schema>::TABLE,
     <CartItem as prost_db::schema::Schema>::TABLE,

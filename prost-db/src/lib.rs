@@ -36,6 +36,7 @@ pub mod migrate;
 pub mod outbox;
 mod pool;
 mod roles;
+pub mod saga;
 pub mod schema;
 #[cfg(test)]
 mod test_logs;

@@ -7,5 +7,6 @@ mod amqp;
 mod idempotency;
 mod migrate;
 mod pool;
+mod saga;
 mod schema;
 mod shop;

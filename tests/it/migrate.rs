@@ -117,7 +117,7 @@ async fn fresh_database_up_applies_everything_in_order_then_nothing() {
     let first = migrator.up(&db).await.unwrap();
     assert_eq!(first.mode, RunMode::Transactional);
     let versions: Vec<i64> = first.applied.iter().map(|s| s.version).collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
 
     let second = migrator.up(&db).await.unwrap();
     assert_eq!(second.mode, RunMode::NothingToDo);
@@ -131,12 +131,12 @@ async fn fresh_database_up_applies_everything_in_order_then_nothing() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert_eq!(tracked.len(), 5);
+    assert_eq!(tracked.len(), 6);
     assert_eq!(tracked[0].1, "create_orders");
     assert_eq!(tracked[0].2, "it");
     let events = log(&pool, "orders").await;
     assert!(events.iter().all(|e| e.0 == "applied"));
-    assert_eq!(events.len(), 5);
+    assert_eq!(events.len(), 6);
     let framework: Vec<String> =
         sqlx::query_scalar("SELECT name FROM orders._prost_db_framework ORDER BY step")
             .fetch_all(&pool)
@@ -559,7 +559,7 @@ async fn two_services_migrate_without_waiting_on_each_other() {
         .await
         .expect("orders did not wait for catalog's lock")
         .unwrap();
-    assert_eq!(report.applied.len(), 5);
+    assert_eq!(report.applied.len(), 6);
     let blocked = tokio::time::timeout(Duration::from_millis(300), migrator.up(&catalog)).await;
     assert!(blocked.is_err(), "catalog waits for its own lock");
     sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -570,7 +570,7 @@ async fn two_services_migrate_without_waiting_on_each_other() {
     drop(holder);
     // Both schemas at once.
     let (a, b) = tokio::join!(migrator.up(&catalog), migrator.up(&orders));
-    assert_eq!(a.unwrap().applied.len(), 3);
+    assert_eq!(a.unwrap().applied.len(), 4);
     assert_eq!(b.unwrap().mode, RunMode::NothingToDo);
     orders.close().await;
     catalog.close().await;
@@ -786,7 +786,7 @@ async fn embedded_migrations_match_the_directory_and_run() {
     let test_db = TestDb::new().await.unwrap();
     let db = small_db(&test_db, "cart").await;
     let report = Migrator::new(embedded).up(&db).await.unwrap();
-    assert_eq!(report.applied.len(), 2);
+    assert_eq!(report.applied.len(), 3);
     // The directory and the embedded copy agree, so the directory sees nothing to do.
     assert_eq!(
         migrator(&shop_root()).up(&db).await.unwrap().mode,

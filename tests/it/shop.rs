@@ -44,6 +44,7 @@ async fn migrate(db: &Db, _schema: &str) {
 }
 
 struct Worker {
+    bin: &'static str,
     env: Vec<(&'static str, String)>,
     log: PathBuf,
 }
@@ -52,6 +53,7 @@ impl Worker {
     fn new(test_db: &TestDb, broker: &Broker, name: &str) -> Worker {
         let log = std::env::temp_dir().join(format!("{}{name}.log", broker.prefix));
         Worker {
+            bin: env!("CARGO_BIN_EXE_shop-worker"),
             env: vec![
                 ("DATABASE_URL", test_db.url()),
                 ("PROST_SHOP_PREFIX", broker.prefix.clone()),
@@ -59,6 +61,16 @@ impl Worker {
             ],
             log,
         }
+    }
+
+    /// A `shop-service` process running one service of the saga.
+    fn service(test_db: &TestDb, broker: &Broker, service: Service, shape: &str) -> Worker {
+        let mut worker = Worker::new(test_db, broker, &format!("{}-{shape}", service.as_str()));
+        worker.bin = env!("CARGO_BIN_EXE_shop-service");
+        worker
+            .env("PROST_SHOP_SERVICE", service.as_str())
+            .env("PROST_SHOP_SHAPE", shape)
+            .env("PROST_SHOP_PREFETCH", "4")
     }
 
     fn env(mut self, key: &'static str, value: impl Into<String>) -> Self {
@@ -73,7 +85,7 @@ impl Worker {
             .append(true)
             .open(&self.log)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_shop-worker"))
+        Command::new(self.bin)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -101,15 +113,41 @@ impl Worker {
     }
 }
 
-/// Kills and restarts `worker` at random moments, at least `kills` times (crashes the
-/// worker injects itself also count as restarts).
-async fn chaos(worker: &Worker, kills: usize, seed: u64) -> usize {
+/// Kills and restarts `worker` at random moments, at least `kills` times, each process
+/// living `min_ms..max_ms` before its SIGKILL (long enough, on a loaded machine, to get
+/// past its startup); crashes the worker injects itself also count as restarts.
+async fn chaos_between(
+    worker: &Worker,
+    kills: usize,
+    seed: u64,
+    min_ms: u64,
+    max_ms: u64,
+) -> usize {
+    chaos_until(worker, kills, seed, min_ms, max_ms, || async { true })
+        .await
+        .0
+}
+
+/// As [`chaos_between`], going on after `kills` SIGKILLs until `done`; returns the
+/// restarts and the SIGKILLs.
+async fn chaos_until<F, Fut>(
+    worker: &Worker,
+    kills: usize,
+    seed: u64,
+    min_ms: u64,
+    max_ms: u64,
+    mut done: F,
+) -> (usize, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut rng = Rng::new(seed);
     let mut restarts = 0;
     let mut sigkills = 0;
-    while sigkills < kills {
+    while sigkills < kills || !done().await {
         let mut child = worker.spawn();
-        let lifetime = Duration::from_millis(250 + rng.below(700));
+        let lifetime = Duration::from_millis(min_ms + rng.below(max_ms - min_ms));
         match tokio::time::timeout(lifetime, child.wait()).await {
             Ok(_) => {}
             Err(_) => {
@@ -120,7 +158,7 @@ async fn chaos(worker: &Worker, kills: usize, seed: u64) -> usize {
         }
         restarts += 1;
     }
-    restarts
+    (restarts, sigkills)
 }
 
 /// Runs a clean worker until the catalog matches `plan` (or `timeout`), stops it
@@ -149,6 +187,7 @@ async fn settle(
 impl Worker {
     fn clone_without_crashes(&self) -> Worker {
         Worker {
+            bin: self.bin,
             env: self
                 .env
                 .iter()
@@ -179,7 +218,7 @@ async fn consumer_killed_with_sigkill_at_random_moments_applies_every_event_exac
     let worker = Worker::new(&test_db, &broker, "kill")
         .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.01")
         .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.005");
-    let restarts = chaos(&worker, 10, 11).await;
+    let restarts = chaos_between(&worker, 10, 11, 600, 1800).await;
     let after_commit = worker.log_count("injected crash after commit");
     let state = settle(&worker, &broker, &plan, &catalog, Duration::from_secs(120)).await;
 
@@ -441,6 +480,7 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
                     quantity: 1,
                     order_id,
                     reservation_id: uuid::Uuid::new_v4(),
+                    expires_at: None,
                 },
             );
             outbox.stage(&mut tx, &exchange, &event).await.unwrap();
@@ -454,7 +494,7 @@ async fn outbox_relay_killed_between_commit_and_publish_loses_nothing_and_downst
         .env("PROST_SHOP_RELAY", "1")
         .env("PROST_SHOP_RELAY_BATCH", "10")
         .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.15");
-    let restarts = chaos(&relay, 10, 13).await;
+    let restarts = chaos_between(&relay, 10, 13, 600, 1800).await;
     let crashes = relay.log_count("injected crash after publish");
     let child = relay.clone_without_crashes().spawn();
     assert!(
@@ -562,4 +602,416 @@ async fn restart_until_drained(worker: &Worker, broker: &Broker) {
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         let _ = child.kill().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The order saga across the cart, orders and catalog services.
+// ---------------------------------------------------------------------------------------
+
+use prost_shop::faults::{FaultCounts, Faults};
+use prost_shop::scenario::{Kind, SagaPlan, SagaReport};
+use prost_shop::services::{CartClient, ServiceConfig, ServiceHandle, Shape};
+use prost_shop::topology::{Service, delay_queue, saga_topology, waiting_queues};
+
+/// A test database with the saga's three schemas migrated, a pool on it, and the saga's
+/// topology (with its delay queues) under a prefix of its own.
+struct SagaEnv {
+    test_db: TestDb,
+    dbs: Vec<(Service, Db)>,
+    pool: sqlx::PgPool,
+    broker: Broker,
+}
+
+impl SagaEnv {
+    async fn new() -> SagaEnv {
+        let test_db = TestDb::new().await.unwrap();
+        let mut dbs = Vec::new();
+        for service in Service::ALL {
+            let db = Db::connect(
+                test_db
+                    .config(service.as_str())
+                    .max_connections(12)
+                    .acquire_timeout(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+            migrate(&db, service.as_str()).await;
+            dbs.push((service, db));
+        }
+        let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+        let broker = Broker::with(saga_topology(&prefix), prefix).await;
+        prost_shop::topology::declare(&broker.topology, &broker.channel)
+            .await
+            .unwrap();
+        let pool = test_db.pool().await.unwrap();
+        SagaEnv {
+            test_db,
+            dbs,
+            pool,
+            broker,
+        }
+    }
+
+    fn db(&self, service: Service) -> &Db {
+        &self.dbs.iter().find(|(s, _)| *s == service).unwrap().1
+    }
+
+    fn config(&self, service: Service, shape: Shape) -> ServiceConfig {
+        let mut config = ServiceConfig::new(
+            service,
+            shape,
+            self.db(service).clone(),
+            &self.broker.prefix,
+        );
+        config.prefetch = 4;
+        config
+    }
+
+    fn cart(&self, shape: Shape, publisher: &Publisher) -> CartClient {
+        let db = self.db(Service::Cart).clone();
+        match shape {
+            Shape::ProstDb => CartClient::new(db, &self.broker.prefix),
+            Shape::Seed => CartClient::seed(db, &self.broker.prefix, publisher.clone()),
+        }
+    }
+
+    /// Seeds `plan`'s products and carts.
+    async fn seed(&self, plan: &SagaPlan) {
+        plan.seed_products(&self.pool).await.unwrap();
+        plan.seed_carts(&self.pool).await.unwrap();
+    }
+
+    /// Messages waiting anywhere: outboxes, work, retry and delay queues.
+    async fn backlog(&self) -> u64 {
+        let mut n = 0;
+        for (_, db) in &self.dbs {
+            n += Outbox::new(db).pending(db.pool()).await.unwrap_or(1) as u64;
+        }
+        for spec in self.broker.topology.queues() {
+            for queue in waiting_queues(spec) {
+                n += u64::from(self.broker.depth(&queue).await);
+            }
+        }
+        n
+    }
+
+    async fn dead_letters(&self) -> u64 {
+        let mut n = 0;
+        for spec in self.broker.topology.queues() {
+            n += u64::from(self.broker.depth(&spec.dead_letter_queue()).await);
+        }
+        n
+    }
+
+    /// Waits until every saga is terminal and nothing is waiting anywhere (twice in a row,
+    /// half a second apart, so that nothing in flight is missed), or `timeout`.
+    async fn settle(&self, plan: &SagaPlan, timeout: Duration) -> SagaReport {
+        self.settle_when(plan, timeout, true).await
+    }
+
+    /// As [`settle`](Self::settle); without `terminal`, only until nothing is waiting (the
+    /// controls' stuck sagas never end).
+    async fn settle_when(&self, plan: &SagaPlan, timeout: Duration, terminal: bool) -> SagaReport {
+        let quiet = std::sync::atomic::AtomicU32::new(0);
+        wait_until(timeout, || async {
+            let terminal = !terminal || plan.verify(&self.pool).await.unwrap().all_terminal();
+            if terminal && self.backlog().await == 0 {
+                quiet.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            } else {
+                quiet.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            quiet.load(std::sync::atomic::Ordering::Relaxed) >= 2
+        })
+        .await;
+        plan.verify(&self.pool).await.unwrap()
+    }
+
+    async fn close(self) {
+        for spec in self.broker.topology.queues() {
+            let _ = self
+                .broker
+                .channel
+                .queue_delete(delay_queue(spec).into(), Default::default())
+                .await;
+        }
+        self.broker.cleanup().await;
+        for (_, db) in self.dbs {
+            db.close().await;
+        }
+        self.pool.close().await;
+        self.test_db.close().await.unwrap();
+    }
+}
+
+/// The faults of the saga tests: the seed's 2% network failures with 3 redeliveries on
+/// every hop, and late answers for the orders whose hold is short.
+fn saga_faults() -> Faults {
+    Faults {
+        delay_short_holds: Some(Duration::from_secs(30)),
+        ..Faults::seed()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_in_one_process_ends_every_order_right_under_redeliveries_and_late_answers() {
+    let env = SagaEnv::new().await;
+    let plan = SagaPlan::new(300, 0.05, 0.03, 20, 21).late_hold(Duration::from_secs(1));
+    env.seed(&plan).await;
+    let counts = Arc::new(FaultCounts::default());
+    let mut services = Vec::new();
+    for service in Service::ALL {
+        let mut config = env.config(service, Shape::ProstDb);
+        config.faults = saga_faults();
+        config.fault_counts = Arc::clone(&counts);
+        services.push(ServiceHandle::spawn(
+            config,
+            Arc::clone(&env.broker.connection),
+        ));
+    }
+    let publisher = Publisher::new(&env.broker.connection).await.unwrap();
+    let started = plan
+        .checkout_all(&env.cart(Shape::ProstDb, &publisher), 8)
+        .await
+        .unwrap();
+    let report = env.settle(&plan, Duration::from_secs(120)).await;
+    for service in services {
+        service.stop().await.unwrap();
+    }
+    eprintln!("{report:#?}\nfaults: {counts:?}");
+    assert_eq!(started, plan.carts.len());
+    assert!(report.is_consistent(), "{:?}", report.problems());
+    assert_eq!(report.confirmed, plan.count(Kind::Normal) as u64);
+    assert_eq!(
+        report.cancelled,
+        (plan.count(Kind::OutOfStock) + plan.count(Kind::Late)) as u64
+    );
+    assert!(counts.failures() >= 1, "no network failure was injected");
+    assert_eq!(env.dead_letters().await, 0);
+    env.close().await;
+}
+
+/// Runs the saga's three services as processes of `shape`, SIGKILLs each of them at random
+/// moments (`kills` times each) while they also abort themselves inside transactions,
+/// between commit and ack and between the relay's publish and mark, then lets clean
+/// processes finish and returns what the sagas ended as, the SIGKILLs, and the aborts
+/// between commit and ack.
+async fn saga_under_sigkill(
+    env: &SagaEnv,
+    plan: &SagaPlan,
+    shape: &str,
+    kills: usize,
+) -> (SagaReport, usize, usize) {
+    env.seed(plan).await;
+    let workers: Vec<Worker> = Service::ALL
+        .into_iter()
+        .map(|service| {
+            Worker::service(&env.test_db, &env.broker, service, shape)
+                .env("PROST_SHOP_DUPLICATE_RATE", "0.02")
+                .env("PROST_SHOP_DELAY_SHORT_HOLDS_MS", "30000")
+                .env("PROST_SHOP_CRASH_BEFORE_COMMIT", "0.003")
+                .env("PROST_SHOP_CRASH_AFTER_COMMIT", "0.005")
+                .env("PROST_SHOP_CRASH_AFTER_PUBLISH", "0.02")
+        })
+        .collect();
+    let publisher = Publisher::new(&env.broker.connection).await.unwrap();
+    let shape_of = if shape == "seed" {
+        Shape::Seed
+    } else {
+        Shape::ProstDb
+    };
+    let client = env.cart(shape_of, &publisher);
+    let checkouts = plan.checkout_all(&client, 4);
+    // Kill on until 90% of the sagas ended (or a minute passed: the control's never do).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mostly_done = || async {
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders.saga_states WHERE status IN ('confirmed', 'cancelled')",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        ended as usize * 10 >= plan.carts.len() * 9 || tokio::time::Instant::now() > deadline
+    };
+    let chaos_all = futures_util::future::join_all(
+        workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| chaos_until(w, kills, 40 + i as u64, 700, 2500, mostly_done)),
+    );
+    let (started, chaos) = tokio::join!(checkouts, chaos_all);
+    assert_eq!(started.unwrap(), plan.carts.len());
+    let sigkills = chaos.iter().map(|c| c.1).sum();
+    eprintln!("{shape}: (restarts, sigkills) per service {chaos:?}");
+    let clean: Vec<Child> = workers
+        .iter()
+        .map(|w| w.clone_without_crashes().spawn())
+        .collect();
+    let report = env
+        .settle_when(plan, Duration::from_secs(150), shape != "seed")
+        .await;
+    for child in clean {
+        Worker::stop(child).await;
+    }
+    let after_commit: usize = workers
+        .iter()
+        .map(|w| w.log_count("injected crash after commit"))
+        .sum();
+    (report, sigkills, after_commit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_services_killed_with_sigkill_at_random_moments_end_every_saga_exactly_once() {
+    let env = SagaEnv::new().await;
+    let plan = SagaPlan::new(400, 0.05, 0.03, 20, 41).late_hold(Duration::from_secs(1));
+    let (report, sigkills, after_commit) = saga_under_sigkill(&env, &plan, "prost-db", 4).await;
+    eprintln!("{report:#?}\nsigkills {sigkills}, crashes after commit {after_commit}");
+    assert!(sigkills >= 10);
+    assert!(
+        after_commit >= 1,
+        "no crash hit the window between commit and ack"
+    );
+    assert!(report.all_terminal(), "{:?}", report.problems());
+    assert!(report.is_consistent(), "{:?}", report.problems());
+    assert_eq!(report.confirmed, plan.count(Kind::Normal) as u64);
+    assert_eq!(
+        report.cancelled,
+        (plan.count(Kind::OutOfStock) + plan.count(Kind::Late)) as u64
+    );
+    assert!(
+        report.compensations_needed >= 1,
+        "no compensation was needed: {report:?}"
+    );
+    // No compensation ran twice: each reservation released once, each completed once, and
+    // available + held is the initial stock of every product.
+    assert_eq!(report.compensations_run, report.compensations_needed);
+    assert_eq!(report.compensations_completed, report.compensations_needed);
+    assert_eq!(report.products_unbalanced, 0);
+    assert_eq!(report.expected_stock, report.actual_stock);
+    // No event lost: every cart closed, nothing left in an outbox or a queue.
+    assert_eq!((report.lost, report.carts_open), (0, 0));
+    assert_eq!(env.backlog().await, 0, "an event is still waiting");
+    assert_eq!(env.dead_letters().await, 0);
+    env.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_seeds_saga_killed_the_same_way_leaves_stuck_sagas_or_wrong_stock() {
+    let env = SagaEnv::new().await;
+    let plan = SagaPlan::new(400, 0.05, 0.03, 20, 41).late_hold(Duration::from_secs(1));
+    let (report, _, _) = saga_under_sigkill(&env, &plan, "seed", 4).await;
+    eprintln!("{report:#?}\n{:?}", report.problems());
+    assert!(
+        !report.is_consistent(),
+        "the seed's shape came through SIGKILLs and redeliveries unharmed: {report:?}"
+    );
+    assert!(
+        report.stuck > 0 || report.expected_stock != report.actual_stock,
+        "{:?}",
+        report.problems()
+    );
+    env.close().await;
+}
+
+/// The catalog is down while carts are checked out: the orders wait (their sagas stay
+/// `reserving`), the ones whose hold is short expire and start compensating, and when the
+/// catalog is back every saga ends: the waiting ones confirmed, the expired ones cancelled
+/// with whatever the catalog reserved for them released.
+async fn saga_with_the_catalog_down(env: &SagaEnv, shape: Shape) -> (SagaReport, SagaPlan) {
+    // A quarter of the carts hold their stock 3 s, the others 5 minutes.
+    let plan = SagaPlan::new(240, 0.05, 0.25, 20, 51)
+        .late_hold(Duration::from_secs(3))
+        .hold_where(Duration::from_secs(300), |_, cart| cart.kind != Kind::Late);
+    env.seed(&plan).await;
+    let start = |service: Service| {
+        let mut config = env.config(service, shape);
+        config.faults = Faults::seed();
+        ServiceHandle::spawn(config, Arc::clone(&env.broker.connection))
+    };
+    let cart = start(Service::Cart);
+    let orders = start(Service::Orders);
+    let publisher = Publisher::new(&env.broker.connection).await.unwrap();
+    plan.checkout_all(&env.cart(shape, &publisher), 8)
+        .await
+        .unwrap();
+    // Down long enough for every short hold to expire.
+    let short: Vec<uuid::Uuid> = plan
+        .carts
+        .iter()
+        .filter(|c| c.kind == Kind::Late)
+        .map(|c| c.correlation_id)
+        .collect();
+    let expired = wait_until(Duration::from_secs(60), || async {
+        let compensating: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders.saga_states WHERE correlation_id = ANY($1) AND status = 'compensating'",
+        )
+        .bind(&short)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        compensating == short.len() as i64
+    })
+    .await;
+    let during: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status::text, count(*) FROM orders.saga_states GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    eprintln!("{shape:?} while the catalog is down: {during:?}");
+    if shape == Shape::ProstDb {
+        assert!(expired, "the short holds did not all expire: {during:?}");
+        assert_eq!(
+            during,
+            [
+                ("compensating".to_owned(), short.len() as i64),
+                (
+                    "reserving".to_owned(),
+                    (plan.carts.len() - short.len()) as i64
+                ),
+            ],
+            "with the catalog down, orders wait or expire, nothing else"
+        );
+    }
+    let catalog = start(Service::Catalog);
+    let report = env
+        .settle_when(&plan, Duration::from_secs(120), shape == Shape::ProstDb)
+        .await;
+    for service in [cart, orders, catalog] {
+        service.stop().await.unwrap();
+    }
+    (report, plan)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_waits_while_the_catalog_is_down_then_confirms_in_time_orders_and_compensates_expired_ones()
+ {
+    let env = SagaEnv::new().await;
+    let (report, plan) = saga_with_the_catalog_down(&env, Shape::ProstDb).await;
+    eprintln!("{report:#?}");
+    assert!(report.is_consistent(), "{:?}", report.problems());
+    assert_eq!(report.confirmed, plan.count(Kind::Normal) as u64);
+    assert_eq!(
+        report.cancelled,
+        (plan.count(Kind::Late) + plan.count(Kind::OutOfStock)) as u64
+    );
+    assert!(
+        report.compensations_needed >= 1,
+        "the catalog reserved nothing for the expired orders: {report:?}"
+    );
+    assert_eq!(report.compensations_run, report.compensations_needed);
+    assert_eq!(env.dead_letters().await, 0);
+    env.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_the_seeds_saga_with_the_catalog_down_leaves_stuck_sagas_or_wrong_stock() {
+    let env = SagaEnv::new().await;
+    let (report, _) = saga_with_the_catalog_down(&env, Shape::Seed).await;
+    eprintln!("{report:#?}\n{:?}", report.problems());
+    assert!(
+        report.stuck > 0 || report.expected_stock != report.actual_stock,
+        "the seed's shape came through the outage unharmed: {report:?}"
+    );
+    env.close().await;
 }
