@@ -2,6 +2,7 @@
 //!
 //! - [`ident`]: the identifier grammar;
 //! - [`source`]: migration files on disk (names, order, directives, checksums);
+//! - [`split`]: the SQL statement splitter (psql's rules) the migrator and the catalog share;
 //! - `catalog` (feature `catalog`): the tables and columns the migrations create, built
 //!   without a database, for `#[derive(Schema)]`.
 
@@ -9,3 +10,4 @@
 pub mod catalog;
 pub mod ident;
 pub mod source;
+pub mod split;
