@@ -70,6 +70,7 @@ pub mod __private {
     pub use crate::idempotency::store::{
         ErrorPolicy, Handler, NeverRecord, RecordPermanent, fingerprint, run_with,
     };
+    pub use crate::schema::__private::assert_enum;
     pub use core::option::Option;
     pub use core::result::Result;
     pub use std::time::Duration;

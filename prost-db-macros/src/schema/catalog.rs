@@ -31,17 +31,31 @@ struct Entry {
 
 static CACHE: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
 
-static TRACKED: Mutex<Option<std::collections::HashSet<(String, PathBuf)>>> = Mutex::new(None);
+static TRACKED: Mutex<Option<std::collections::HashSet<(String, PathBuf, String)>>> =
+    Mutex::new(None);
+
+/// Whether `what` happens for the first time in this crate for `root`.
+fn first_in_crate(root: &Path, what: &str) -> bool {
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
+    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    tracked.get_or_insert_with(Default::default).insert((
+        krate,
+        root.to_path_buf(),
+        what.to_owned(),
+    ))
+}
 
 /// Whether this derive should `include_bytes!` the migrations of `root`: only the first
 /// derive of a crate does. One include per file is enough for rustc to rebuild the crate
 /// when the file changes, and 100 files times 50 structs would be 5000 includes.
 pub(crate) fn first_use_in_crate(root: &Path) -> bool {
-    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
-    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
-    tracked
-        .get_or_insert_with(Default::default)
-        .insert((krate, root.to_path_buf()))
+    first_in_crate(root, "")
+}
+
+/// Whether the warning `key` has not been shown in this crate yet: a warning about a table
+/// is shown once, on the first struct of that table.
+pub(crate) fn first_warning_in_crate(root: &Path, key: &str) -> bool {
+    first_in_crate(root, key)
 }
 
 /// The migrations root: the attribute (relative to `source_dir`), else `PROST_DB_MIGRATIONS`,
@@ -74,6 +88,7 @@ pub(crate) fn load(root: &Path) -> Result<Loaded, String> {
             display_root(root)
         ));
     }
+    schema_directory(root)?;
     let stamp = stamp(root);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
@@ -103,6 +118,41 @@ pub(crate) fn load(root: &Path) -> Result<Loaded, String> {
         },
     );
     Ok(Loaded { catalog, files })
+}
+
+/// A root that holds migration files itself is one schema's directory, not the root of
+/// one directory per schema.
+fn schema_directory(root: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    let mut files: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    files.sort();
+    let shown = display_root(root);
+    let parent = Path::new(&shown)
+        .parent()
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "..".to_owned());
+    let schema = root
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    Err(format!(
+        "`{shown}` holds migration files itself (`{}`{}): it is the directory of schema `{schema}`, not a migrations root; point `migrations` at its parent `{parent}`, which has one directory per schema",
+        files[0],
+        if files.len() > 1 {
+            format!(" and {} more", files.len() - 1)
+        } else {
+            String::new()
+        }
+    ))
 }
 
 fn stamp(root: &Path) -> Stamp {
