@@ -509,57 +509,69 @@ pub mod pg {
     pub struct Array<S>(PhantomData<S>);
 }
 
-macro_rules! compatible {
-    ($($rust:ty => $($sql:ident)|+;)*) => {$($(
-        impl CompatibleWith<pg::$sql> for $rust {}
-    )+)*};
+impl CompatibleWith<pg::int2> for i16 {}
+impl CompatibleWith<pg::int4> for i32 {}
+impl CompatibleWith<pg::int8> for i64 {}
+impl CompatibleWith<pg::float4> for f32 {}
+impl CompatibleWith<pg::float8> for f64 {}
+impl CompatibleWith<pg::bool> for bool {}
+impl CompatibleWith<pg::varchar> for String {}
+impl CompatibleWith<pg::bpchar> for String {}
+impl CompatibleWith<pg::text> for String {}
+impl CompatibleWith<pg::citext> for String {}
+impl CompatibleWith<pg::name> for String {}
+impl CompatibleWith<pg::varchar> for &str {}
+impl CompatibleWith<pg::bpchar> for &str {}
+impl CompatibleWith<pg::text> for &str {}
+impl CompatibleWith<pg::citext> for &str {}
+impl CompatibleWith<pg::name> for &str {}
+impl CompatibleWith<pg::varchar> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::bpchar> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::text> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::citext> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::name> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::varchar> for Box<str> {}
+impl CompatibleWith<pg::bpchar> for Box<str> {}
+impl CompatibleWith<pg::text> for Box<str> {}
+impl CompatibleWith<pg::citext> for Box<str> {}
+impl CompatibleWith<pg::name> for Box<str> {}
+impl CompatibleWith<pg::numeric> for rust_decimal::Decimal {}
+impl CompatibleWith<pg::uuid> for uuid::Uuid {}
+impl CompatibleWith<pg::date> for chrono::NaiveDate {}
+impl CompatibleWith<pg::time> for chrono::NaiveTime {}
+impl CompatibleWith<pg::timestamp> for chrono::NaiveDateTime {}
+impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::Utc> {}
+impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::Local> {}
+impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::FixedOffset> {}
+impl CompatibleWith<pg::interval> for sqlx::postgres::types::PgInterval {}
+impl CompatibleWith<pg::timetz> for sqlx::postgres::types::PgTimeTz {}
+impl CompatibleWith<pg::money> for sqlx::postgres::types::PgMoney {}
+impl CompatibleWith<pg::oid> for sqlx::postgres::types::Oid {}
+impl CompatibleWith<pg::citext> for sqlx::postgres::types::PgCiText {}
+impl CompatibleWith<pg::ltree> for sqlx::postgres::types::PgLTree {}
+impl CompatibleWith<pg::lquery> for sqlx::postgres::types::PgLQuery {}
+impl CompatibleWith<pg::hstore> for sqlx::postgres::types::PgHstore {}
+impl CompatibleWith<pg::cube> for sqlx::postgres::types::PgCube {}
+impl CompatibleWith<pg::point> for sqlx::postgres::types::PgPoint {}
+impl CompatibleWith<pg::line> for sqlx::postgres::types::PgLine {}
+impl CompatibleWith<pg::lseg> for sqlx::postgres::types::PgLSeg {}
+impl CompatibleWith<pg::r#box> for sqlx::postgres::types::PgBox {}
+impl CompatibleWith<pg::path> for sqlx::postgres::types::PgPath {}
+impl CompatibleWith<pg::polygon> for sqlx::postgres::types::PgPolygon {}
+impl CompatibleWith<pg::circle> for sqlx::postgres::types::PgCircle {}
+impl CompatibleWith<pg::int4range> for sqlx::postgres::types::PgRange<i32> {}
+impl CompatibleWith<pg::int8range> for sqlx::postgres::types::PgRange<i64> {}
+impl CompatibleWith<pg::numrange> for sqlx::postgres::types::PgRange<rust_decimal::Decimal> {}
+impl CompatibleWith<pg::daterange> for sqlx::postgres::types::PgRange<chrono::NaiveDate> {}
+impl CompatibleWith<pg::tsrange> for sqlx::postgres::types::PgRange<chrono::NaiveDateTime> {}
+impl CompatibleWith<pg::tstzrange>
+    for sqlx::postgres::types::PgRange<chrono::DateTime<chrono::Utc>>
+{
 }
-
-compatible! {
-    i16 => int2;
-    i32 => int4;
-    i64 => int8;
-    f32 => float4;
-    f64 => float8;
-    bool => bool;
-    String => varchar | bpchar | text | citext | name;
-    &str => varchar | bpchar | text | citext | name;
-    std::borrow::Cow<'_, str> => varchar | bpchar | text | citext | name;
-    Box<str> => varchar | bpchar | text | citext | name;
-    rust_decimal::Decimal => numeric;
-    uuid::Uuid => uuid;
-    chrono::NaiveDate => date;
-    chrono::NaiveTime => time;
-    chrono::NaiveDateTime => timestamp;
-    chrono::DateTime<chrono::Utc> => timestamptz;
-    chrono::DateTime<chrono::Local> => timestamptz;
-    chrono::DateTime<chrono::FixedOffset> => timestamptz;
-    sqlx::postgres::types::PgInterval => interval;
-    sqlx::postgres::types::PgTimeTz => timetz;
-    sqlx::postgres::types::PgMoney => money;
-    sqlx::postgres::types::Oid => oid;
-    sqlx::postgres::types::PgCiText => citext;
-    sqlx::postgres::types::PgLTree => ltree;
-    sqlx::postgres::types::PgLQuery => lquery;
-    sqlx::postgres::types::PgHstore => hstore;
-    sqlx::postgres::types::PgCube => cube;
-    sqlx::postgres::types::PgPoint => point;
-    sqlx::postgres::types::PgLine => line;
-    sqlx::postgres::types::PgLSeg => lseg;
-    sqlx::postgres::types::PgBox => r#box;
-    sqlx::postgres::types::PgPath => path;
-    sqlx::postgres::types::PgPolygon => polygon;
-    sqlx::postgres::types::PgCircle => circle;
-    sqlx::postgres::types::PgRange<i32> => int4range;
-    sqlx::postgres::types::PgRange<i64> => int8range;
-    sqlx::postgres::types::PgRange<rust_decimal::Decimal> => numrange;
-    sqlx::postgres::types::PgRange<chrono::NaiveDate> => daterange;
-    sqlx::postgres::types::PgRange<chrono::NaiveDateTime> => tsrange;
-    sqlx::postgres::types::PgRange<chrono::DateTime<chrono::Utc>> => tstzrange;
-    serde_json::Value => json | jsonb;
-    Vec<u8> => bytea;
-    &[u8] => bytea;
-}
+impl CompatibleWith<pg::json> for serde_json::Value {}
+impl CompatibleWith<pg::jsonb> for serde_json::Value {}
+impl CompatibleWith<pg::bytea> for Vec<u8> {}
+impl CompatibleWith<pg::bytea> for &[u8] {}
 
 impl<T> CompatibleWith<pg::json> for sqlx::types::Json<T> {}
 impl<T> CompatibleWith<pg::jsonb> for sqlx::types::Json<T> {}

@@ -1562,8 +1562,10 @@ impl<'c> Script<'c> {
             .collect()
     }
 
-    /// The body (a string token) and language of a `DO` or `CREATE FUNCTION` statement.
-    fn body_of<'t, 's>(toks: &'t [Token<'s>]) -> (Option<&'t Token<'s>>, String) {
+    /// The body (a string token) and language of a `DO` block (`routine` false: its first
+    /// string that does not name the language) or a `CREATE FUNCTION` (the string after
+    /// `AS`).
+    fn body_of<'t, 's>(toks: &'t [Token<'s>], routine: bool) -> (Option<&'t Token<'s>>, String) {
         let mut depth = 0u32;
         let mut body = None;
         let mut language = "plpgsql".to_owned();
@@ -1573,6 +1575,7 @@ impl<'c> Script<'c> {
             } else if t.is_op(")") {
                 depth = depth.saturating_sub(1);
             } else if depth == 0 {
+                let previous = i.checked_sub(1).map(|p| &toks[p]);
                 if t.is("language") {
                     if let Some(l) = toks.get(i + 1) {
                         language = l
@@ -1580,10 +1583,9 @@ impl<'c> Script<'c> {
                             .map_or_else(|| l.ident(), |s| s.to_ascii_lowercase());
                     }
                 } else if t.kind == Kind::Str && body.is_none() {
-                    let previous = i.checked_sub(1).map(|p| &toks[p]);
-                    if previous.is_some_and(|p| {
-                        p.is("as") || p.is("do") || p.is_op(")") || p.kind == Kind::Word
-                    }) {
+                    let after_language = previous.is_some_and(|p| p.is("language"));
+                    let after_as = previous.is_some_and(|p| p.is("as"));
+                    if (routine && after_as) || (!routine && !after_language) {
                         body = Some(t);
                     }
                 }
@@ -1594,7 +1596,7 @@ impl<'c> Script<'c> {
 
     fn do_block(&mut self, text: &str, line: u32) {
         let toks = tokens(text, line);
-        let (Some(body), language) = Self::body_of(&toks) else {
+        let (Some(body), language) = Self::body_of(&toks, false) else {
             return;
         };
         let source = body.string().unwrap_or_default();
@@ -1619,7 +1621,7 @@ impl<'c> Script<'c> {
                 routine_name = object.ident();
             }
         }
-        let (body, language) = Self::body_of(&toks);
+        let (body, language) = Self::body_of(&toks, true);
         let Some(body) = body else {
             // BEGIN ATOMIC ... END or RETURN expr: SQL-standard bodies cannot hold DDL.
             self.catalog.routines.remove(&routine_name);
@@ -1802,8 +1804,9 @@ impl<'c> Script<'c> {
         }
         for dynamic in &effects.dynamic {
             self.line = dynamic.line;
-            if let (Some(literal), Guard::Always) = (&dynamic.literal, &dynamic.guard) {
-                self.statement(literal, dynamic.line);
+            if let Some(literal) = &dynamic.literal {
+                // Every part is a literal: as if it were written in the body.
+                self.guarded(literal, dynamic.line, &dynamic.guard, what);
                 continue;
             }
             match self.dynamic_targets(dynamic) {
@@ -1813,7 +1816,10 @@ impl<'c> Script<'c> {
                         .into_iter()
                         .filter(|k| self.catalog.tables.contains_key(k))
                         .collect();
-                    self.warn(format!("{what} runs dynamic SQL that changes these tables"), keys);
+                    self.warn(
+                        format!("{what} changes the tables it names with dynamic SQL the catalog cannot follow"),
+                        keys,
+                    );
                 }
                 Targets::Schema(schema) => {
                     let named = self.tables_named_by(&effects.literals, &schema);

@@ -773,3 +773,14 @@ fn an_unparsable_create_table_is_kept_and_flagged() {
     assert!(flagged(&c, "t"));
     assert_eq!(c.warnings()[0].tables, ["app.t"]);
 }
+
+#[test]
+fn a_routine_body_is_the_string_after_as() {
+    let c = catalog(
+        "CREATE TABLE t (a INT);
+         CREATE FUNCTION f() RETURNS void LANGUAGE 'plpgsql' SET search_path = 'app' AS $$
+         BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN ' || quote_ident('b' || 'c') || ' int'; END $$;
+         SELECT f();",
+    );
+    assert!(flagged(&c, "t"), "{:?}", c.warnings());
+}

@@ -37,6 +37,8 @@ pub(crate) struct ContainerAttrs {
     pub type_name: Option<LitStr>,
     /// `#[repr(...)]` or `#[sqlx(transparent)]`: not a PostgreSQL enum.
     pub not_an_enum: Option<Span>,
+    /// One of its attributes was wrong (and reported).
+    pub invalid: bool,
 }
 
 /// `#[schema(...)]` and `#[sqlx(...)]` on a field or variant.
@@ -52,6 +54,8 @@ pub(crate) struct FieldAttrs {
     pub json: Option<Span>,
     /// `#[sqlx(try_from = "T")]`: the column holds a `T`.
     pub try_from: Option<Type>,
+    /// One of its attributes was wrong (and reported): the field is not checked further.
+    pub invalid: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -123,6 +127,13 @@ fn schema_attrs(attrs: &[Attribute]) -> impl Iterator<Item = &Attribute> {
 }
 
 pub(crate) fn container(attrs: &[Attribute], place: Place, errors: &mut Errors) -> ContainerAttrs {
+    let before = errors.len();
+    let mut out = container_attrs(attrs, place, errors);
+    out.invalid = errors.len() > before;
+    out
+}
+
+fn container_attrs(attrs: &[Attribute], place: Place, errors: &mut Errors) -> ContainerAttrs {
     let mut out = ContainerAttrs::default();
     let keys = match place {
         Place::Struct => STRUCT_KEYS,
@@ -211,6 +222,13 @@ pub(crate) fn container(attrs: &[Attribute], place: Place, errors: &mut Errors) 
 }
 
 pub(crate) fn field(attrs: &[Attribute], place: Place, errors: &mut Errors) -> FieldAttrs {
+    let before = errors.len();
+    let mut out = field_attrs(attrs, place, errors);
+    out.invalid = errors.len() > before;
+    out
+}
+
+fn field_attrs(attrs: &[Attribute], place: Place, errors: &mut Errors) -> FieldAttrs {
     let mut out = FieldAttrs::default();
     for attr in schema_attrs(attrs) {
         let result = attr.parse_nested_meta(|meta| {

@@ -158,6 +158,8 @@ pub(crate) fn check(
     }
     let labels: Vec<&str> = user.labels.iter().map(|l| l.name.as_str()).collect();
     let mut mapped: HashMap<String, &syn::Ident> = HashMap::new();
+    // Labels offered as a did-you-mean: not reported again as labels without a variant.
+    let mut suggested: Vec<&str> = Vec::new();
     for variant in &container.variants {
         let label = variant.label(&container.attrs);
         if let Some(first) = mapped.get(&label) {
@@ -182,6 +184,7 @@ pub(crate) fn check(
             );
             if let Some(near) = did_you_mean(&label, labels.iter().copied()) {
                 message += &format!("; did you mean `{near}`?");
+                suggested.push(near);
             }
             if variant.attrs.rename.is_none() {
                 message += " Name the label with #[sqlx(rename = \"...\")] or the enum's #[sqlx(rename_all = \"...\")]";
@@ -191,7 +194,7 @@ pub(crate) fn check(
         mapped.insert(label, variant.ident);
     }
     for label in &user.labels {
-        if !mapped.contains_key(&label.name) {
+        if !mapped.contains_key(&label.name) && !suggested.contains(&label.name.as_str()) {
             errors.push(syn::Error::new_spanned(
                 &container.original.ident,
                 format!(

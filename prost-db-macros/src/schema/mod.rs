@@ -28,8 +28,8 @@ impl Errors {
         self.0.push(error);
     }
 
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    fn len(&self) -> usize {
+        self.0.len()
     }
 
     #[cfg(test)]
@@ -83,9 +83,14 @@ fn migrations(
             .as_ref()
             .map(|(path, dir)| (path.as_str(), dir.clone())),
     );
-    match catalog::load(&root) {
+    // Messages name the root as the user wrote it.
+    let root_name = attrs
+        .migrations
+        .as_ref()
+        .map_or_else(|| catalog::display_root(&root), syn::LitStr::value);
+    match catalog::load(&root, &root_name) {
         Ok(loaded) => Some(Migrations {
-            root_name: catalog::display_root(&root),
+            root_name,
             loaded,
             root,
         }),
@@ -109,9 +114,14 @@ fn try_expand(input: &DeriveInput, errors: &mut Errors) -> Option<TokenStream> {
             return None;
         }
     };
-    if !errors.is_empty() {
-        // A misspelled or misplaced attribute: checking the struct as it stands would only
-        // add a second, misleading error.
+    let container_invalid = match &parsed {
+        Input::Struct(c) => c.attrs.invalid,
+        Input::Enum(c) => c.attrs.invalid,
+    };
+    if container_invalid {
+        // A misspelled or misplaced attribute on the struct: checking the table it names
+        // as it stands would only add a second, misleading error. (A field's bad attribute
+        // leaves that field unchecked, and the others checked.)
         return None;
     }
     match parsed {

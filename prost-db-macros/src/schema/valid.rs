@@ -294,7 +294,7 @@ pub(crate) fn check(
     let mut columns = Vec::new();
     let mut checks = Vec::new();
     for (name, field) in column_names(container, errors) {
-        if field.attrs.unchecked.is_some() {
+        if field.attrs.unchecked.is_some() || field.attrs.invalid {
             columns.push(ColumnDef {
                 name,
                 sql_type: None,
