@@ -20,7 +20,7 @@ impl Gen {
             "CREATE TABLE regions (\n    code         varchar(8) PRIMARY KEY,\n    name         text NOT NULL,\n    currency     char(3) NOT NULL,\n    phone_prefix varchar(6),\n    vat_rate     numeric(5, 2) NOT NULL DEFAULT 0,\n    in_eu        boolean NOT NULL DEFAULT false\n);\n\nINSERT INTO regions (code, name, currency, phone_prefix, vat_rate, in_eu) VALUES\n",
         );
         let mut rows = Vec::new();
-        for i in 0..320 {
+        for i in 0..600 {
             let a = WORDS[i % WORDS.len()];
             let b = WORDS[(i / WORDS.len() + 3) % WORDS.len()];
             rows.push(format!(

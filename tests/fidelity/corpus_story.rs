@@ -558,7 +558,7 @@ ALTER FUNCTION touch_updated_at() SET search_path = pg_catalog;
             })
             .collect();
         for module in &mut modules {
-            module.steps = 13 + (module.table.len() as u32 % 4);
+            module.steps = 15 + (module.table.len() as u32 % 4);
         }
         let rounds = modules.iter().map(|m| m.steps).max().unwrap_or(0);
         for round in 0..rounds {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use prost_db::Error;
 use prost_db::migrate::{Migrations, Migrator};
-use prost_db::schema::SchemaDifference;
+use prost_db::schema::{Schema, SchemaDifference};
 use prost_db::testing::TestDb;
 use prost_db_core::catalog::Catalog;
 use prost_shop::tables;
@@ -253,12 +253,14 @@ async fn the_readme_schema_example_runs_as_written() {
         .collect();
     assert_eq!(titles, [("Lamp", None, ""), ("Desk", Some("oak"), "")]);
     assert_eq!(products[1].price.to_string(), "240.00");
+    assert!(products[0].id < products[1].id && products[0].deleted_at.is_none());
     db.close().await;
     test_db.close().await.unwrap();
 }
 
 /// A type renamed (and relabelled) by a migration, read by a struct with `String` fields.
 #[derive(prost_db::Schema)]
+#[allow(dead_code)]
 #[schema(migrations = "fixtures/renamed_type", table = "diary")]
 struct DiaryAsText {
     id: i64,

@@ -215,10 +215,10 @@ impl<'c> Script<'c> {
             _ => (None, false),
         };
         let element = if let Some(name) = builtin_name {
-            if let (false, Some(serial)) = (qualified_builtin, types::serial(name)) {
-                if !ty.array {
-                    return (serial, true);
-                }
+            if let (false, Some(serial)) = (qualified_builtin, types::serial(name))
+                && !ty.array
+            {
+                return (serial, true);
             }
             types::builtin(name, &ty.modifiers, ty.zone, ty.fields.as_deref())
         } else {
@@ -1029,7 +1029,7 @@ impl<'c> Script<'c> {
                 self.change_column(key, &targets, &column, |c| c.nullable = true);
             }
             Action::AddIdentity(column) => {
-                self.change_column(key, &[key.clone()], &column, |c| {
+                self.change_column(key, std::slice::from_ref(key), &column, |c| {
                     c.generated = Generated::Identity;
                 });
             }
@@ -1616,10 +1616,10 @@ impl<'c> Script<'c> {
             return;
         };
         let mut routine_name = name.ident();
-        if toks.get(name_at + 2).is_some_and(|t| t.is_op(".")) {
-            if let Some(object) = toks.get(name_at + 3).filter(|t| t.is_ident()) {
-                routine_name = object.ident();
-            }
+        if toks.get(name_at + 2).is_some_and(|t| t.is_op("."))
+            && let Some(object) = toks.get(name_at + 3).filter(|t| t.is_ident())
+        {
+            routine_name = object.ident();
         }
         let (body, language) = Self::body_of(&toks, true);
         let Some(body) = body else {

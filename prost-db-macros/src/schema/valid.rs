@@ -139,11 +139,13 @@ fn find_table<'c>(
         false
     };
     let no_tables = || {
-        (catalog.tables().next().is_none())
-            .then(|| {
-                format!("; the migrations in `{root_name}` create no table at all: is `migrations` the right directory?")
-            })
-            .unwrap_or_default()
+        if catalog.tables().next().is_none() {
+            format!(
+                "; the migrations in `{root_name}` create no table at all: is `migrations` the right directory?"
+            )
+        } else {
+            String::new()
+        }
     };
     if let Some(schema) = schema {
         if let Some(table) = catalog.table(&schema, &name) {
