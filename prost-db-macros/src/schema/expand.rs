@@ -17,8 +17,10 @@
 //!     const _: () = {
 //!         // rebuild when a migration changes (first derive of the crate only)
 //!         const _: &[u8] = ::core::include_bytes!("/abs/migrations/catalog/0001_x.up.sql");
-//!         // type checks, spanned at each field's type
-//!         const _: () = ::prost_db::__private::assert_compatible::<i64, ::prost_db::schema::pg::int8>();
+//!         // type checks, spanned at each field's type, in a function that is never called
+//!         fn __prost_db_checks() {
+//!             ::prost_db::__private::assert_compatible::<i64, ::prost_db::schema::pg::int8>();
+//!         }
 //!     };
 //!
 //! Input:
@@ -52,9 +54,19 @@ pub(crate) fn expand(input: &syn::DeriveInput, def: &SchemaDef, files: &[PathBuf
             ::prost_db::schema::ColumnDescription { name: #name, sql_type: #sql_type, nullable: #nullable }
         }
     });
-    let checks = &def.checks;
+    let checks = (!def.checks.is_empty()).then(|| {
+        let checks = &def.checks;
+        quote! {
+            // Type-checked, never called: one function per struct, no constant evaluation.
+            #[allow(dead_code)]
+            fn __prost_db_checks() {
+                #(#checks)*
+            }
+        }
+    });
+    let const_checks = &def.const_checks;
     let includes = includes(files);
-    let warnings = warnings(ident, &def.warnings);
+    let warnings = warnings(ident, &format!("{schema}.{table}"), &def.warnings);
     quote! {
         #[automatically_derived]
         impl #impl_generics ::prost_db::schema::Schema for #ident #ty_generics #where_clause {
@@ -66,7 +78,8 @@ pub(crate) fn expand(input: &syn::DeriveInput, def: &SchemaDef, files: &[PathBuf
         }
         const _: () = {
             #includes
-            #(#checks)*
+            #checks
+            #(#const_checks)*
             #warnings
         };
     }
@@ -100,20 +113,23 @@ fn includes(files: &[PathBuf]) -> TokenStream {
     quote!(#(const _: &[u8] = ::core::include_bytes!(#files);)*)
 }
 
-fn warnings(ident: &syn::Ident, notes: &[(String, String)]) -> TokenStream {
-    let warnings = notes.iter().enumerate().map(|(i, (_, note))| {
-        let name = match i {
-            0 => quote::format_ident!("prost_db_schema_warning", span = ident.span()),
-            i => quote::format_ident!("prost_db_schema_warning_{}", i + 1, span = ident.span()),
-        };
-        quote_spanned! {ident.span()=>
-            #[deprecated(note = #note)]
-            #[allow(non_camel_case_types)]
-            struct #name;
-            let _ = #name;
-        }
-    });
-    quote!(#(#warnings)*)
+/// One warning naming every statement after which the table is uncertain.
+fn warnings(ident: &syn::Ident, table: &str, notes: &[(String, String)]) -> TokenStream {
+    if notes.is_empty() {
+        return TokenStream::new();
+    }
+    let statements: Vec<&str> = notes.iter().map(|(_, n)| n.as_str()).collect();
+    let note = format!(
+        "the catalog of `{table}` is uncertain after {}; fields are checked against the columns it knows",
+        statements.join("; and after ")
+    );
+    let name = quote::format_ident!("prost_db_schema_warning", span = ident.span());
+    quote_spanned! {ident.span()=>
+        #[deprecated(note = #note)]
+        #[allow(non_camel_case_types)]
+        struct #name;
+        let _ = #name;
+    }
 }
 
 fn option(value: Option<TokenStream>) -> TokenStream {

@@ -20,10 +20,13 @@ pub(crate) struct SchemaDef {
     pub schema: String,
     pub table: String,
     pub columns: Vec<ColumnDef>,
-    /// Compile-time checks, each spanned at its field's type.
+    /// Compile-time checks, each spanned at its field's type: statements of a function that
+    /// is type-checked and never called.
     pub checks: Vec<TokenStream>,
-    /// Warnings shown with the `#[deprecated]` trick, on the struct's name: `(what the
-    /// warning is about, for showing it once per crate; the text)`.
+    /// Checks that need constant evaluation (an enum's type name): `const` items.
+    pub const_checks: Vec<TokenStream>,
+    /// What makes the table uncertain, shown with the `#[deprecated]` trick on the struct's
+    /// name: `(the statement and reason, to show each once per crate; how it reads)`.
     pub warnings: Vec<(String, String)>,
 }
 
@@ -57,6 +60,7 @@ pub(crate) fn unchecked(container: &Container<'_>, errors: &mut Errors) -> Optio
         table: table.unwrap_or_else(|| default_table(ident)),
         columns,
         checks: Vec::new(),
+        const_checks: Vec::new(),
         warnings: Vec::new(),
     })
 }
@@ -295,6 +299,7 @@ pub(crate) fn check(
     let generics = Generics::of(container.original);
     let mut columns = Vec::new();
     let mut checks = Vec::new();
+    let mut const_checks = Vec::new();
     for (name, field) in column_names(container, errors) {
         if field.attrs.unchecked.is_some() || field.attrs.invalid {
             columns.push(ColumnDef {
@@ -322,7 +327,9 @@ pub(crate) fn check(
         }
         if field.attrs.unchecked_type.is_none() {
             match type_checks(field, column, &qualified, &generics) {
-                Ok(found) => checks.extend(found),
+                Ok(Check::Statement(check)) => checks.push(check),
+                Ok(Check::Const(check)) => const_checks.push(check),
+                Ok(Check::None) => {}
                 Err(message) => errors.push(syn::Error::new_spanned(field.ty, message)),
             }
         }
@@ -338,10 +345,7 @@ pub(crate) fn check(
         .map(|u| {
             (
                 format!("{}: {}", u.at, u.reason),
-                format!(
-                    "the catalog of `{qualified}` is uncertain after {}: {}; fields are checked against the columns it knows",
-                    u.at, u.reason
-                ),
+                format!("{} ({})", u.at, u.reason),
             )
         })
         .collect();
@@ -350,22 +354,31 @@ pub(crate) fn check(
         table: table.name.clone(),
         columns,
         checks,
+        const_checks,
         warnings,
     })
 }
 
-/// The compile-time checks of one field against its column's type.
+enum Check {
+    /// `assert_compatible::<T, M>();`: type-checked only.
+    Statement(TokenStream),
+    /// `const _: () = assert_enum::<T, S>(..);`: evaluated.
+    Const(TokenStream),
+    None,
+}
+
+/// The compile-time check of one field against its column's type.
 fn type_checks(
     field: &Field<'_>,
     column: &Column,
     qualified: &str,
     generics: &Generics,
-) -> Result<Vec<TokenStream>, String> {
+) -> Result<Check, String> {
     let name = &column.name;
     let ty = column.ty.storage();
     if field.attrs.json.is_some() {
         return if ["json", "jsonb"].contains(&ty.name.as_str()) {
-            Ok(Vec::new())
+            Ok(Check::None)
         } else {
             Err(format!(
                 "#[sqlx(json)] needs a `json` or `jsonb` column; column `{name}` of `{qualified}` is `{}` ({})",
@@ -376,7 +389,7 @@ fn type_checks(
     }
     let rust = field.attrs.try_from.as_ref().unwrap_or(field.ty);
     let Some(rust) = generics.checkable(rust) else {
-        return Ok(Vec::new());
+        return Ok(Check::None);
     };
     let span = field.ty.span();
     let unknown = |what: &str| {
@@ -386,32 +399,32 @@ fn type_checks(
         )
     };
     match &ty.kind {
-        TypeKind::Enum { schema } => Ok(vec![enum_check(
+        TypeKind::Enum { schema } => Ok(Check::Const(enum_check(
             &rust,
             span,
             &quote!(::prost_db::schema::pg::Enum),
             (schema, &ty.name),
             name,
             qualified,
-        )]),
+        ))),
         TypeKind::Array { element } => {
             let element = element.storage();
             if let TypeKind::Enum { schema } = &element.kind {
-                return Ok(vec![enum_check(
+                return Ok(Check::Const(enum_check(
                     &rust,
                     span,
                     &quote!(::prost_db::schema::pg::Array<::prost_db::schema::pg::Enum>),
                     (schema, &element.name),
                     name,
                     qualified,
-                )]);
+                )));
             }
             let Some(marker) = marker(element) else {
                 return Err(unknown(&format!("an array of `{}`", element.display)));
             };
-            Ok(vec![quote_spanned! {span=>
-                const _: () = ::prost_db::__private::assert_compatible::<#rust, ::prost_db::schema::pg::Array<#marker>>();
-            }])
+            Ok(Check::Statement(quote_spanned! {span=>
+                ::prost_db::__private::assert_compatible::<#rust, ::prost_db::schema::pg::Array<#marker>>();
+            }))
         }
         TypeKind::Unknown => Err(unknown(
             "of a type the catalog does not know (see the warning on the struct)",
@@ -420,9 +433,9 @@ fn type_checks(
             Err(unknown(&format!("of the composite type `{}`", ty.display)))
         }
         TypeKind::Base | TypeKind::Domain { .. } => match marker(ty) {
-            Some(marker) => Ok(vec![quote_spanned! {span=>
-                const _: () = ::prost_db::__private::assert_compatible::<#rust, #marker>();
-            }]),
+            Some(marker) => Ok(Check::Statement(quote_spanned! {span=>
+                ::prost_db::__private::assert_compatible::<#rust, #marker>();
+            })),
             None => Err(unknown(&format!("of type `{}`", ty.display))),
         },
     }
