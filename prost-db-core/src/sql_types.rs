@@ -5,8 +5,7 @@
 /// See the [module docs](self).
 ///
 /// ```
-/// assert!(prost_db_core::sql_types::is_marked("int8"));
-/// assert!(!prost_db_core::sql_types::is_marked("my_composite"));
+/// assert!(prost_db_core::sql_types::MARKED.contains(&"ltree"));
 /// ```
 pub const MARKED: &[&str] = &[
     "int2",
@@ -79,6 +78,11 @@ pub const MARKED: &[&str] = &[
 ];
 
 /// Whether `typname` has a marker.
+///
+/// ```
+/// assert!(prost_db_core::sql_types::is_marked("int8"));
+/// assert!(!prost_db_core::sql_types::is_marked("my_composite"));
+/// ```
 pub fn is_marked(typname: &str) -> bool {
     MARKED.contains(&typname)
 }

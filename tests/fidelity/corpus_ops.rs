@@ -404,12 +404,12 @@ impl Gen {
                 }
             }
         }
-        if let Some(name) = self.unpinned(t).filter(|n| *n != col.name) {
-            if self.rng.chance(50) {
-                actions.push(format!("DROP COLUMN IF EXISTS {} CASCADE", q(&name)));
-                for i in self.family_of(t) {
-                    self.tables[i].cols.retain(|x| x.name != name);
-                }
+        if let Some(name) = self.unpinned(t).filter(|n| *n != col.name)
+            && self.rng.chance(50)
+        {
+            actions.push(format!("DROP COLUMN IF EXISTS {} CASCADE", q(&name)));
+            for i in self.family_of(t) {
+                self.tables[i].cols.retain(|x| x.name != name);
             }
         }
         let sql = format!(

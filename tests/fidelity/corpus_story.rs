@@ -77,7 +77,7 @@ impl Gen {
 
     /// Whether to leave a home table unqualified (most migrations do); deterministic per name.
     fn rng_peek_qualify(&self, name: &str) -> bool {
-        name.len() % 5 != 0
+        !name.len().is_multiple_of(5)
     }
 
     fn random_ty(&mut self, schema: &'static str) -> Ty {
@@ -562,23 +562,10 @@ ALTER FUNCTION touch_updated_at() SET search_path = pg_catalog;
         }
         let rounds = modules.iter().map(|m| m.steps).max().unwrap_or(0);
         for round in 0..rounds {
-            for i in 0..modules.len() {
-                if modules[i].step < modules[i].steps {
-                    let mut module = std::mem::replace(
-                        &mut modules[i],
-                        Module {
-                            schema: "core",
-                            table: String::new(),
-                            notes: String::new(),
-                            view: String::new(),
-                            status: None,
-                            step: 0,
-                            steps: 0,
-                        },
-                    );
-                    self.module_step(&mut module, round);
+            for module in &mut modules {
+                if module.step < module.steps {
+                    self.module_step(module, round);
                     module.step += 1;
-                    modules[i] = module;
                 }
             }
         }
