@@ -242,6 +242,31 @@ mod tests {
     }
 
     #[test]
+    fn a_table_made_by_dynamic_sql_is_named_in_the_error() {
+        let root =
+            std::env::temp_dir().join(format!("prost-db-macros-dynamic-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::fs::write(
+            root.join("app/0001_a.up.sql"),
+            "CREATE TABLE log (at DATE NOT NULL) PARTITION BY RANGE (at);\n\
+             DO $$ DECLARE y int := 2030; BEGIN\n\
+             EXECUTE format('CREATE TABLE %I PARTITION OF log FOR VALUES FROM (%L) TO (%L)', 'log_' || y, y || '-01-01', y + 1 || '-01-01');\n\
+             END $$;",
+        )
+        .unwrap();
+        let root = root.to_string_lossy().into_owned();
+        let output = super::derive(quote! {
+            #[schema(migrations = #root, schema = "app", table = "log_2030")]
+            struct Log { at: chrono::NaiveDate }
+        })
+        .to_string();
+        assert!(
+            output.contains("app/0001_a.up.sql:3 creates tables with dynamic SQL"),
+            "{output}"
+        );
+    }
+
+    #[test]
     fn a_misspelled_attribute_is_the_only_error() {
         let root = fixture();
         let output = super::derive(quote! {

@@ -144,11 +144,24 @@ fn find_table<'c>(
     };
     let no_tables = || {
         if catalog.tables().next().is_none() {
-            format!(
+            return format!(
                 "; the migrations in `{root_name}` create no table at all: is `migrations` the right directory?"
-            )
-        } else {
+            );
+        }
+        // Tables made by dynamic SQL: the catalog cannot know their names.
+        let dynamic: Vec<String> = catalog
+            .warnings()
+            .iter()
+            .filter(|w| w.message.contains("creates tables with dynamic SQL"))
+            .map(|w| w.at.to_string())
+            .collect();
+        if dynamic.is_empty() {
             String::new()
+        } else {
+            format!(
+                "; note: {} creates tables with dynamic SQL, whose names the catalog cannot know: if this table is one of them, mark the struct #[schema(unchecked)]",
+                dynamic.join(" and ")
+            )
         }
     };
     if let Some(schema) = schema {
