@@ -27,9 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost_db::amqp::lapin::Connection;
-use prost_db::amqp::{
-    Consumer, ConsumerStats, Delivered, DeliveryError, Publisher,
-};
+use prost_db::amqp::{Consumer, ConsumerStats, Delivered, DeliveryError, Publisher};
 use prost_db::events::{Event, EventPayload};
 use prost_db::idempotency::{Outcome, Tx};
 use prost_db::outbox::{Outbox, Relay};

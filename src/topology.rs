@@ -102,9 +102,8 @@ impl Exchanges {
 pub fn queue_spec(prefix: &str, service: Service) -> QueueSpec {
     let ex = Exchanges::new(prefix);
     // Steps that lose an optimistic-concurrency race are retried soon: short tiers.
-    let spec = QueueSpec::new(format!("{prefix}{}", service.base())).retry_delays(
-        [50, 200, 800, 2000].map(std::time::Duration::from_millis),
-    );
+    let spec = QueueSpec::new(format!("{prefix}{}", service.base()))
+        .retry_delays([50, 200, 800, 2000].map(std::time::Duration::from_millis));
     match service {
         Service::Orders => spec
             .bind(&ex.cart, "cart.checkout.initiated")

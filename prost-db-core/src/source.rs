@@ -113,6 +113,16 @@ pub enum SourceError {
         /// The file.
         path: PathBuf,
     },
+    /// A psql meta-command line (`\set ON_ERROR_STOP on`): the server cannot run it, so
+    /// neither the migrator nor the catalog accepts it (see [`split`](crate::split)).
+    MetaCommand {
+        /// The file.
+        path: PathBuf,
+        /// Its line, from 1.
+        line: u32,
+        /// The command as written.
+        command: String,
+    },
 }
 
 impl fmt::Display for SourceError {
@@ -154,6 +164,15 @@ impl fmt::Display for SourceError {
             SourceError::NotUtf8 { path } => {
                 write!(f, "migration file {} is not valid UTF-8", path.display())
             }
+            SourceError::MetaCommand {
+                path,
+                line,
+                command,
+            } => write!(
+                f,
+                "{}:{line}: `{command}` is a psql meta-command, not SQL; migrations are sent to the server, which cannot run it: remove the line (a migration's statements already stop at the first error)",
+                path.display()
+            ),
         }
     }
 }
@@ -249,6 +268,23 @@ pub fn is_blank(sql: &str) -> bool {
     }
 }
 
+/// The first psql meta-command of `sql` (its line and text), if it has one.
+///
+/// ```
+/// let sql = "CREATE TABLE t (a TEXT DEFAULT E'\\\\');\n\\set ON_ERROR_STOP on\n";
+/// assert_eq!(prost_db_core::source::meta_command(sql), Some((2, "\\set ON_ERROR_STOP on")));
+/// assert_eq!(prost_db_core::source::meta_command("SELECT '\\';"), None);
+/// ```
+pub fn meta_command(sql: &str) -> Option<(u32, &str)> {
+    if !sql.contains('\\') {
+        return None;
+    }
+    crate::split::split(sql)
+        .into_iter()
+        .find(|s| s.kind == crate::split::StatementKind::MetaCommand)
+        .map(|s| (s.line, s.text))
+}
+
 /// Reads every schema directory under `root`, sorted by schema name. Files other than
 /// `*.sql` (a README, say) and hidden entries are ignored.
 ///
@@ -308,6 +344,13 @@ pub fn load_schema_dir(dir: &Path, schema: &str) -> Result<SchemaMigrations, Sou
             String::from_utf8(bytes).map_err(|_| SourceError::NotUtf8 { path: path.clone() })?;
         if is_blank(&sql) {
             return Err(SourceError::EmptyFile { path });
+        }
+        if let Some((line, command)) = meta_command(&sql) {
+            return Err(SourceError::MetaCommand {
+                path,
+                line,
+                command: command.to_owned(),
+            });
         }
         let pending = by_version.entry(version).or_insert_with(|| Pending {
             name: stem.to_owned(),
@@ -449,6 +492,25 @@ mod tests {
             assert!(err.contains(files[0].0), "{err}");
             std::fs::remove_dir_all(d).unwrap();
         }
+    }
+
+    #[test]
+    fn rejects_psql_meta_commands_naming_the_line() {
+        let d = dir(&[(
+            "1_a.up.sql",
+            "CREATE TABLE t (a INT);\n\\set ON_ERROR_STOP on\nSELECT 1;",
+        )]);
+        let err = load_schema_dir(&d, "s").unwrap_err();
+        assert!(
+            matches!(&err, SourceError::MetaCommand { line: 2, command, .. } if command == "\\set ON_ERROR_STOP on"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("1_a.up.sql:2: `\\set ON_ERROR_STOP on` is a psql meta-command"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]

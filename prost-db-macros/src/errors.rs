@@ -24,6 +24,12 @@ impl Errors {
         self.0.is_empty()
     }
 
+    /// How many errors so far: a phase compares it before and after to tell whether it
+    /// added any.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     #[cfg(test)]
     pub fn into_vec(self) -> Vec<syn::Error> {
         self.0

@@ -15,7 +15,7 @@ pub fn idempotent_handler(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// See `prost_db::Schema`.
-#[proc_macro_derive(Schema, attributes(schema))]
+#[proc_macro_derive(Schema, attributes(schema, sqlx))]
 pub fn derive_schema(input: TokenStream) -> TokenStream {
     schema::derive(input.into()).into()
 }

@@ -72,6 +72,7 @@ pub mod __private {
         ErrorPolicy, Handler, HandlerResult, Keyed, StoredResult, free_fn, method, named,
         permanent_errors,
     };
+    pub use crate::schema::__private::assert_enum;
 }
 
 /// Embeds a migrations root in the binary at compile time: one directory per schema, files

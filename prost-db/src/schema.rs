@@ -87,7 +87,8 @@ pub struct ColumnDescription {
     /// The column name.
     pub name: &'static str,
     /// Its type as `pg_type.typname` (`int8`, `varchar`, `timestamptz`, `_text`, an enum's
-    /// name); `None` for `#[schema(unchecked)]` fields, whose type is not compared.
+    /// current name, after the migrations' renames); `None` for `#[schema(unchecked)]`
+    /// fields, whose type is not compared.
     pub sql_type: Option<&'static str>,
     /// Whether it accepts NULL; `None` for `#[schema(unchecked)]` fields.
     pub nullable: Option<bool>,
@@ -307,18 +308,98 @@ fn compare(tables: &[&TableDescription], rows: &[LiveRow]) -> Vec<SchemaDifferen
 /// struct Money(rust_decimal::Decimal);
 /// impl CompatibleWith<pg::numeric> for Money {}
 ///
-/// /// A `CREATE TYPE order_status AS ENUM (...)` column.
-/// #[derive(sqlx::Type)]
-/// #[sqlx(type_name = "order_status", rename_all = "snake_case")]
-/// enum OrderStatus { Pending, Paid }
-/// impl CompatibleWith<pg::Enum> for OrderStatus {}
+/// /// A label path stored in an `ltree` column (an extension type: no Rust type holds it
+/// /// unless it opts in, or the field is marked `#[schema(unchecked_type)]`).
+/// struct Path(String);
+/// impl CompatibleWith<pg::ltree> for Path {}
 /// ```
+///
+/// Enum columns are checked by [`EnumColumn`] instead.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot hold a PostgreSQL `{S}` column",
     label = "the migrations give this column the SQL type `{S}`",
-    note = "change the field's type, implement `prost_db::schema::CompatibleWith<{S}>` for it, or mark the field `#[schema(unchecked)]`"
+    note = "change the field's type, implement `prost_db::schema::CompatibleWith<{S}>` for it, or mark the field `#[schema(unchecked_type)]`"
 )]
 pub trait CompatibleWith<S> {}
+
+/// A Rust type that can hold a column of a PostgreSQL enum type (`S` is
+/// [`pg::Enum`](pg::Enum), or [`pg::Array<pg::Enum>`](pg::Array) for an array of one): a
+/// Rust enum with `#[derive(sqlx::Type, prost_db::Schema)]`, which names its enum type and
+/// whose labels `#[derive(Schema)]` checks, or `String` (any enum, labels unchecked).
+///
+/// ```
+/// use prost_db::schema::{pg, EnumColumn};
+///
+/// assert_eq!(<String as EnumColumn<pg::Enum>>::SQL_ENUM, None);
+/// assert_eq!(<Option<Vec<String>> as EnumColumn<pg::Array<pg::Enum>>>::SQL_ENUM, None);
+/// ```
+///
+/// `#[derive(Schema)]` on the enum implements it:
+///
+/// ```ignore
+/// #[derive(sqlx::Type, prost_db::Schema)]
+/// #[sqlx(type_name = "order_status", rename_all = "snake_case")]
+/// enum OrderStatus { Pending, Paid }
+/// // impl EnumColumn<pg::Enum> for OrderStatus { SQL_ENUM = Some(("orders", "order_status")) }
+/// ```
+///
+/// A `String` field decodes an enum column only if the query casts it (`status::text`):
+/// sqlx checks the column's type when it decodes a row.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot hold this PostgreSQL enum column",
+    label = "the migrations give this column an enum type",
+    note = "use a Rust enum with `#[derive(sqlx::Type, prost_db::Schema)]` (its `#[sqlx(type_name)]` and labels are checked against the migrations), or `String` (`Vec<_>` for an array of enums), or mark the field `#[schema(unchecked_type)]`"
+)]
+pub trait EnumColumn<S> {
+    /// `(schema, type name)` of the PostgreSQL enum this type maps to, or `None` for a type
+    /// that holds any enum (`String`).
+    const SQL_ENUM: Option<(&'static str, &'static str)>;
+}
+
+impl EnumColumn<pg::Enum> for String {
+    const SQL_ENUM: Option<(&'static str, &'static str)> = None;
+}
+impl<T: EnumColumn<S>, S> EnumColumn<S> for Option<T> {
+    const SQL_ENUM: Option<(&'static str, &'static str)> = T::SQL_ENUM;
+}
+impl<T: EnumColumn<pg::Enum>> EnumColumn<pg::Array<pg::Enum>> for Vec<T> {
+    const SQL_ENUM: Option<(&'static str, &'static str)> = T::SQL_ENUM;
+}
+
+/// Not public API: what `#[derive(Schema)]` expands to.
+#[doc(hidden)]
+pub mod __private {
+    use super::EnumColumn;
+
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Fails to compile, on the field's type, unless `T` can hold an enum column of shape
+    /// `S`, and, with `message`, unless it maps to the enum `schema.name` (or to any enum).
+    pub const fn assert_enum<T: ?Sized + EnumColumn<S>, S>(
+        schema: &str,
+        name: &str,
+        message: &str,
+    ) {
+        if let Some((s, n)) = <T as EnumColumn<S>>::SQL_ENUM
+            && !(same(s, schema) && same(n, name))
+        {
+            panic!("{}", message);
+        }
+    }
+}
 
 /// PostgreSQL types as marker types, named after `pg_type.typname`.
 ///
@@ -329,17 +410,23 @@ pub trait CompatibleWith<S> {}
 /// holds::<i64, pg::int8>();
 /// holds::<Option<String>, pg::varchar>();
 /// holds::<Vec<uuid::Uuid>, pg::Array<pg::uuid>>();
+/// holds::<sqlx::postgres::types::PgLTree, pg::ltree>();
 /// ```
 #[allow(non_camel_case_types)]
 pub mod pg {
     use std::marker::PhantomData;
 
     macro_rules! markers {
-        ($($name:ident),* $(,)?) => {$(
-            #[doc = concat!("The PostgreSQL type `", stringify!($name), "`.")]
-            #[derive(Debug, Clone, Copy)]
-            pub struct $name;
-        )*};
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[doc = concat!("The PostgreSQL type `", stringify!($name), "`.")]
+                #[derive(Debug, Clone, Copy)]
+                pub struct $name;
+            )*
+            /// The markers' names, as `#[derive(Schema)]` knows them.
+            #[cfg(test)]
+            pub(super) const NAMES: &[&str] = &[$(stringify!($name)),*];
+        };
     }
 
     markers!(
@@ -358,15 +445,62 @@ pub mod pg {
         uuid,
         date,
         time,
+        timetz,
         timestamp,
         timestamptz,
         interval,
         json,
         jsonb,
-        bytea
+        jsonpath,
+        bytea,
+        inet,
+        cidr,
+        macaddr,
+        macaddr8,
+        money,
+        xml,
+        oid,
+        bit,
+        varbit,
+        point,
+        line,
+        lseg,
+        r#box,
+        path,
+        polygon,
+        circle,
+        tsvector,
+        tsquery,
+        int4range,
+        int8range,
+        numrange,
+        tsrange,
+        tstzrange,
+        daterange,
+        int4multirange,
+        int8multirange,
+        nummultirange,
+        tsmultirange,
+        tstzmultirange,
+        datemultirange,
+        regclass,
+        regtype,
+        regproc,
+        pg_lsn,
+        xid,
+        xid8,
+        cid,
+        tid,
+        txid_snapshot,
+        pg_snapshot,
+        hstore,
+        ltree,
+        lquery,
+        cube,
     );
 
-    /// Any enum type made with `CREATE TYPE ... AS ENUM`.
+    /// Any enum type made with `CREATE TYPE ... AS ENUM` (its name is checked by
+    /// [`EnumColumn`](super::EnumColumn)).
     #[derive(Debug, Clone, Copy)]
     pub struct Enum;
 
@@ -386,7 +520,21 @@ impl CompatibleWith<pg::bpchar> for String {}
 impl CompatibleWith<pg::text> for String {}
 impl CompatibleWith<pg::citext> for String {}
 impl CompatibleWith<pg::name> for String {}
-impl CompatibleWith<pg::Enum> for String {}
+impl CompatibleWith<pg::varchar> for &str {}
+impl CompatibleWith<pg::bpchar> for &str {}
+impl CompatibleWith<pg::text> for &str {}
+impl CompatibleWith<pg::citext> for &str {}
+impl CompatibleWith<pg::name> for &str {}
+impl CompatibleWith<pg::varchar> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::bpchar> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::text> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::citext> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::name> for std::borrow::Cow<'_, str> {}
+impl CompatibleWith<pg::varchar> for Box<str> {}
+impl CompatibleWith<pg::bpchar> for Box<str> {}
+impl CompatibleWith<pg::text> for Box<str> {}
+impl CompatibleWith<pg::citext> for Box<str> {}
+impl CompatibleWith<pg::name> for Box<str> {}
 impl CompatibleWith<pg::numeric> for rust_decimal::Decimal {}
 impl CompatibleWith<pg::uuid> for uuid::Uuid {}
 impl CompatibleWith<pg::date> for chrono::NaiveDate {}
@@ -396,9 +544,34 @@ impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::Utc> {}
 impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::Local> {}
 impl CompatibleWith<pg::timestamptz> for chrono::DateTime<chrono::FixedOffset> {}
 impl CompatibleWith<pg::interval> for sqlx::postgres::types::PgInterval {}
+impl CompatibleWith<pg::timetz> for sqlx::postgres::types::PgTimeTz {}
+impl CompatibleWith<pg::money> for sqlx::postgres::types::PgMoney {}
+impl CompatibleWith<pg::oid> for sqlx::postgres::types::Oid {}
+impl CompatibleWith<pg::citext> for sqlx::postgres::types::PgCiText {}
+impl CompatibleWith<pg::ltree> for sqlx::postgres::types::PgLTree {}
+impl CompatibleWith<pg::lquery> for sqlx::postgres::types::PgLQuery {}
+impl CompatibleWith<pg::hstore> for sqlx::postgres::types::PgHstore {}
+impl CompatibleWith<pg::cube> for sqlx::postgres::types::PgCube {}
+impl CompatibleWith<pg::point> for sqlx::postgres::types::PgPoint {}
+impl CompatibleWith<pg::line> for sqlx::postgres::types::PgLine {}
+impl CompatibleWith<pg::lseg> for sqlx::postgres::types::PgLSeg {}
+impl CompatibleWith<pg::r#box> for sqlx::postgres::types::PgBox {}
+impl CompatibleWith<pg::path> for sqlx::postgres::types::PgPath {}
+impl CompatibleWith<pg::polygon> for sqlx::postgres::types::PgPolygon {}
+impl CompatibleWith<pg::circle> for sqlx::postgres::types::PgCircle {}
+impl CompatibleWith<pg::int4range> for sqlx::postgres::types::PgRange<i32> {}
+impl CompatibleWith<pg::int8range> for sqlx::postgres::types::PgRange<i64> {}
+impl CompatibleWith<pg::numrange> for sqlx::postgres::types::PgRange<rust_decimal::Decimal> {}
+impl CompatibleWith<pg::daterange> for sqlx::postgres::types::PgRange<chrono::NaiveDate> {}
+impl CompatibleWith<pg::tsrange> for sqlx::postgres::types::PgRange<chrono::NaiveDateTime> {}
+impl CompatibleWith<pg::tstzrange>
+    for sqlx::postgres::types::PgRange<chrono::DateTime<chrono::Utc>>
+{
+}
 impl CompatibleWith<pg::json> for serde_json::Value {}
 impl CompatibleWith<pg::jsonb> for serde_json::Value {}
 impl CompatibleWith<pg::bytea> for Vec<u8> {}
+impl CompatibleWith<pg::bytea> for &[u8] {}
 
 impl<T> CompatibleWith<pg::json> for sqlx::types::Json<T> {}
 impl<T> CompatibleWith<pg::jsonb> for sqlx::types::Json<T> {}
@@ -449,6 +622,15 @@ mod tests {
             Some(not_null),
             true,
         )
+    }
+
+    #[test]
+    fn the_derive_knows_every_marker_and_no_other() {
+        let names: Vec<&str> = pg::NAMES
+            .iter()
+            .map(|n| n.trim_start_matches("r#"))
+            .collect();
+        assert_eq!(names, prost_db_core::sql_types::MARKED);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! tests run in parallel and reruns start clean.
 
 mod amqp;
+mod catalog;
 mod idempotency;
 mod migrate;
 mod pool;

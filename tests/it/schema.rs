@@ -5,7 +5,7 @@ use std::path::Path;
 
 use prost_db::Error;
 use prost_db::migrate::{Migrations, Migrator};
-use prost_db::schema::SchemaDifference;
+use prost_db::schema::{Schema, SchemaDifference};
 use prost_db::testing::TestDb;
 use prost_db_core::catalog::Catalog;
 use prost_shop::tables;
@@ -215,5 +215,122 @@ async fn startup_check_reports_every_difference_at_once() {
     );
     db.close().await;
     pool.close().await;
+    test_db.close().await.unwrap();
+}
+
+/// The README's `#[derive(Schema)]` example, as written there (a test checks they match).
+mod readme_example {
+    include!("readme_schema_example.rs");
+}
+
+#[test]
+fn the_readme_shows_the_schema_example_as_tested() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let example = include_str!("readme_schema_example.rs");
+    assert!(
+        readme.contains(&format!("```rust\n{example}```")),
+        "README.md's #[derive(Schema)] example differs from tests/it/readme_schema_example.rs"
+    );
+}
+
+#[tokio::test]
+async fn the_readme_schema_example_runs_as_written() {
+    let test_db = TestDb::new().await.unwrap();
+    migrate(&test_db, &shop_root()).await;
+    let db = small_db(&test_db, "catalog").await;
+    sqlx::raw_sql(
+        "INSERT INTO catalog.products (name, description, price, sku, stock_quantity)
+         VALUES ('Lamp', NULL, 19.90, 'LAMP-1', 3), ('Desk', 'oak', 240.00, 'DESK-1', 1)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let products = readme_example::products(&db).await.unwrap();
+    let titles: Vec<(&str, Option<&str>, &str)> = products
+        .iter()
+        .map(|p| (p.title.as_str(), p.description.as_deref(), p.label.as_str()))
+        .collect();
+    assert_eq!(titles, [("Lamp", None, ""), ("Desk", Some("oak"), "")]);
+    assert_eq!(products[1].price.to_string(), "240.00");
+    assert!(products[0].id < products[1].id && products[0].deleted_at.is_none());
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+/// A type renamed (and relabelled) by a migration, read by a struct with `String` fields.
+#[derive(prost_db::Schema)]
+#[allow(dead_code)]
+#[schema(migrations = "fixtures/renamed_type", table = "diary")]
+struct DiaryAsText {
+    id: i64,
+    mood: String,
+    moods: Vec<String>,
+}
+
+/// The same columns, read through a Rust enum checked against the renamed type's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type, prost_db::Schema)]
+#[sqlx(type_name = "feeling", rename_all = "lowercase")]
+#[schema(migrations = "fixtures/renamed_type")]
+enum Feeling {
+    Fine,
+    Glad,
+    Sad,
+}
+
+#[derive(Debug, prost_db::Schema, sqlx::FromRow)]
+#[schema(migrations = "fixtures/renamed_type", table = "diary")]
+struct Diary {
+    id: i64,
+    mood: Feeling,
+    moods: Vec<Feeling>,
+}
+
+async fn migrate_renamed_type(test_db: &TestDb) -> prost_db::Db {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/renamed_type");
+    migrate(test_db, &root).await;
+    small_db(test_db, "app").await
+}
+
+#[tokio::test]
+async fn startup_check_agrees_after_a_type_rename() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = migrate_renamed_type(&test_db).await;
+    assert_eq!(DiaryAsText::TABLE.columns[1].sql_type, Some("feeling"));
+    assert_eq!(DiaryAsText::TABLE.columns[2].sql_type, Some("_feeling"));
+    db.check_tables(&[DiaryAsText::TABLE, Diary::TABLE])
+        .await
+        .unwrap();
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_enum_checked_against_a_renamed_type_decodes_its_rows() {
+    let test_db = TestDb::new().await.unwrap();
+    let db = migrate_renamed_type(&test_db).await;
+    sqlx::query("INSERT INTO app.diary (mood, moods) VALUES ($1, $2)")
+        .bind(Feeling::Glad)
+        .bind(vec![Feeling::Fine, Feeling::Sad])
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let rows: Vec<Diary> = sqlx::query_as("SELECT * FROM app.diary")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].mood, rows[0].moods.as_slice()),
+        (Feeling::Glad, &[Feeling::Fine, Feeling::Sad][..])
+    );
+    let labels: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(enum_range(NULL::app.feeling))::text")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(labels, ["fine", "glad", "sad"]);
+    assert!(rows[0].id > 0);
+    db.close().await;
     test_db.close().await.unwrap();
 }

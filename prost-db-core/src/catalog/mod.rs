@@ -1,14 +1,23 @@
 //! The catalog: the tables and columns a database has after its migrations ran, built from
 //! the migration files alone, without a database.
 //!
-//! Each up script is split statement by statement with `sqlparser`'s tokenizer (dollar
-//! quotes, comments and string literals stay intact), each statement is parsed on its own
-//! (one failure loses nothing else), and PostgreSQL's rules are applied: unquoted names
-//! fold to lower case, `PRIMARY KEY`, serial and identity columns are `NOT NULL`,
-//! `IF [NOT] EXISTS`, `ALTER TABLE`, renames and drops, enums, domains and `SET search_path`.
-//! Statements that cannot change a table (indexes, grants, functions, inserts...) are
-//! ignored; statements that could but cannot be modelled (a `DO` block, `ALTER TABLE ...
-//! SET SCHEMA`) give a [`Warning`] and mark the tables they name as uncertain.
+//! Each up script is split with the shared splitter ([`crate::split`]). A statement's first
+//! keywords decide what it is: most (indexes, views, functions, triggers, grants, data)
+//! cannot change a table and are not parsed at all. The rest (`CREATE`/`ALTER`/`DROP` of
+//! tables, types, domains and schemas, `SET search_path`) are parsed by a small parser of
+//! PostgreSQL's grammar for them, and PostgreSQL's rules are applied: unquoted names fold
+//! to lower case; `PRIMARY KEY`, serial and identity columns are `NOT NULL`;
+//! `IF [NOT] EXISTS`; renames, drops and `SET SCHEMA` of tables, columns, types and enum
+//! labels (columns and arrays of a renamed type follow it); partitions and inheritance
+//! (columns added to a parent reach its children); `LIKE`; typed tables; temporary tables
+//! (not tables of the schema, and they shadow unqualified names); `CREATE TABLE ... AS`
+//! (columns from known tables, casts and literals).
+//!
+//! `DO` blocks and routine bodies are read for DDL: straight-line DDL is applied, idempotent
+//! patterns (`IF NOT EXISTS (...) THEN`, `EXCEPTION WHEN duplicate_object`) are applied as
+//! such, and only DDL the catalog cannot follow (under other conditions, in loops, dynamic
+//! SQL, a routine that runs DDL when called) gives a [`Warning`] and marks the tables it may
+//! change as uncertain.
 //!
 //! ```
 //! use prost_db_core::catalog::Catalog;
@@ -28,14 +37,17 @@
 //! ```
 
 mod apply;
-mod split;
+mod body;
+mod classify;
+mod lex;
+mod parse;
+mod query;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-pub use split::{Statement, split_statements};
 pub use types::{SqlType, TypeKind};
 
 use crate::source::{SchemaMigrations, SourceError, load_root};
@@ -115,6 +127,8 @@ pub struct Column {
     pub defined_at: Location,
     /// The last statement that changed its name, type or nullability, if any.
     pub changed_at: Option<Location>,
+    /// Inherited from a parent (partition, `INHERITS`) and not defined here.
+    pub(crate) inherited: bool,
 }
 
 impl Column {
@@ -135,7 +149,8 @@ impl Column {
 ///
 /// ```
 /// let mut c = prost_db_core::catalog::Catalog::new();
-/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nDO $$ BEGIN ALTER TABLE t ADD b INT; END $$;");
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\n\
+///     DO $$ BEGIN IF now() > '2030-01-01' THEN ALTER TABLE t ADD b INT; END IF; END $$;");
 /// assert_eq!(c.table("s", "t").unwrap().uncertain[0].at.line, 2);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +201,12 @@ pub struct Table {
     pub uncertain: Vec<Uncertainty>,
     /// Columns dropped or renamed by later migrations, oldest first.
     pub removed: Vec<RemovedColumn>,
+    /// Its partition parent or `INHERITS` parents.
+    pub(crate) parents: Vec<(String, String)>,
+    /// `PARTITION BY`.
+    pub(crate) partitioned: bool,
+    /// `CREATE TABLE ... OF type`.
+    pub(crate) of_type: Option<(String, String)>,
 }
 
 impl Table {
@@ -221,10 +242,12 @@ impl Table {
 ///
 /// ```
 /// let mut c = prost_db_core::catalog::Catalog::new();
-/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\nALTER TABLE t SET SCHEMA other;");
-/// let warning = &c.warnings()[0];
-/// assert!(warning.to_string().starts_with("s/1.up.sql:2: ALTER TABLE ... SET SCHEMA"));
-/// assert_eq!(warning.tables, ["s.t"]);
+/// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (a INT);\n\
+///     DO $$ DECLARE t text := 't'; BEGIN EXECUTE format('ALTER TABLE %I ADD COLUMN b int', t); END $$;\n\
+///     ALTER TABLE missing ADD COLUMN c int;");
+/// let warnings = c.warnings();
+/// assert_eq!(warnings[0].tables, ["s.t"]);
+/// assert!(warnings[1].to_string().starts_with("s/1.up.sql:3: ALTER TABLE on `s.missing`"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -261,13 +284,87 @@ pub struct RemovedTable {
     pub at: Location,
 }
 
+/// One label of an enum, with the statement that gave it its current name.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TYPE mood AS ENUM ('ok');\nALTER TYPE mood ADD VALUE 'sad';");
+/// let labels = &c.user_type("s", "mood").unwrap().labels;
+/// assert_eq!((labels[1].name.as_str(), labels[1].at.line), ("sad", 2));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnumLabel {
+    /// The label.
+    pub name: String,
+    /// Where it was added or last renamed.
+    pub at: Location,
+}
+
+/// A type the migrations create: an enum, a domain, a composite or another type.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TYPE mood AS ENUM ('ok', 'sad');");
+/// let mood = c.user_type("s", "mood").unwrap();
+/// assert_eq!(mood.labels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["ok", "sad"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserType {
+    /// Its schema.
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// What a column of this type has as its type.
+    pub ty: SqlType,
+    /// An enum's labels, in order (empty for other types).
+    pub labels: Vec<EnumLabel>,
+    /// A composite type's attributes.
+    pub(crate) attributes: Vec<Column>,
+    /// The statement that created it.
+    pub defined_at: Location,
+    /// The last statement that renamed, moved or relabelled it.
+    pub changed_at: Option<Location>,
+}
+
+/// A type renamed, moved or dropped by a migration.
+///
+/// ```
+/// let mut c = prost_db_core::catalog::Catalog::new();
+/// c.apply_script("s", "s/1.up.sql", "CREATE TYPE mood AS ENUM ('ok');\nALTER TYPE mood RENAME TO feeling;");
+/// assert_eq!(c.removed_type("s", "mood").unwrap().renamed_to.as_deref(), Some("feeling"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedType {
+    /// The schema it was in.
+    pub schema: String,
+    /// Its old name.
+    pub name: String,
+    /// Its new name (`schema.name` when it moved), for a rename.
+    pub renamed_to: Option<String>,
+    /// The statement.
+    pub at: Location,
+}
+
+/// A routine whose body runs DDL the catalog cannot follow: calling it marks tables
+/// uncertain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Routine {
+    /// Tables its DDL names.
+    pub tables: Vec<(String, String)>,
+    /// A schema whose tables its dynamic SQL may change (narrowed by the call's literals).
+    pub schema: Option<String>,
+    pub defined_at: Location,
+}
+
 /// The database as the migrations leave it. See the [module docs](self).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     schemas: BTreeSet<String>,
     tables: BTreeMap<(String, String), Table>,
-    types: BTreeMap<(String, String), SqlType>,
+    types: BTreeMap<(String, String), UserType>,
     removed_tables: Vec<RemovedTable>,
+    removed_types: Vec<RemovedType>,
+    routines: BTreeMap<String, Routine>,
     warnings: Vec<Warning>,
 }
 
@@ -396,6 +493,54 @@ impl Catalog {
             .find(|t| t.schema == schema && t.name == name)
     }
 
+    /// The type `schema.name` made by the migrations (an enum, domain or composite type).
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE DOMAIN email AS TEXT;");
+    /// assert_eq!(c.user_type("s", "email").unwrap().ty.storage().name, "text");
+    /// ```
+    pub fn user_type(&self, schema: &str, name: &str) -> Option<&UserType> {
+        self.types.get(&(schema.to_owned(), name.to_owned()))
+    }
+
+    /// The types called `name` in any schema.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("a", "a/1.up.sql", "CREATE TYPE mood AS ENUM ('x');");
+    /// c.apply_script("b", "b/1.up.sql", "CREATE TYPE mood AS ENUM ('y');");
+    /// assert_eq!(c.user_types_named("mood").len(), 2);
+    /// ```
+    pub fn user_types_named(&self, name: &str) -> Vec<&UserType> {
+        self.types.values().filter(|t| t.name == name).collect()
+    }
+
+    /// Every type the migrations made, ordered by schema and name.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TYPE b AS ENUM ('x'); CREATE DOMAIN a AS INT;");
+    /// assert_eq!(c.user_types().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
+    pub fn user_types(&self) -> impl Iterator<Item = &UserType> {
+        self.types.values()
+    }
+
+    /// The last rename, move or drop of a type once called `schema.name`.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TYPE mood AS ENUM ('x'); DROP TYPE mood;");
+    /// assert!(c.removed_type("s", "mood").unwrap().renamed_to.is_none());
+    /// ```
+    pub fn removed_type(&self, schema: &str, name: &str) -> Option<&RemovedType> {
+        self.removed_types
+            .iter()
+            .rev()
+            .find(|t| t.schema == schema && t.name == name)
+    }
+
     /// The schemas that exist.
     ///
     /// ```
@@ -407,12 +552,16 @@ impl Catalog {
         self.schemas.iter().map(String::as_str)
     }
 
-    /// Everything the catalog could not model, in file order.
+    /// Everything the catalog could not model, and migrations that would fail, in file
+    /// order. Warnings that name tables also mark them [uncertain](Table::uncertain).
     ///
     /// ```
     /// let mut c = prost_db_core::catalog::Catalog::new();
-    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (x INT); DO $$ BEGIN NULL; END $$;");
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TABLE t (x INT);\n\
+    ///     DO $$ BEGIN RAISE NOTICE 'only a notice'; END $$;\n\
+    ///     DO $$ DECLARE c text := 'y'; BEGIN EXECUTE 'ALTER TABLE t ADD COLUMN ' || c || ' int'; END $$;");
     /// assert_eq!(c.warnings().len(), 1);
+    /// assert_eq!(c.warnings()[0].tables, ["s.t"]);
     /// ```
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -425,6 +574,7 @@ impl Catalog {
 /// use prost_db_core::catalog::did_you_mean;
 ///
 /// assert_eq!(did_you_mean("prodcts", ["products", "categories"]), Some("products"));
+/// assert_eq!(did_you_mean("tabel", ["table", "schema"]), Some("table"));
 /// assert_eq!(did_you_mean("zzz", ["products"]), None);
 /// ```
 pub fn did_you_mean<'a>(
@@ -440,20 +590,32 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`: a swapped pair
+/// is one typo (`tabel`), not two.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            let next = (prev + cost).min(row[j] + 1).min(row[j + 1] + 1);
-            prev = row[j + 1];
-            row[j + 1] = next;
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        d[i * width] = i;
+    }
+    for (j, cell) in d.iter_mut().enumerate().take(width) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
         }
     }
-    row[b.len()]
+    d[a.len() * width + b.len()]
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
-//! PostgreSQL type names: from the surface syntax of a migration to `pg_type.typname`.
-
-use sqlparser::ast::{ArrayElemTypeDef, DataType, ObjectName};
+//! PostgreSQL type names: from the surface syntax of a migration to `pg_type.typname` and
+//! the spelling `format_type` prints.
 
 /// A column's type in PostgreSQL's own vocabulary.
 ///
@@ -21,7 +20,7 @@ pub struct SqlType {
     pub name: String,
     /// `format_type(...)` as PostgreSQL prints it, for messages.
     pub display: String,
-    /// Base, enum, domain or array.
+    /// Base, enum, domain, composite or array.
     pub kind: TypeKind,
 }
 
@@ -38,9 +37,11 @@ pub struct SqlType {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TypeKind {
-    /// A built-in (or extension) type such as `int8` or `citext`.
+    /// A built-in type such as `int8`, or one the migrations do not define (an extension's
+    /// `citext`, `ltree`, `hstore`).
     Base,
-    /// A user enum (`CREATE TYPE ... AS ENUM`), with its schema.
+    /// A user enum (`CREATE TYPE ... AS ENUM`), with its schema; its labels are in
+    /// [`Catalog::enum_type`](super::Catalog::enum_type).
     Enum {
         /// The schema the enum lives in.
         schema: String,
@@ -52,11 +53,19 @@ pub enum TypeKind {
         /// The type the domain constrains.
         base: Box<SqlType>,
     },
+    /// A composite type (`CREATE TYPE ... AS (...)`).
+    Composite {
+        /// The schema the type lives in.
+        schema: String,
+    },
     /// An array of `element` (`typname` is `_` + the element's).
     Array {
         /// The element type.
         element: Box<SqlType>,
     },
+    /// A column whose type the catalog could not work out (an expression in
+    /// `CREATE TABLE ... AS`); its table is uncertain.
+    Unknown,
 }
 
 impl SqlType {
@@ -90,13 +99,41 @@ impl SqlType {
         }
     }
 
-    fn array(element: SqlType) -> SqlType {
+    /// The schema of a user-defined type (enum, domain, composite), or of an array's
+    /// element type; `None` for built-in types.
+    ///
+    /// ```
+    /// let mut c = prost_db_core::catalog::Catalog::new();
+    /// c.apply_script("s", "s/1.up.sql", "CREATE TYPE mood AS ENUM ('ok'); CREATE TABLE t (m mood[], n INT);");
+    /// let t = c.table("s", "t").unwrap();
+    /// assert_eq!(t.column("m").unwrap().ty.schema(), Some("s"));
+    /// assert_eq!(t.column("n").unwrap().ty.schema(), None);
+    /// ```
+    pub fn schema(&self) -> Option<&str> {
+        match &self.kind {
+            TypeKind::Enum { schema }
+            | TypeKind::Domain { schema, .. }
+            | TypeKind::Composite { schema } => Some(schema),
+            TypeKind::Array { element } => element.schema(),
+            TypeKind::Base | TypeKind::Unknown => None,
+        }
+    }
+
+    pub(crate) fn array(element: SqlType) -> SqlType {
         SqlType {
             name: format!("_{}", element.name),
             display: format!("{}[]", element.display),
             kind: TypeKind::Array {
                 element: Box::new(element),
             },
+        }
+    }
+
+    pub(crate) fn unknown() -> SqlType {
+        SqlType {
+            name: String::new(),
+            display: "(unknown)".to_owned(),
+            kind: TypeKind::Unknown,
         }
     }
 }
@@ -111,154 +148,101 @@ pub(crate) fn serial(name: &str) -> Option<SqlType> {
     }
 }
 
-/// A user-defined type name as written, for lookup in the catalog's enums and domains.
-pub(crate) enum Resolved {
-    Type(SqlType),
-    /// A name that is not built in: `(schema, name)` with identifiers already folded.
-    Custom(Option<String>, String),
-}
-
-/// Maps a parsed data type to PostgreSQL's vocabulary. `fold` applies identifier folding
-/// to custom type names.
-pub(crate) fn resolve(data_type: &DataType, fold: &dyn Fn(&ObjectName) -> Vec<String>) -> Resolved {
-    match data_type {
-        DataType::Array(
-            ArrayElemTypeDef::SquareBracket(inner, _)
-            | ArrayElemTypeDef::AngleBracket(inner)
-            | ArrayElemTypeDef::Parenthesis(inner),
-        ) => match resolve(inner, fold) {
-            Resolved::Type(element) => Resolved::Type(SqlType::array(element)),
-            Resolved::Custom(schema, name) => Resolved::Custom(schema, format!("{name}[]")),
-        },
-        DataType::Custom(name, modifiers) => {
-            let mut parts = fold(name);
-            let last = parts.pop().unwrap_or_default();
-            if parts.is_empty() || parts == ["pg_catalog"] {
-                let modifiers: Vec<String> = modifiers.iter().map(ToString::to_string).collect();
-                if let Some(ty) = builtin(&last.to_ascii_uppercase(), &modifiers) {
-                    return Resolved::Type(ty);
-                }
-            }
-            Resolved::Custom(parts.pop(), last)
-        }
-        other => {
-            let text = other.to_string();
-            let (base, modifiers) = split_modifiers(&text);
-            match builtin(&base, &modifiers) {
-                Some(ty) => Resolved::Type(ty),
-                None => Resolved::Type(SqlType::builtin(
-                    &base.to_ascii_lowercase(),
-                    &text.to_ascii_lowercase(),
-                )),
-            }
-        }
-    }
-}
-
-/// `NUMERIC(10,2)` -> (`NUMERIC`, ["10", "2"]); `TIMESTAMP(3) WITH TIME ZONE` ->
-/// (`TIMESTAMP WITH TIME ZONE`, ["3"]).
-fn split_modifiers(text: &str) -> (String, Vec<String>) {
-    let mut base = String::new();
-    let mut modifiers = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('(') {
-        base.push_str(&rest[..open]);
-        let close = rest[open..].find(')').map_or(rest.len(), |c| open + c);
-        modifiers.extend(
-            rest[open + 1..close]
-                .split(',')
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty()),
-        );
-        rest = rest.get(close + 1..).unwrap_or("");
-    }
-    base.push_str(rest);
-    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
-    (base.to_ascii_uppercase(), modifiers)
-}
-
-fn builtin(upper: &str, modifiers: &[String]) -> Option<SqlType> {
-    let with = |name: &str, display: &str| {
-        let display = if modifiers.is_empty() {
-            display.to_owned()
+/// A built-in type by its (folded, unqualified or `pg_catalog`-qualified) name as parsed:
+/// multi-word names arrive joined (`double precision`, `character varying`, `bit varying`),
+/// `zone` is `Some(true)` for `WITH TIME ZONE`, `fields` the interval's fields.
+pub(crate) fn builtin(
+    name: &str,
+    modifiers: &[String],
+    zone: Option<bool>,
+    fields: Option<&str>,
+) -> Option<SqlType> {
+    let plain = SqlType::builtin;
+    let with_mods = |name: &str, display: &str| {
+        if modifiers.is_empty() {
+            plain(name, display)
         } else {
-            format!("{display}({})", modifiers.join(","))
-        };
-        SqlType {
-            name: name.to_owned(),
-            display,
-            kind: TypeKind::Base,
+            plain(name, &format!("{display}({})", modifiers.join(",")))
         }
     };
-    let plain = SqlType::builtin;
-    let ty = match upper {
-        "SMALLINT" | "INT2" => plain("int2", "smallint"),
-        "INT" | "INTEGER" | "INT4" => plain("int4", "integer"),
-        "BIGINT" | "INT8" => plain("int8", "bigint"),
-        "REAL" | "FLOAT4" => plain("float4", "real"),
-        "DOUBLE PRECISION" | "DOUBLE" | "FLOAT8" => plain("float8", "double precision"),
-        "FLOAT" => match modifiers.first().and_then(|p| p.parse::<u32>().ok()) {
+    let ty = match name {
+        "smallint" | "int2" => plain("int2", "smallint"),
+        "int" | "integer" | "int4" => plain("int4", "integer"),
+        "bigint" | "int8" => plain("int8", "bigint"),
+        "real" | "float4" => plain("float4", "real"),
+        "double precision" | "float8" => plain("float8", "double precision"),
+        "float" => match modifiers.first().and_then(|p| p.parse::<u32>().ok()) {
             Some(p) if p <= 24 => plain("float4", "real"),
             _ => plain("float8", "double precision"),
         },
-        "NUMERIC" | "DECIMAL" | "DEC" => with("numeric", "numeric"),
-        "VARCHAR" | "CHARACTER VARYING" | "CHAR VARYING" => with("varchar", "character varying"),
-        "CHAR" | "CHARACTER" | "BPCHAR" => {
-            if modifiers.is_empty() && upper != "BPCHAR" {
+        "numeric" | "decimal" | "dec" => match modifiers {
+            [p] => plain("numeric", &format!("numeric({p},0)")),
+            _ => with_mods("numeric", "numeric"),
+        },
+        "varchar" | "character varying" | "char varying" => {
+            with_mods("varchar", "character varying")
+        }
+        "char" | "character" => {
+            if modifiers.is_empty() {
                 plain("bpchar", "character(1)")
             } else {
-                with(
-                    "bpchar",
-                    if upper == "BPCHAR" {
-                        "bpchar"
-                    } else {
-                        "character"
-                    },
-                )
+                with_mods("bpchar", "character")
             }
         }
-        "TEXT" | "STRING" => plain("text", "text"),
-        "BOOLEAN" | "BOOL" => plain("bool", "boolean"),
-        "UUID" => plain("uuid", "uuid"),
-        "DATE" => plain("date", "date"),
-        "TIME" | "TIME WITHOUT TIME ZONE" => time("time", "time", "without time zone", modifiers),
-        "TIMETZ" | "TIME WITH TIME ZONE" => time("timetz", "time", "with time zone", modifiers),
-        "TIMESTAMP" | "TIMESTAMP WITHOUT TIME ZONE" => {
-            time("timestamp", "timestamp", "without time zone", modifiers)
+        "bpchar" => with_mods("bpchar", "bpchar"),
+        "text" => plain("text", "text"),
+        "boolean" | "bool" => plain("bool", "boolean"),
+        "uuid" => plain("uuid", "uuid"),
+        "date" => plain("date", "date"),
+        "time" => time("time", "time", zone == Some(true), modifiers),
+        "timetz" => time("timetz", "time", true, modifiers),
+        "timestamp" => time("timestamp", "timestamp", zone == Some(true), modifiers),
+        "timestamptz" => time("timestamptz", "timestamp", true, modifiers),
+        "interval" => {
+            let mut display = "interval".to_owned();
+            if let Some(fields) = fields {
+                display.push(' ');
+                display.push_str(fields);
+            }
+            if let Some(p) = modifiers.first() {
+                display.push_str(&format!("({p})"));
+            }
+            plain("interval", &display)
         }
-        "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE" => {
-            time("timestamptz", "timestamp", "with time zone", modifiers)
+        "bit" => {
+            if modifiers.is_empty() {
+                plain("bit", "bit(1)")
+            } else {
+                with_mods("bit", "bit")
+            }
         }
-        "INTERVAL" => plain("interval", "interval"),
-        "JSON" => plain("json", "json"),
-        "JSONB" => plain("jsonb", "jsonb"),
-        "BYTEA" => plain("bytea", "bytea"),
-        "INET" => plain("inet", "inet"),
-        "CIDR" => plain("cidr", "cidr"),
-        "MACADDR" => plain("macaddr", "macaddr"),
-        "MONEY" => plain("money", "money"),
-        "XML" => plain("xml", "xml"),
-        "OID" => plain("oid", "oid"),
-        "NAME" => plain("name", "name"),
-        "CITEXT" => plain("citext", "citext"),
-        "TSVECTOR" => plain("tsvector", "tsvector"),
-        "INT4RANGE" | "INT8RANGE" | "NUMRANGE" | "TSRANGE" | "TSTZRANGE" | "DATERANGE" => {
-            let lower = upper.to_ascii_lowercase();
-            plain(&lower, &lower)
-        }
+        "bit varying" | "varbit" => with_mods("varbit", "bit varying"),
+        "json" | "jsonb" | "bytea" | "inet" | "cidr" | "macaddr" | "macaddr8" | "money" | "xml"
+        | "oid" | "name" | "tsvector" | "tsquery" | "point" | "line" | "lseg" | "box" | "path"
+        | "polygon" | "circle" | "regclass" | "regtype" | "regproc" | "pg_lsn" | "int4range"
+        | "int8range" | "numrange" | "tsrange" | "tstzrange" | "daterange" | "int4multirange"
+        | "int8multirange" | "nummultirange" | "tsmultirange" | "tstzmultirange"
+        | "datemultirange" | "jsonpath" | "txid_snapshot" | "pg_snapshot" | "xid" | "xid8"
+        | "cid" | "tid" => plain(name, name),
         _ => return None,
     };
     Some(ty)
 }
 
-fn time(name: &str, word: &str, zone: &str, modifiers: &[String]) -> SqlType {
+fn time(name: &str, word: &str, zone: bool, modifiers: &[String]) -> SqlType {
+    let zone = if zone {
+        "with time zone"
+    } else {
+        "without time zone"
+    };
+    let name = match (name, zone) {
+        ("time", "with time zone") => "timetz",
+        ("timestamp", "with time zone") => "timestamptz",
+        _ => name,
+    };
     let display = match modifiers.first() {
         Some(p) => format!("{word}({p}) {zone}"),
         None => format!("{word} {zone}"),
     };
-    SqlType {
-        name: name.to_owned(),
-        display,
-        kind: TypeKind::Base,
-    }
+    SqlType::builtin(name, &display)
 }

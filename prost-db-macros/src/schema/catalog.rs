@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use prost_db_core::catalog::Catalog;
 
@@ -25,23 +25,43 @@ type Stamp = Vec<(PathBuf, Option<SystemTime>)>;
 
 struct Entry {
     stamp: Stamp,
+    /// When `stamp` was last compared with the files.
+    checked: Instant,
     catalog: Arc<Catalog>,
     files: Arc<Vec<PathBuf>>,
 }
 
+/// How long a check of the files' times stays good: the derives of one crate run within
+/// it (one check instead of one per struct); an IDE's next expansion comes later.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
 static CACHE: Mutex<Option<HashMap<PathBuf, Entry>>> = Mutex::new(None);
 
-static TRACKED: Mutex<Option<std::collections::HashSet<(String, PathBuf)>>> = Mutex::new(None);
+static TRACKED: Mutex<Option<std::collections::HashSet<(String, PathBuf, String)>>> =
+    Mutex::new(None);
+
+/// Whether `what` happens for the first time in this crate for `root`.
+fn first_in_crate(root: &Path, what: &str) -> bool {
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
+    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
+    tracked.get_or_insert_with(Default::default).insert((
+        krate,
+        root.to_path_buf(),
+        what.to_owned(),
+    ))
+}
 
 /// Whether this derive should `include_bytes!` the migrations of `root`: only the first
 /// derive of a crate does. One include per file is enough for rustc to rebuild the crate
 /// when the file changes, and 100 files times 50 structs would be 5000 includes.
 pub(crate) fn first_use_in_crate(root: &Path) -> bool {
-    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
-    let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
-    tracked
-        .get_or_insert_with(Default::default)
-        .insert((krate, root.to_path_buf()))
+    first_in_crate(root, "")
+}
+
+/// Whether the warning `key` has not been shown in this crate yet: a warning about a table
+/// is shown once, on the first struct of that table.
+pub(crate) fn first_warning_in_crate(root: &Path, key: &str) -> bool {
+    first_in_crate(root, key)
 }
 
 /// The migrations root: the attribute (relative to `source_dir`), else `PROST_DB_MIGRATIONS`,
@@ -66,18 +86,29 @@ pub(crate) fn root(attribute: Option<(&str, Option<PathBuf>)>) -> PathBuf {
     path.canonicalize().unwrap_or(path)
 }
 
-/// The catalog of `root`, parsed at most once per change of its files.
-pub(crate) fn load(root: &Path) -> Result<Loaded, String> {
+/// The catalog of `root` (shown as `shown` in messages), parsed at most once per change of
+/// its files.
+pub(crate) fn load(root: &Path, shown: &str) -> Result<Loaded, String> {
     if !root.is_dir() {
         return Err(format!(
-            "migrations directory `{}` does not exist; set {ROOT_VAR} (relative to the crate's Cargo.toml) or #[schema(migrations = \"...\")] (relative to this file)",
-            display_root(root)
+            "migrations directory `{shown}` does not exist; set {ROOT_VAR} (relative to the crate's Cargo.toml) or #[schema(migrations = \"...\")] (relative to this file)"
         ));
     }
-    let stamp = stamp(root);
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(entry) = cache.get(root).filter(|e| e.stamp == stamp) {
+    if let Some(entry) = cache
+        .get_mut(root)
+        .filter(|e| e.checked.elapsed() < RECHECK_AFTER)
+    {
+        return Ok(Loaded {
+            catalog: entry.catalog.clone(),
+            files: entry.files.clone(),
+        });
+    }
+    schema_directory(root, shown)?;
+    let stamp = stamp(root);
+    if let Some(entry) = cache.get_mut(root).filter(|e| e.stamp == stamp) {
+        entry.checked = Instant::now();
         return Ok(Loaded {
             catalog: entry.catalog.clone(),
             files: entry.files.clone(),
@@ -98,11 +129,46 @@ pub(crate) fn load(root: &Path) -> Result<Loaded, String> {
         root.to_path_buf(),
         Entry {
             stamp,
+            checked: Instant::now(),
             catalog: catalog.clone(),
             files: files.clone(),
         },
     );
     Ok(Loaded { catalog, files })
+}
+
+/// A root that holds migration files itself is one schema's directory, not the root of
+/// one directory per schema.
+fn schema_directory(root: &Path, shown: &str) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    let mut files: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".sql"))
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    files.sort();
+    let parent = Path::new(shown)
+        .parent()
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "..".to_owned());
+    let schema = root
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    Err(format!(
+        "`{shown}` holds migration files itself (`{}`{}): it is the directory of schema `{schema}`, not a migrations root; point `migrations` at its parent `{parent}`, which has one directory per schema",
+        files[0],
+        if files.len() > 1 {
+            format!(" and {} more", files.len() - 1)
+        } else {
+            String::new()
+        }
+    ))
 }
 
 fn stamp(root: &Path) -> Stamp {
@@ -145,12 +211,13 @@ mod tests {
         std::fs::create_dir_all(root.join("app")).unwrap();
         std::fs::write(root.join("app/0001_a.up.sql"), "CREATE TABLE a (x INT);").unwrap();
 
-        let first = load(&root).unwrap();
-        let second = load(&root).unwrap();
+        let first = load(&root, "m").unwrap();
+        let second = load(&root, "m").unwrap();
         assert!(Arc::ptr_eq(&first.catalog, &second.catalog), "parsed twice");
 
         std::fs::write(root.join("app/0002_b.up.sql"), "CREATE TABLE b (x INT);").unwrap();
-        let third = load(&root).unwrap();
+        std::thread::sleep(RECHECK_AFTER);
+        let third = load(&root, "m").unwrap();
         assert!(!Arc::ptr_eq(&first.catalog, &third.catalog));
         assert!(third.catalog.table("app", "b").is_some());
         assert_eq!(third.files.len(), 2);
@@ -160,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_missing_root_is_an_error_without_absolute_paths() {
-        let error = load(Path::new("/nonexistent/prost-db/migrations"))
+        let error = load(Path::new("/nonexistent/prost-db/migrations"), "migrations")
             .err()
             .unwrap();
         assert!(error.contains("does not exist"), "{error}");

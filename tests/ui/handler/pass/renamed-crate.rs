@@ -11,7 +11,7 @@ struct Event {
     id: uuid::Uuid,
 }
 
-#[framework::db::idempotent_handler(crate = crate::framework::db, key = event.id)]
+#[framework::db::idempotent_handler(crate = self::framework::db, key = event.id)]
 async fn reserve(tx: &mut Tx, event: &Event) -> Result<(), sqlx::Error> {
     let _ = (tx, event);
     Ok(())

@@ -1,7 +1,9 @@
+// A PostgreSQL enum's labels carry no data.
 #[derive(prost_db::Schema)]
-#[schema(schema = "catalog", table = "products")]
-enum Product {
-    Id(i64),
+#[schema(migrations = "../migrations")]
+enum OrderStatus {
+    Pending,
+    Paid(i64),
 }
 
 fn main() {}

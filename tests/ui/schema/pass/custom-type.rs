@@ -4,12 +4,14 @@ use prost_db::schema::{CompatibleWith, pg};
 struct Money(#[allow(dead_code)] rust_decimal::Decimal);
 impl CompatibleWith<pg::numeric> for Money {}
 
-/// The fixture's `item_state` enum.
+/// The fixture's `item_state` enum, checked against its labels.
+#[derive(sqlx::Type, prost_db::Schema)]
+#[sqlx(type_name = "item_state", rename_all = "lowercase")]
+#[schema(migrations = "../migrations")]
 enum ItemState {
     New,
     Sold,
 }
-impl CompatibleWith<pg::Enum> for ItemState {}
 
 #[derive(prost_db::Schema)]
 #[schema(schema = "catalog", table = "products")]

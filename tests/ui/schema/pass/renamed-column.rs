@@ -1,8 +1,9 @@
-#[derive(prost_db::Schema)]
+// The column of a field is the one sqlx::FromRow reads: #[sqlx(rename)].
+#[derive(prost_db::Schema, sqlx::FromRow)]
 #[schema(schema = "catalog", table = "products")]
 struct Product {
     id: i64,
-    #[schema(column = "name")]
+    #[sqlx(rename = "name")]
     title: String,
 }
 

@@ -1,8 +1,8 @@
-#[derive(prost_db::Schema)]
+#[derive(prost_db::Schema, sqlx::FromRow)]
 #[schema(schema = "catalog", table = "products")]
 struct Product {
     id: i64,
-    #[schema(skip)]
+    #[sqlx(skip)]
     cached_label: Vec<std::collections::HashMap<String, i32>>,
     #[schema(unchecked)]
     price: f64,
