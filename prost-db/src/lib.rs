@@ -44,10 +44,7 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use ident::{Identifier, IdentifierKind, MAX_IDENTIFIER_LEN};
 pub use inspect::ColumnInfo;
-pub use pool::{
-    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LIFETIME,
-    DEFAULT_MIN_CONNECTIONS, Db, DbConfig, Health, PoolStats,
-};
+pub use pool::{Db, DbConfig, Health, PoolStats};
 pub use roles::{ServiceRole, provision_service_role};
 pub use schema::Schema;
 
