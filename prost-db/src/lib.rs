@@ -11,7 +11,8 @@
 //!   time; [`Db::check_tables`] compares them with the live database at startup
 //!   ([`schema`]).
 //! - [`provision_service_role`]: a least-privilege role per service.
-//! - [`testing::TestDb`]: a fresh database per test, cleaned up even after a crash.
+//! - `testing::TestDb` (feature `testing`): a fresh database per test, cleaned up even
+//!   after a crash.
 //!
 //! ```no_run
 //! use prost_db::{Db, DbConfig};
@@ -39,6 +40,7 @@ mod roles;
 pub mod schema;
 #[cfg(test)]
 mod test_logs;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, Result};
