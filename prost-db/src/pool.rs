@@ -433,29 +433,64 @@ fn pool_size(name: &str, n: u64) -> Result<u32> {
         .map_err(|_| Error::Config(format!("{name} must be at most {}, got {n}", u32::MAX)))
 }
 
-/// What every idle connection runs before the pool hands it out again, in place of sqlx's
-/// liveness ping (one round trip either way): whatever the previous user `SET` (a
-/// `search_path`, a `statement_timeout`, a `ROLE`), the next one starts from the service's
-/// session defaults, the startup parameters [`Db::connect`] sent. `RESET ALL` leaves
-/// `role` alone; `SET SESSION AUTHORIZATION DEFAULT` resets it (and is allowed for any
-/// login role, since it names the role that logged in).
+/// The statements that return a session to the service's defaults: whatever the previous
+/// user of the connection `SET` (a `search_path`, a `statement_timeout`, a `ROLE`), the
+/// next one starts from the startup parameters [`Db::connect`] sent (and the role's and
+/// database's defaults below them). `RESET ALL` leaves `role` alone; `SET SESSION
+/// AUTHORIZATION DEFAULT` resets it, and is allowed for any login role since it names the
+/// role that logged in.
 pub(crate) const RESTORE_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
+
+/// A `BEGIN` path pings a connection before use only if it sat idle this long: sqlx pings
+/// every connection as it goes back to the pool, so one used a moment ago is known alive.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// Set while a `BEGIN` path acquires: its statement restores the session itself.
+    static RESTORES_ITSELF: ();
+}
+
+/// What the pool runs on an idle connection before handing it out. A `BEGIN` path
+/// ([`begin`]) restores the session in its own statement, so it only pings a connection
+/// idle for longer than [`PING_IF_IDLE_FOR`]; any other hand-out (`Db::acquire`, a
+/// statement through `Db::pool()`) gets [`RESTORE_SESSION`] in the round trip sqlx would
+/// spend on its liveness ping, and a connection that fails it is replaced.
+async fn before_acquire(conn: &mut sqlx::PgConnection, idle_for: Duration) -> sqlx::Result<bool> {
+    if RESTORES_ITSELF.try_with(|_| ()).is_ok() {
+        if idle_for >= PING_IF_IDLE_FOR {
+            sqlx::Connection::ping(conn).await?;
+        }
+    } else {
+        sqlx::raw_sql(RESTORE_SESSION).execute(conn).await?;
+    }
+    Ok(true)
+}
 
 /// The statement that starts a transaction for [`Db::begin`] (`None`) and for the
 /// idempotent handler (its `lock_timeout`): the one place the `BEGIN` paths' text is built.
-/// With a timeout it is one query of two statements, `BEGIN ISOLATION LEVEL READ
-/// COMMITTED; SET LOCAL lock_timeout = <ms>`, so the bound costs no round trip of its own.
+/// It is one query, so restoring the session and bounding lock waits cost no round trip of
+/// their own:
+///
+/// - `BEGIN; SET SESSION AUTHORIZATION DEFAULT; RESET ALL`
+/// - `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
+///   SET LOCAL lock_timeout = <ms>`
+///
+/// The reset is part of the transaction: if it rolls back, the connection goes back to the
+/// pool as it came, and the next user restores it again (a `BEGIN` path here, anyone else
+/// in [`before_acquire`]). `RESET ALL` keeps the isolation level `BEGIN` set.
 ///
 /// # Errors
 ///
 /// [`Error::SettingOutOfRange`] for a timeout beyond PostgreSQL's range.
 pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> {
     Ok(match lock_timeout {
-        None => "BEGIN".to_owned(),
+        None => format!("BEGIN; {RESTORE_SESSION}"),
         Some(timeout) => {
             // `0` would turn the bound off: a zero timeout waits the least PostgreSQL can.
             let millis = pg_timeout_millis("lock_timeout", timeout)?.max(1);
-            format!("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {millis}")
+            format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET LOCAL lock_timeout = {millis}"
+            )
         }
     })
 }
@@ -471,8 +506,8 @@ pub(crate) async fn begin(
 ) -> Result<Transaction<'static, Postgres>> {
     let statement = begin_statement(lock_timeout)?;
     // The only value in it is an integer the program computed, never input.
-    db.pool
-        .begin_with(AssertSqlSafe(statement))
+    RESTORES_ITSELF
+        .scope((), db.pool.begin_with(AssertSqlSafe(statement)))
         .await
         .map_err(|e| db.map_err(e))
 }
@@ -527,18 +562,18 @@ pub(crate) async fn purge_in_batches(
 ///
 /// # Session state
 ///
-/// A connection goes back to the next user as it was opened, whatever the last user did
-/// with `SET`: before the pool hands out an idle connection it runs `SET SESSION
-/// AUTHORIZATION DEFAULT; RESET ALL` in the round trip sqlx would spend on a liveness ping.
-/// So `search_path`, `statement_timeout` ([`DbConfig::statement_timeout`] is restored, a
-/// `SET` is not), `lock_timeout`, `ROLE` and every other parameter a handler body, a
-/// migration script or a raw query changes last only until its connection is released. A
-/// `SET` still holds for the rest of the transaction or the
-/// [`acquire`](Db::acquire)d connection it was made on. What is not a parameter survives:
-/// session advisory locks, temporary tables, prepared statements, `LISTEN`. The reset runs
-/// on connections handed out by `acquire`, `begin` and every statement through
-/// [`pool`](Db::pool), but not on those of sqlx's `try_acquire`, which skips the pool's
-/// checks.
+/// Every user of a pooled connection starts from the session it was opened with, whatever
+/// the last user did with `SET`: `SET SESSION AUTHORIZATION DEFAULT; RESET ALL` runs before
+/// it gets the connection, at no round trip of its own. [`Db::begin`] and the idempotent
+/// handler send it in their `BEGIN` query; [`Db::acquire`] and every statement through
+/// [`Db::pool`] get it from the pool, in the round trip sqlx would spend pinging the idle
+/// connection. So `search_path`, `statement_timeout` ([`DbConfig::statement_timeout`] is
+/// restored, a `SET` is not), `lock_timeout`, `ROLE` and every other parameter a handler
+/// body, a migration script or a raw query changes last only until its connection is
+/// released. A `SET` holds for the rest of its transaction, or of the acquired connection
+/// it was made on. What is not a parameter survives: session advisory locks, temporary
+/// tables, prepared statements, `LISTEN`. sqlx's `try_acquire` skips the pool's checks, and
+/// with them the reset.
 ///
 /// ```no_run
 /// use prost_db::{Db, DbConfig};
@@ -597,14 +632,9 @@ impl Db {
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(config.idle_timeout)
             .max_lifetime(config.max_lifetime)
-            // The reset below answers like a ping: a dead connection fails it and is replaced.
+            // `before_acquire` pings or resets, which answers like a ping.
             .test_before_acquire(false)
-            .before_acquire(|conn, _| {
-                Box::pin(async move {
-                    sqlx::raw_sql(RESTORE_SESSION).execute(conn).await?;
-                    Ok(true)
-                })
-            })
+            .before_acquire(|conn, meta| Box::pin(before_acquire(conn, meta.idle_for)))
             .connect_with(options.clone())
             .await
             .map_err(|e| Error::from_sqlx(e, Origin::Connecting(&options)))?;
@@ -663,8 +693,9 @@ impl Db {
         &self.server.database
     }
 
-    /// Starts a transaction on a pooled connection (a plain `BEGIN`, in the session's
-    /// default isolation level).
+    /// Starts a transaction on a pooled connection, in the session's default isolation
+    /// level, with the session restored to the service's defaults (`BEGIN; SET SESSION
+    /// AUTHORIZATION DEFAULT; RESET ALL`, one query).
     ///
     /// ```no_run
     /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
