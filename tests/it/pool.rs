@@ -644,6 +644,48 @@ async fn a_session_set_on_a_raw_pooled_connection_does_not_leak_into_the_next_us
     tx.commit().await?;
     assert_eq!(db.current_schema().await?, "catalog", "after Db::begin");
 
+    // A raw user's SET met by a BEGIN path next, which restores the session in its own
+    // BEGIN query: Db::begin, the store's begin, a handler body.
+    let dirty = || async {
+        let mut conn = db.acquire().await?;
+        sqlx::query("SET search_path = public")
+            .execute(&mut *conn)
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    let in_tx = |mut tx: prost_db::idempotency::Tx| async move {
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("current_schema");
+        tx.rollback().await.expect("rollback");
+        schema
+    };
+    dirty().await?;
+    assert_eq!(in_tx(db.begin().await?).await, "catalog", "in Db::begin");
+    IdempotencyStore::install(&db).await?;
+    let store = IdempotencyStore::new(&db);
+    dirty().await?;
+    assert_eq!(
+        in_tx(store.begin().await?).await,
+        "catalog",
+        "in the store's begin"
+    );
+    dirty().await?;
+    let outcome = store
+        .run("schema", "e-1", &(), |mut tx| async move {
+            let schema = sqlx::query_scalar::<_, String>("SELECT current_schema()::text")
+                .fetch_one(&mut *tx)
+                .await;
+            (tx, schema)
+        })
+        .await?;
+    assert_eq!(
+        outcome,
+        Outcome::Processed("catalog".to_owned()),
+        "in a handler body"
+    );
+
     sqlx::query("SET search_path = public")
         .execute(db.pool())
         .await?;
