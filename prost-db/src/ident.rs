@@ -92,6 +92,19 @@ impl Identifier {
     }
 }
 
+/// Whether `name` is named like a test database, the rule destructive test helpers
+/// (`Migrator::reset`, the drops of `testing::TestDb`) check before they act: one
+/// of its words (split at every character that is not an ASCII letter or digit) is `test`
+/// or `tests`, in any case, optionally followed by digits. `prost_test_42`, `shop_test`,
+/// `test`, `orders-tests-2` pass; `latest`, `contest`, `attestation`, `prod` do not.
+pub(crate) fn is_test_database_name(name: &str) -> bool {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| {
+            let word = word.trim_end_matches(|c: char| c.is_ascii_digit());
+            word.eq_ignore_ascii_case("test") || word.eq_ignore_ascii_case("tests")
+        })
+}
+
 impl fmt::Display for Identifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The grammar excludes `"`, so wrapping in quotes is a complete quoting.
@@ -153,6 +166,35 @@ mod tests {
             &schema,
         );
         assert_eq!(sql, "SELECT 1 FROM \"svc\".a JOIN \"svc\".b USING (id)");
+    }
+
+    #[test]
+    fn only_names_with_a_test_word_are_test_databases() {
+        for name in [
+            "prost_test_1234_5678_0",
+            "shop_test",
+            "test",
+            "TEST_orders",
+            "orders-tests-2",
+            "shop_test2",
+            "ci.test.db",
+        ] {
+            assert!(is_test_database_name(name), "{name}");
+        }
+        for name in [
+            "latest",
+            "contest",
+            "attestation",
+            "testimony",
+            "protest_db",
+            "prod",
+            "shop",
+            "",
+            "tst",
+            "2test",
+        ] {
+            assert!(!is_test_database_name(name), "{name}");
+        }
     }
 
     #[test]

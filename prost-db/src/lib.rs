@@ -11,7 +11,8 @@
 //!   time; [`Db::check_tables`] compares them with the live database at startup
 //!   ([`schema`]).
 //! - [`provision_service_role`]: a least-privilege role per service.
-//! - [`testing::TestDb`]: a fresh database per test, cleaned up even after a crash.
+//! - `testing::TestDb` (feature `testing`): a fresh database per test, cleaned up even
+//!   after a crash.
 //!
 //! ```no_run
 //! use prost_db::{Db, DbConfig};
@@ -40,15 +41,13 @@ pub mod saga;
 pub mod schema;
 #[cfg(test)]
 mod test_logs;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, Result};
 pub use ident::{Identifier, IdentifierKind, MAX_IDENTIFIER_LEN};
 pub use inspect::ColumnInfo;
-pub use pool::{
-    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LIFETIME,
-    DEFAULT_MIN_CONNECTIONS, Db, DbConfig, Health, PoolStats,
-};
+pub use pool::{Db, DbConfig, Health, PoolStats};
 pub use roles::{ServiceRole, provision_service_role};
 pub use schema::Schema;
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result, Server};
 use crate::events::{Event, EventPayload};
 use crate::ident::Identifier;
 use crate::pool::Db;
@@ -100,7 +100,9 @@ pub struct Outbox {
     insert: Arc<str>,
     insert_many: Arc<str>,
     pending: Arc<str>,
-    purge: Arc<str>,
+    table: Arc<str>,
+    // Named by connection errors; unknown for an outbox made with `for_schema`.
+    server: Option<Arc<Server>>,
 }
 
 impl Outbox {
@@ -112,7 +114,10 @@ impl Outbox {
     /// # }
     /// ```
     pub fn new(db: &Db) -> Self {
-        Self::for_schema(db.schema_ident())
+        Outbox {
+            server: Some(Arc::clone(db.server())),
+            ..Self::for_schema(db.schema_ident())
+        }
     }
 
     /// The outbox of `schema`.
@@ -142,12 +147,13 @@ impl Outbox {
                 "SELECT count(*) FROM {schema}.outbox_events WHERE published_at IS NULL"
             )
             .into(),
-            purge: format!(
-                "DELETE FROM {schema}.outbox_events \
-                 WHERE published_at < now() - make_interval(secs => $1)"
-            )
-            .into(),
+            table: format!("{schema}.outbox_events").into(),
+            server: None,
         }
+    }
+
+    fn map_err(&self, error: sqlx::Error) -> Error {
+        Error::from_sqlx(error, Origin::Connection(self.server.as_deref()))
     }
 
     /// Writes `event` for publication to `exchange` (with its type's routing key) on the
@@ -173,7 +179,8 @@ impl Outbox {
             .bind(P::ROUTING_KEY)
             .bind(payload)
             .execute(conn)
-            .await?;
+            .await
+            .map_err(|e| self.map_err(e))?;
         Ok(())
     }
 
@@ -221,7 +228,8 @@ impl Outbox {
             .bind(P::ROUTING_KEY)
             .bind(&payloads)
             .execute(conn)
-            .await?;
+            .await
+            .map_err(|e| self.map_err(e))?;
         Ok(())
     }
 
@@ -240,19 +248,21 @@ impl Outbox {
     where
         E: sqlx::PgExecutor<'c>,
     {
-        Ok(sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.pending)))
+        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.pending)))
             .fetch_one(executor)
-            .await?)
+            .await
+            .map_err(|e| self.map_err(e))
     }
 }
 
 impl Outbox {
     /// Deletes events published more than `horizon` ago (unpublished ones are kept) and
-    /// returns how many.
+    /// returns how many. It deletes in batches of a few thousand rows, each its own
+    /// statement and transaction, so locks and WAL stay bounded however much is old.
     ///
     /// # Errors
     ///
-    /// The database error.
+    /// The database error, or [`Error::Config`] for a horizon PostgreSQL cannot represent.
     ///
     /// ```no_run
     /// # async fn run(db: prost_db::Db) -> prost_db::Result<()> {
@@ -261,19 +271,12 @@ impl Outbox {
     /// let deleted = outbox.purge_published(db.pool(), Duration::from_secs(7 * 86_400)).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn purge_published<'c, E>(
+    pub async fn purge_published(
         &self,
-        executor: E,
+        pool: &sqlx::PgPool,
         horizon: std::time::Duration,
-    ) -> Result<u64>
-    where
-        E: sqlx::PgExecutor<'c>,
-    {
-        Ok(sqlx::query(AssertSqlSafe(Arc::clone(&self.purge)))
-            .bind(horizon.as_secs_f64())
-            .execute(executor)
-            .await?
-            .rows_affected())
+    ) -> Result<u64> {
+        crate::pool::purge_in_batches(pool, &self.table, "published_at", horizon).await
     }
 }
 

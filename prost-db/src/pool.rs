@@ -5,21 +5,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result, Server, pg_timeout_millis};
 use crate::ident::{Identifier, IdentifierKind};
-
-/// Default minimum number of pooled connections (the seed's "5-25 connections").
-pub const DEFAULT_MIN_CONNECTIONS: u32 = 5;
-/// Default maximum number of pooled connections.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 25;
-/// Default time to wait for a free connection.
-pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default time after which an idle connection above `min_connections` is closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// Default maximum age of a connection.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(1800);
 
 /// How to connect a service: where the database is, which schema the service owns, and the
 /// pool's limits.
@@ -39,6 +28,9 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(1800);
 /// | `PROST_DB_STATEMENT_TIMEOUT_MS` | server-side `statement_timeout` (0 = none) | none |
 /// | `PROST_DB_CREATE_SCHEMA` | create the schema if missing (`true`/`false`) | false |
 ///
+/// Builders are named after the setting (`max_connections(n)`), and reading a setting back
+/// is `get_` and the same name (`get_max_connections()`), as on sqlx's own option types.
+///
 /// ```
 /// use std::time::Duration;
 /// use prost_db::DbConfig;
@@ -46,7 +38,8 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(1800);
 /// let config = DbConfig::new("postgres://app:secret@db.internal:5432/prost", "catalog")?
 ///     .max_connections(10)
 ///     .statement_timeout(Duration::from_secs(5));
-/// assert_eq!(config.schema_name(), "catalog");
+/// assert_eq!(config.get_schema(), "catalog");
+/// assert_eq!(config.get_max_connections(), 10);
 /// assert!(!format!("{config:?}").contains("secret"));
 /// # Ok::<(), prost_db::Error>(())
 /// ```
@@ -65,6 +58,40 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
+    /// Default minimum number of pooled connections (the seed's "5-25 connections").
+    ///
+    /// ```
+    /// assert_eq!(prost_db::DbConfig::DEFAULT_MIN_CONNECTIONS, 5);
+    /// ```
+    pub const DEFAULT_MIN_CONNECTIONS: u32 = 5;
+    /// Default maximum number of pooled connections.
+    ///
+    /// ```
+    /// assert_eq!(prost_db::DbConfig::DEFAULT_MAX_CONNECTIONS, 25);
+    /// ```
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 25;
+    /// Default time to wait for a free connection.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(prost_db::DbConfig::DEFAULT_ACQUIRE_TIMEOUT, Duration::from_secs(30));
+    /// ```
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default time after which an idle connection above `min_connections` is closed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(prost_db::DbConfig::DEFAULT_IDLE_TIMEOUT, Duration::from_secs(600));
+    /// ```
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    /// Default maximum age of a connection.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(prost_db::DbConfig::DEFAULT_MAX_LIFETIME, Duration::from_secs(1800));
+    /// ```
+    pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(1800);
+
     /// A configuration for `service` on the database at `url`; the schema defaults to the
     /// service name.
     ///
@@ -82,23 +109,36 @@ impl DbConfig {
     }
 
     /// A configuration from already built sqlx connect options.
+    ///
+    /// ```
+    /// use sqlx::postgres::PgConnectOptions;
+    ///
+    /// let options = PgConnectOptions::new().host("db.internal").database("prost");
+    /// let config = prost_db::DbConfig::from_connect_options(options, "orders");
+    /// assert_eq!(config.get_service(), "orders");
+    /// ```
     pub fn from_connect_options(connect: PgConnectOptions, service: &str) -> Self {
         DbConfig {
             connect,
             service: service.to_owned(),
             schema: service.to_owned(),
             create_schema: false,
-            min_connections: DEFAULT_MIN_CONNECTIONS,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            min_connections: Self::DEFAULT_MIN_CONNECTIONS,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+            max_lifetime: Some(Self::DEFAULT_MAX_LIFETIME),
             statement_timeout: None,
         }
     }
 
     /// A configuration for `service` read from `DATABASE_URL` and the `PROST_DB_*` variables
     /// listed on [`DbConfig`].
+    ///
+    /// ```no_run
+    /// let config = prost_db::DbConfig::from_env("catalog")?;
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -125,7 +165,8 @@ impl DbConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the variable that is missing or malformed.
+    /// [`Error::Config`] naming the variable that is missing or malformed;
+    /// [`Error::SettingOutOfRange`] for a statement timeout PostgreSQL cannot hold.
     pub fn from_vars(service: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let url = var("DATABASE_URL").ok_or_else(|| {
             Error::Config(
@@ -164,6 +205,7 @@ impl DbConfig {
         }
         if let Some(n) = number("PROST_DB_STATEMENT_TIMEOUT_MS")? {
             config.statement_timeout = millis(n);
+            config.checked_statement_timeout()?;
         }
         if let Some(v) = var("PROST_DB_CREATE_SCHEMA") {
             config.create_schema = match v.trim() {
@@ -180,6 +222,12 @@ impl DbConfig {
     }
 
     /// Use `schema` instead of the service name as the service's schema.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?.schema("catalog_v2");
+    /// assert_eq!(config.get_schema(), "catalog_v2");
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn schema(mut self, schema: &str) -> Self {
         self.schema = schema.to_owned();
@@ -188,6 +236,11 @@ impl DbConfig {
 
     /// Create the schema at connect time if it does not exist (needs `CREATE` on the
     /// database). Off by default: a missing schema usually means migrations did not run.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?.create_schema(true);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn create_schema(mut self, create: bool) -> Self {
         self.create_schema = create;
@@ -195,6 +248,11 @@ impl DbConfig {
     }
 
     /// Connections the pool keeps open (default 5).
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?.min_connections(1);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn min_connections(mut self, n: u32) -> Self {
         self.min_connections = n;
@@ -202,6 +260,12 @@ impl DbConfig {
     }
 
     /// Upper bound of the pool (default 25).
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?.max_connections(50);
+    /// assert_eq!(config.get_max_connections(), 50);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;
@@ -209,6 +273,13 @@ impl DbConfig {
     }
 
     /// How long [`Db::acquire`] and [`Db::begin`] wait for a free connection (default 30 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?
+    ///     .acquire_timeout(Duration::from_secs(5));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
@@ -216,6 +287,13 @@ impl DbConfig {
     }
 
     /// Close connections idle for longer than this, down to `min_connections` (default 10 min).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?
+    ///     .idle_timeout(None);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.idle_timeout = timeout.into();
@@ -223,13 +301,31 @@ impl DbConfig {
     }
 
     /// Replace connections older than this (default 30 min).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?
+    ///     .max_lifetime(Duration::from_secs(3600));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn max_lifetime(mut self, lifetime: impl Into<Option<Duration>>) -> Self {
         self.max_lifetime = lifetime.into();
         self
     }
 
-    /// Server-side `statement_timeout` for every connection of the pool (default none).
+    /// Server-side `statement_timeout` for every connection of the pool (default none),
+    /// sent as a startup parameter: it is the session's default, which every user of a
+    /// pooled connection starts from. At most 2147483647 ms, PostgreSQL's limit:
+    /// [`Db::connect`] rejects a longer one.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?
+    ///     .statement_timeout(Duration::from_secs(5));
+    /// assert_eq!(config.get_statement_timeout(), Some(Duration::from_secs(5)));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     #[must_use]
     pub fn statement_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.statement_timeout = timeout.into();
@@ -237,42 +333,82 @@ impl DbConfig {
     }
 
     /// The service name.
-    pub fn service_name(&self) -> &str {
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_service(), "catalog");
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_service(&self) -> &str {
         &self.service
     }
 
     /// The schema the service's connections use.
-    pub fn schema_name(&self) -> &str {
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_schema(), "catalog");
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_schema(&self) -> &str {
         &self.schema
     }
 
+    /// The configured minimum pool size.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_min_connections(), prost_db::DbConfig::DEFAULT_MIN_CONNECTIONS);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_min_connections(&self) -> u32 {
+        self.min_connections
+    }
+
     /// The configured maximum pool size.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_max_connections(), prost_db::DbConfig::DEFAULT_MAX_CONNECTIONS);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
     pub fn get_max_connections(&self) -> u32 {
         self.max_connections
     }
 
+    /// The configured statement timeout.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_statement_timeout(), None);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
     /// The sqlx connect options (host, port, credentials), without the pool settings.
-    pub fn connect_options(&self) -> &PgConnectOptions {
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://app@db.internal:6432/prost", "catalog")?;
+    /// assert_eq!(config.get_connect_options().get_port(), 6432);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_connect_options(&self) -> &PgConnectOptions {
         &self.connect
     }
 
-    fn target(&self) -> Target {
-        Target {
-            host: self.connect.get_host().to_owned(),
-            port: self.connect.get_port(),
-            database: self
-                .connect
-                .get_database()
-                .unwrap_or(self.connect.get_username())
-                .to_owned(),
-            user: self.connect.get_username().to_owned(),
-        }
+    /// The statement timeout in milliseconds, if it is within PostgreSQL's range.
+    fn checked_statement_timeout(&self) -> Result<Option<u32>> {
+        self.statement_timeout
+            .map(|timeout| pg_timeout_millis("statement_timeout", timeout))
+            .transpose()
     }
 }
 
 impl fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = self.target();
+        let target = Server::of(&self.connect);
         f.debug_struct("DbConfig")
             .field("host", &target.host)
             .field("port", &target.port)
@@ -297,22 +433,123 @@ fn pool_size(name: &str, n: u64) -> Result<u32> {
         .map_err(|_| Error::Config(format!("{name} must be at most {}, got {n}", u32::MAX)))
 }
 
-#[derive(Debug, Clone)]
-struct Target {
-    host: String,
-    port: u16,
-    database: String,
-    user: String,
+/// The statements that return a session to the service's defaults: whatever the previous
+/// user of the connection `SET` (a `search_path`, a `statement_timeout`, a `ROLE`), the
+/// next one starts from the startup parameters [`Db::connect`] sent (and the role's and
+/// database's defaults below them). `RESET ALL` leaves `role` alone; `SET SESSION
+/// AUTHORIZATION DEFAULT` resets it, and is allowed for any login role since it names the
+/// role that logged in.
+pub(crate) const RESTORE_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
+
+/// A `BEGIN` path pings a connection before use only if it sat idle this long: sqlx pings
+/// every connection as it goes back to the pool, so one used a moment ago is known alive.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// Set while a `BEGIN` path acquires: its statement restores the session itself.
+    static RESTORES_ITSELF: ();
 }
 
-impl Target {
-    fn connect_error(&self, source: sqlx::Error) -> Error {
-        Error::Connect {
-            host: self.host.clone(),
-            port: self.port,
-            database: self.database.clone(),
-            user: self.user.clone(),
-            source,
+/// What the pool runs on an idle connection before handing it out. A `BEGIN` path
+/// ([`begin`]) restores the session in its own statement, so it only pings a connection
+/// idle for longer than [`PING_IF_IDLE_FOR`]; any other hand-out (`Db::acquire`, a
+/// statement through `Db::pool()`) gets [`RESTORE_SESSION`] in the round trip sqlx would
+/// spend on its liveness ping, and a connection that fails it is replaced.
+async fn before_acquire(conn: &mut sqlx::PgConnection, idle_for: Duration) -> sqlx::Result<bool> {
+    if RESTORES_ITSELF.try_with(|_| ()).is_ok() {
+        if idle_for >= PING_IF_IDLE_FOR {
+            sqlx::Connection::ping(conn).await?;
+        }
+    } else {
+        sqlx::raw_sql(RESTORE_SESSION).execute(conn).await?;
+    }
+    Ok(true)
+}
+
+/// The statement that starts a transaction for [`Db::begin`] (`None`) and for the
+/// idempotent handler (its `lock_timeout`): the one place the `BEGIN` paths' text is built.
+/// It is one query, so restoring the session and bounding lock waits cost no round trip of
+/// their own:
+///
+/// - `BEGIN; SET SESSION AUTHORIZATION DEFAULT; RESET ALL`
+/// - `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
+///   SET LOCAL lock_timeout = <ms>`
+///
+/// The reset is part of the transaction: if it rolls back, the connection goes back to the
+/// pool as it came, and the next user restores it again (a `BEGIN` path here, anyone else
+/// in [`before_acquire`]). `RESET ALL` keeps the isolation level `BEGIN` set.
+///
+/// # Errors
+///
+/// [`Error::SettingOutOfRange`] for a timeout beyond PostgreSQL's range.
+pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> {
+    Ok(match lock_timeout {
+        None => format!("BEGIN; {RESTORE_SESSION}"),
+        Some(timeout) => {
+            // `0` would turn the bound off: a zero timeout waits the least PostgreSQL can.
+            let millis = pg_timeout_millis("lock_timeout", timeout)?.max(1);
+            format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET LOCAL lock_timeout = {millis}"
+            )
+        }
+    })
+}
+
+/// Starts a transaction on a connection of `db`'s pool with [`begin_statement`].
+///
+/// # Errors
+///
+/// [`Error::SettingOutOfRange`] before anything is sent; the mapped driver error otherwise.
+pub(crate) async fn begin(
+    db: &Db,
+    lock_timeout: Option<Duration>,
+) -> Result<Transaction<'static, Postgres>> {
+    let statement = begin_statement(lock_timeout)?;
+    // The only value in it is an integer the program computed, never input.
+    RESTORES_ITSELF
+        .scope((), db.pool.begin_with(AssertSqlSafe(statement)))
+        .await
+        .map_err(|e| db.map_err(e))
+}
+
+/// Purges delete at most this many rows per statement: each batch is a transaction of its
+/// own, so the locks it holds and the WAL it writes stay bounded however much is old.
+pub(crate) const PURGE_BATCH_ROWS: i64 = 5_000;
+
+/// Deletes the rows of `table` (schema-qualified, quoted) whose `column` is older than
+/// `horizon`, in batches of [`PURGE_BATCH_ROWS`], and returns how many it deleted. The
+/// cutoff is fixed once, on the server's clock, so rows that age past the horizon while the
+/// purge runs stay for the next one. `table` and `column` are SQL of our own, never input.
+pub(crate) async fn purge_in_batches(
+    pool: &PgPool,
+    table: &str,
+    column: &str,
+    horizon: Duration,
+) -> Result<u64> {
+    let map = |e| Error::from_sqlx(e, Origin::Pool(pool));
+    let horizon = sqlx::postgres::types::PgInterval::try_from(horizon)
+        .map_err(|_| Error::Config(format!("purge horizon {horizon:?} is out of range")))?;
+    let cutoff: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now() - $1")
+        .bind(horizon)
+        .fetch_one(pool)
+        .await
+        .map_err(map)?;
+    // A TID scan: the batch's rows are found once and deleted by their physical address.
+    let batch = format!(
+        "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
+             SELECT ctid FROM {table} WHERE {column} < $1 LIMIT $2))"
+    );
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(AssertSqlSafe(batch.as_str()))
+            .bind(cutoff)
+            .bind(PURGE_BATCH_ROWS)
+            .execute(pool)
+            .await
+            .map_err(map)?;
+        deleted += done.rows_affected();
+        if done.rows_affected() < PURGE_BATCH_ROWS as u64 {
+            return Ok(deleted);
         }
     }
 }
@@ -320,9 +557,23 @@ impl Target {
 /// A schema-isolated connection pool for one service.
 ///
 /// Every connection of the pool has `search_path` set to the service's schema when it is
-/// opened (as a startup parameter, so it costs no round trip and cannot be lost by a
-/// `SET` on one connection), and [`Db::connect`] checks `current_schema()` before returning.
-/// Cloning a `Db` is cheap and shares the pool.
+/// opened (as a startup parameter, so it costs no round trip), and [`Db::connect`] checks
+/// `current_schema()` before returning. Cloning a `Db` is cheap and shares the pool.
+///
+/// # Session state
+///
+/// Every user of a pooled connection starts from the session it was opened with, whatever
+/// the last user did with `SET`: `SET SESSION AUTHORIZATION DEFAULT; RESET ALL` runs before
+/// it gets the connection, at no round trip of its own. [`Db::begin`] and the idempotent
+/// handler send it in their `BEGIN` query; [`Db::acquire`] and every statement through
+/// [`Db::pool`] get it from the pool, in the round trip sqlx would spend pinging the idle
+/// connection. So `search_path`, `statement_timeout` ([`DbConfig::statement_timeout`] is
+/// restored, a `SET` is not), `lock_timeout`, `ROLE` and every other parameter a handler
+/// body, a migration script or a raw query changes last only until its connection is
+/// released. A `SET` holds for the rest of its transaction, or of the acquired connection
+/// it was made on. What is not a parameter survives: session advisory locks, temporary
+/// tables, prepared statements, `LISTEN`. sqlx's `try_acquire` skips the pool's checks, and
+/// with them the reset.
 ///
 /// ```no_run
 /// use prost_db::{Db, DbConfig};
@@ -341,8 +592,7 @@ pub struct Db {
     pool: PgPool,
     service: Identifier,
     schema: Identifier,
-    target: std::sync::Arc<Target>,
-    acquire_timeout: Duration,
+    server: std::sync::Arc<Server>,
 }
 
 impl Db {
@@ -351,8 +601,9 @@ impl Db {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidIdentifier`] for a bad service or schema name (nothing is sent to
-    ///   the server);
+    /// - [`Error::InvalidIdentifier`] for a bad service or schema name, and
+    ///   [`Error::SettingOutOfRange`] for a statement timeout PostgreSQL cannot hold
+    ///   (nothing is sent to the server);
     /// - [`Error::Connect`] if the server cannot be reached (names host and port, never the
     ///   password);
     /// - [`Error::SchemaMissing`] if the schema does not exist and `create_schema` is off.
@@ -360,19 +611,19 @@ impl Db {
     pub async fn connect(config: DbConfig) -> Result<Db> {
         let service = Identifier::new(IdentifierKind::Service, &config.service)?;
         let schema = Identifier::new(IdentifierKind::Schema, &config.schema)?;
-        let target = config.target();
+        let statement_timeout = config.checked_statement_timeout()?;
 
         let mut options = config
             .connect
             .clone()
             .application_name(service.as_str())
             .options([("search_path", schema.as_str())]);
-        if let Some(timeout) = config.statement_timeout {
-            options = options.options([("statement_timeout", timeout.as_millis())]);
+        if let Some(millis) = statement_timeout {
+            options = options.options([("statement_timeout", millis)]);
         }
 
         if config.create_schema {
-            create_schema_if_missing(&config.connect, &schema, &target).await?;
+            create_schema_if_missing(&config.connect, &schema).await?;
         }
 
         let pool = PgPoolOptions::new()
@@ -381,16 +632,18 @@ impl Db {
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(config.idle_timeout)
             .max_lifetime(config.max_lifetime)
-            .connect_with(options)
+            // `before_acquire` pings or resets, which answers like a ping.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(before_acquire(conn, meta.idle_for)))
+            .connect_with(options.clone())
             .await
-            .map_err(|e| target.connect_error(e))?;
+            .map_err(|e| Error::from_sqlx(e, Origin::Connecting(&options)))?;
 
         let db = Db {
             pool,
             service,
             schema,
-            target: std::sync::Arc::new(target),
-            acquire_timeout: config.acquire_timeout,
+            server: std::sync::Arc::new(Server::of(&config.connect)),
         };
         db.verify_schema().await?;
         tracing::debug!("connected");
@@ -437,10 +690,12 @@ impl Db {
 
     /// The database name this pool connects to.
     pub fn database(&self) -> &str {
-        &self.target.database
+        &self.server.database
     }
 
-    /// Starts a transaction on a pooled connection.
+    /// Starts a transaction on a pooled connection, in the session's default isolation
+    /// level, with the session restored to the service's defaults (`BEGIN; SET SESSION
+    /// AUTHORIZATION DEFAULT; RESET ALL`, one query).
     ///
     /// ```no_run
     /// # async fn run(db: prost_db::Db) -> Result<(), prost_db::Error> {
@@ -457,7 +712,7 @@ impl Db {
     ///
     /// [`Error::PoolTimedOut`] if no connection became free in time, or [`Error::Connect`].
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(|e| self.map_err(e))
+        begin(self, None).await
     }
 
     /// Takes a connection from the pool.
@@ -514,15 +769,15 @@ impl Db {
         self.pool.close().await;
     }
 
-    /// Maps a driver error to the crate's error, naming the server for connection failures.
+    /// Maps a driver error met on this pool or one of its connections to the crate's error
+    /// ([`Error::from_sqlx`]), naming the server for connection failures.
     pub(crate) fn map_err(&self, error: sqlx::Error) -> Error {
-        match error {
-            sqlx::Error::PoolTimedOut => Error::PoolTimedOut(self.acquire_timeout),
-            e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed) => {
-                self.target.connect_error(e)
-            }
-            e => Error::Database(e),
-        }
+        Error::from_sqlx(error, Origin::Pool(&self.pool))
+    }
+
+    /// The server this pool connects to, for errors on connections taken from it.
+    pub(crate) fn server(&self) -> &std::sync::Arc<Server> {
+        &self.server
     }
 }
 
@@ -531,10 +786,10 @@ impl fmt::Debug for Db {
         f.debug_struct("Db")
             .field("service", &self.service.as_str())
             .field("schema", &self.schema.as_str())
-            .field("host", &self.target.host)
-            .field("port", &self.target.port)
-            .field("database", &self.target.database)
-            .field("user", &self.target.user)
+            .field("host", &self.server.host)
+            .field("port", &self.server.port)
+            .field("database", &self.server.database)
+            .field("user", &self.server.user)
             .field("stats", &self.stats())
             .finish()
     }
@@ -542,15 +797,11 @@ impl fmt::Debug for Db {
 
 /// Only a failure to connect is an [`Error::Connect`]; a refused `CREATE SCHEMA` (no
 /// `CREATE` privilege on the database) is the server's error, not a reachability problem.
-async fn create_schema_if_missing(
-    connect: &PgConnectOptions,
-    schema: &Identifier,
-    target: &Target,
-) -> Result<()> {
+async fn create_schema_if_missing(connect: &PgConnectOptions, schema: &Identifier) -> Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect_with(connect)
         .await
-        .map_err(|e| target.connect_error(e))?;
+        .map_err(|e| Error::from_sqlx(e, Origin::Connecting(connect)))?;
     let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
     let result = sqlx::query(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)

@@ -1,14 +1,23 @@
 //! Per-test databases: each test gets a fresh, uniquely named database that is dropped
 //! afterwards, so tests run in parallel and reruns start clean.
 //!
-//! The server comes from `PROST_DB_TEST_URL`, else `DATABASE_URL`, else
-//! `postgres://postgres@127.0.0.1:5432/postgres`; the database named in the URL is used only
-//! to create and drop test databases.
+//! Behind the `testing` feature: enable it where tests, benchmarks and examples are built,
+//! `prost-db = { version = "...", features = ["testing"] }` under `[dev-dependencies]`.
 //!
-//! Each [`TestDb`] holds a session-level advisory lock named after its database on that
-//! maintenance connection. A process killed mid-test loses its connection and with it the
-//! lock, so the next [`TestDb::new`] anywhere finds the database unlocked and drops it:
-//! leaked `prost_test_*` databases never pile up.
+//! The server comes from `PROST_DB_TEST_URL`, else `DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/postgres` (or the URL given to
+//! [`TestDb::on_server`]); the database named in the URL, the maintenance database, is used
+//! only to create and drop test databases.
+//!
+//! Each [`TestDb`] keeps a session open on the server from before its database exists until
+//! it is dropped, named after the database (`application_name = prost_db owner <name>`):
+//! the mark of a live owner, visible in `pg_stat_activity` to every session of the cluster
+//! whatever database it is connected to. A process killed mid-test loses its session and
+//! with it the mark, so the next [`TestDb::new`] anywhere finds the database unowned and
+//! drops it: leaked `prost_test_*` databases never pile up, and a live one is never dropped,
+//! even by a process that uses another maintenance database. (The session also holds a
+//! session-level advisory lock named after the database, the mark of earlier versions,
+//! which a sweep respects too.)
 //!
 //! ```no_run
 //! use prost_db::testing::TestDb;
@@ -30,8 +39,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::OnceCell;
 
-use crate::error::{Error, Result};
-use crate::ident::{Identifier, IdentifierKind};
+use crate::error::{Error, Origin, Result};
+use crate::ident::{Identifier, IdentifierKind, is_test_database_name};
 use crate::pool::{Db, DbConfig};
 
 /// Prefix of every database made by [`TestDb`].
@@ -39,10 +48,17 @@ pub const TEST_DATABASE_PREFIX: &str = "prost_test_";
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// The `application_name` of the session that marks `database` as owned.
+const OWNER_PREFIX: &str = "prost_db owner ";
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 static SWEPT: OnceCell<()> = OnceCell::const_new();
 
 /// The server URL tests use: `PROST_DB_TEST_URL`, `DATABASE_URL`, or the local default.
+///
+/// ```
+/// assert!(prost_db::testing::server_url().starts_with("postgres"));
+/// ```
 pub fn server_url() -> String {
     std::env::var("PROST_DB_TEST_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
@@ -53,8 +69,9 @@ pub fn server_url() -> String {
 /// first, `Drop` removes it.
 pub struct TestDb {
     name: Identifier,
+    url: String,
     server: PgConnectOptions,
-    // Holds the advisory lock that marks the database as in use.
+    // The owner's session: its application_name (and advisory lock) mark the database live.
     guard: Option<PgConnection>,
 }
 
@@ -65,7 +82,25 @@ impl TestDb {
     ///
     /// [`Error::Connect`] if the server is unreachable.
     pub async fn new() -> Result<TestDb> {
-        Self::create(None).await
+        Self::create(&server_url(), None).await
+    }
+
+    /// Creates an empty database on the server of `url`, whose database is the maintenance
+    /// database (instead of the one [`server_url`] names).
+    ///
+    /// ```no_run
+    /// # async fn run() -> prost_db::Result<()> {
+    /// let test_db = prost_db::testing::TestDb::on_server("postgres://postgres@127.0.0.1:5432/template1").await?;
+    /// test_db.close().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL that does not parse; [`Error::Connect`] if the server is
+    /// unreachable.
+    pub async fn on_server(url: &str) -> Result<TestDb> {
+        Self::create(url, None).await
     }
 
     /// Creates a database as a copy of `template` (which no session may be connected to).
@@ -76,19 +111,11 @@ impl TestDb {
     /// [`Error::InvalidIdentifier`] for a bad template name; the database error otherwise.
     pub async fn from_template(template: &str) -> Result<TestDb> {
         let template = Identifier::new(IdentifierKind::Database, template)?;
-        Self::create(Some(template)).await
+        Self::create(&server_url(), Some(template)).await
     }
 
-    async fn create(template: Option<Identifier>) -> Result<TestDb> {
-        let server = server_options()?;
-        let mut guard = maintenance_connection(&server).await?;
-        SWEPT
-            .get_or_try_init(|| async {
-                sweep(&mut guard).await?;
-                Ok::<(), Error>(())
-            })
-            .await?;
-
+    async fn create(url: &str, template: Option<Identifier>) -> Result<TestDb> {
+        let server = server_options(url)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() % 1_000_000_000_000)
@@ -101,6 +128,16 @@ impl TestDb {
         );
         let name = Identifier::new(IdentifierKind::Database, &name)?;
 
+        // The owner's mark exists before the database does, so that no sweep that can see
+        // the database misses it.
+        let mut guard =
+            maintenance_connection(&server.clone().application_name(&owner_mark(&name))).await?;
+        SWEPT
+            .get_or_try_init(|| async {
+                sweep(&mut guard).await?;
+                Ok::<(), Error>(())
+            })
+            .await?;
         sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
             .bind(name.as_str())
             .execute(&mut guard)
@@ -112,30 +149,55 @@ impl TestDb {
         sqlx::query(AssertSqlSafe(sql)).execute(&mut guard).await?;
         Ok(TestDb {
             name,
+            url: url.to_owned(),
             server,
             guard: Some(guard),
         })
     }
 
     /// The database's name.
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) {
+    /// assert!(test_db.name().starts_with(prost_db::testing::TEST_DATABASE_PREFIX));
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
 
     /// Connect options for this database.
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) -> Result<(), sqlx::Error> {
+    /// let pool = sqlx::PgPool::connect_with(test_db.connect_options()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn connect_options(&self) -> PgConnectOptions {
         self.server.clone().database(self.name.as_str())
     }
 
     /// A `postgres://` URL for this database (for CLIs and child processes). It carries the
     /// password of the server URL, if that had one.
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) {
+    /// std::process::Command::new("psql").arg(test_db.url()).arg("-c").arg("SELECT 1");
+    /// # }
+    /// ```
     pub fn url(&self) -> String {
-        with_database(&server_url(), self.name.as_str())
+        with_database(&self.url, self.name.as_str())
     }
 
     /// A [`DbConfig`] for `service` on this database, creating the schema if missing and
     /// with a small pool (2 to 10 connections) to keep parallel tests within the server's
     /// connection limit.
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) -> prost_db::Result<()> {
+    /// let db = prost_db::Db::connect(test_db.config("catalog").max_connections(1)).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self, service: &str) -> DbConfig {
         DbConfig::from_connect_options(self.connect_options(), service)
             .create_schema(true)
@@ -144,6 +206,13 @@ impl TestDb {
     }
 
     /// A [`Db`] for `service`, with its schema created.
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) -> prost_db::Result<()> {
+    /// let catalog = test_db.db("catalog").await?;
+    /// assert_eq!(catalog.current_schema().await?, "catalog");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -154,18 +223,32 @@ impl TestDb {
 
     /// A plain pool on this database (no `search_path` override), for setup and assertions.
     ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) -> prost_db::Result<()> {
+    /// let admin = test_db.pool().await?;
+    /// sqlx::query("CREATE SCHEMA catalog").execute(&admin).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Connect`] if the server is unreachable.
     pub async fn pool(&self) -> Result<sqlx::PgPool> {
+        let options = self.connect_options();
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(10)
-            .connect_with(self.connect_options())
+            .connect_with(options.clone())
             .await
-            .map_err(Error::from)
+            .map_err(|e| Error::from_sqlx(e, Origin::Connecting(&options)))
     }
 
     /// Drops the database (terminating its remaining connections).
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) -> prost_db::Result<()> {
+    /// test_db.close().await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -231,25 +314,32 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &url[..path])
 }
 
-fn server_options() -> Result<PgConnectOptions> {
-    PgConnectOptions::from_str(&server_url()).map_err(|_| {
-        Error::Config("PROST_DB_TEST_URL / DATABASE_URL is not a valid PostgreSQL URL".into())
+fn server_options(url: &str) -> Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).map_err(|_| {
+        Error::Config(
+            "the test server URL (PROST_DB_TEST_URL / DATABASE_URL) is not a valid PostgreSQL URL"
+                .into(),
+        )
     })
+}
+
+fn owner_mark(name: &Identifier) -> String {
+    format!("{OWNER_PREFIX}{}", name.as_str())
 }
 
 async fn maintenance_connection(server: &PgConnectOptions) -> Result<PgConnection> {
     PgConnection::connect_with(server)
         .await
-        .map_err(|source| Error::Connect {
-            host: server.get_host().to_owned(),
-            port: server.get_port(),
-            database: server.get_database().unwrap_or("postgres").to_owned(),
-            user: server.get_username().to_owned(),
-            source,
-        })
+        .map_err(|e| Error::from_sqlx(e, Origin::Connecting(server)))
 }
 
 async fn drop_database(conn: &mut PgConnection, name: &Identifier) -> Result<()> {
+    if !is_test_database_name(name.as_str()) {
+        return Err(Error::Config(format!(
+            "refusing to drop {:?}: it is not named like a test database",
+            name.as_str()
+        )));
+    }
     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
     sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
     Ok(())
@@ -259,13 +349,36 @@ async fn drop_database(conn: &mut PgConnection, name: &Identifier) -> Result<()>
 ///
 /// [`TestDb::new`] runs this once per process; call it yourself to clean up without creating
 /// a database. A database is left alone while the [`TestDb`] that made it is alive, in this
-/// process or any other.
+/// process or any other, whatever maintenance database that one uses.
+///
+/// ```no_run
+/// # async fn run() -> prost_db::Result<()> {
+/// let dropped = prost_db::testing::sweep_leaked_databases().await?;
+/// println!("dropped {dropped:?}");
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 ///
 /// [`Error::Connect`] if the server is unreachable.
 pub async fn sweep_leaked_databases() -> Result<Vec<String>> {
-    let server = server_options()?;
+    sweep_leaked_databases_on(&server_url()).await
+}
+
+/// [`sweep_leaked_databases`] through the maintenance database of `url`.
+///
+/// ```no_run
+/// # async fn run() -> prost_db::Result<()> {
+/// prost_db::testing::sweep_leaked_databases_on("postgres://postgres@127.0.0.1:5432/postgres").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Config`] for a URL that does not parse; [`Error::Connect`] if the server is
+/// unreachable.
+pub async fn sweep_leaked_databases_on(url: &str) -> Result<Vec<String>> {
+    let server = server_options(url)?;
     let mut conn = maintenance_connection(&server).await?;
     let dropped = sweep(&mut conn).await;
     conn.close().await.ok();
@@ -274,9 +387,15 @@ pub async fn sweep_leaked_databases() -> Result<Vec<String>> {
 
 async fn sweep(conn: &mut PgConnection) -> Result<Vec<String>> {
     let mut dropped_names = Vec::new();
+    // One statement: a database it lists was created after its owner's session started,
+    // so that session, if still alive, is in the same statement's view of the cluster.
     let names: Vec<String> = sqlx::query_scalar(
-        "SELECT datname::text FROM pg_catalog.pg_database WHERE datname LIKE 'prost\\_test\\_%'",
+        "SELECT d.datname::text FROM pg_catalog.pg_database d \
+         WHERE d.datname LIKE 'prost\\_test\\_%' AND NOT EXISTS ( \
+             SELECT 1 FROM pg_catalog.pg_stat_activity a \
+             WHERE a.application_name = left($1 || d.datname::text, 63))",
     )
+    .bind(OWNER_PREFIX)
     .fetch_all(&mut *conn)
     .await?;
     for name in names {

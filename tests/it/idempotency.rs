@@ -803,7 +803,9 @@ async fn the_store_claims_completes_and_runs_without_the_macro() -> TestResult {
 
     // A claim bounds its own wait, also in a transaction begun without the store: while a
     // first claim of k-3 is uncommitted, a second gives up after the store's lock timeout.
-    let impatient = store.clone().with_lock_timeout(Duration::from_millis(200));
+    let impatient = store
+        .clone()
+        .with_lock_timeout(Duration::from_millis(200))?;
     let mut first = db.begin().await?;
     assert_eq!(
         impatient.claim(&mut first, "manual", "k-3", None).await?,

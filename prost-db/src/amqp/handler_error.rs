@@ -9,10 +9,11 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// dead-letter now (permanent). An `#[idempotent_handler]` returns
 /// [`idempotency::HandlerError`](crate::idempotency::HandlerError), which converts into this.
 ///
-/// Conversions from [`crate::Error`] and [`sqlx::Error`] classify by cause: lost connections,
-/// pool timeouts, serialization failures, deadlocks, lock and statement timeouts and server
-/// shutdowns are transient; everything else (constraint violations, bad SQL, bad data) is
-/// permanent.
+/// Conversions from [`crate::Error`] and [`sqlx::Error`] classify by cause, with the crate's
+/// one classification, [`Error::is_transient`](crate::Error::is_transient): lost
+/// connections, pool timeouts, serialization failures, deadlocks, lock and statement
+/// timeouts, server shutdowns, a read-only server and broker errors are transient;
+/// everything else (constraint violations, bad SQL, bad data) is permanent.
 ///
 /// ```
 /// use prost_db::amqp::DeliveryError;
@@ -77,36 +78,9 @@ impl StdError for DeliveryError {
     }
 }
 
-/// Whether a driver error may go away on retry.
-pub(crate) fn sqlx_is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(e) => e.code().is_some_and(|code| sqlstate_is_transient(&code)),
-        _ => false,
-    }
-}
-
-fn sqlstate_is_transient(code: &str) -> bool {
-    code.starts_with("08") // connection exception
-        || code.starts_with("53") // insufficient resources (too many connections, ...)
-        || code.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
-        || matches!(
-            code,
-            "40001" // serialization_failure
-            | "40P01" // deadlock_detected
-            | "55P03" // lock_not_available (lock_timeout)
-            | "57014" // query_canceled (statement_timeout)
-        )
-}
-
 impl From<sqlx::Error> for DeliveryError {
     fn from(error: sqlx::Error) -> Self {
-        if sqlx_is_transient(&error) {
+        if crate::error::sqlx_error_is_transient(&error) {
             DeliveryError::Transient(error.into())
         } else {
             DeliveryError::Permanent(error.into())
@@ -116,12 +90,7 @@ impl From<sqlx::Error> for DeliveryError {
 
 impl From<crate::Error> for DeliveryError {
     fn from(error: crate::Error) -> Self {
-        let transient = match &error {
-            crate::Error::Connect { .. } | crate::Error::PoolTimedOut(_) => true,
-            crate::Error::Database(e) => sqlx_is_transient(e),
-            _ => false,
-        };
-        if transient {
+        if error.is_transient() {
             DeliveryError::Transient(error.into())
         } else {
             DeliveryError::Permanent(error.into())
@@ -160,22 +129,5 @@ where
 impl From<serde_json::Error> for DeliveryError {
     fn from(error: serde_json::Error) -> Self {
         DeliveryError::Permanent(error.into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlstates_are_classified() {
-        for code in [
-            "08006", "40001", "40P01", "55P03", "57P01", "57014", "53300",
-        ] {
-            assert!(sqlstate_is_transient(code), "{code}");
-        }
-        for code in ["23505", "23514", "42P01", "22P02"] {
-            assert!(!sqlstate_is_transient(code), "{code}");
-        }
     }
 }

@@ -91,10 +91,11 @@ impl<E> HandlerError<E> {
         }
     }
 
-    /// Whether this is a database error that is expected to go away: a lost or refused
-    /// connection, a pool timeout, a lock timeout (SQLSTATE 55P03), a serialization failure
-    /// (40001), a deadlock (40P01), a cancelled statement (57014), a server shutting down
-    /// (57P01-57P03) or out of resources (class 53).
+    /// Whether this is a database error that is expected to go away: the crate's one
+    /// classification, [`Error::is_transient`](crate::Error::is_transient) (a lost or
+    /// refused connection, a pool timeout, a lock or statement timeout, a serialization
+    /// failure or deadlock, a server shutting down, short of resources or read-only after a
+    /// failover, a record purged while it was read, a broker error, ...).
     ///
     /// ```
     /// use prost_db::idempotency::HandlerError;
@@ -104,29 +105,7 @@ impl<E> HandlerError<E> {
     /// assert!(timeout.is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
-        let HandlerError::Database(error) = self else {
-            return false;
-        };
-        match error {
-            crate::Error::PoolTimedOut(_)
-            | crate::Error::Connect { .. }
-            | crate::Error::IdempotencyRecordVanished { .. } => true,
-            crate::Error::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-                matches!(
-                    code.as_ref(),
-                    "55P03" | "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03"
-                ) || code.starts_with("08")
-                    || code.starts_with("53")
-            }),
-            crate::Error::Database(
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-                | sqlx::Error::Tls(_),
-            ) => true,
-            _ => false,
-        }
+        matches!(self, HandlerError::Database(error) if error.is_transient())
     }
 
     /// The user's error, for [`Failed`](Self::Failed) and [`Permanent`](Self::Permanent).

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::AssertSqlSafe;
 
 use super::error::HandlerError;
 use super::key::IdempotencyKey;
@@ -124,8 +123,6 @@ pub const TABLE_NAME: &str = "idempotency_records";
 /// ```
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-const PURGE: &str = "DELETE FROM {schema}.idempotency_records WHERE created_at < now() - $1";
-
 /// The idempotency records of one service, and the check-process-record transaction.
 ///
 /// [`#[idempotent_handler]`](crate::idempotent_handler) uses it for you; use it directly to
@@ -193,16 +190,21 @@ impl IdempotencyStore {
     /// Rounded up to whole milliseconds; must exceed your slowest handler.
     ///
     /// ```no_run
-    /// # fn f(db: &prost_db::Db) {
+    /// # fn f(db: &prost_db::Db) -> prost_db::Result<()> {
     /// use std::time::Duration;
     /// let store = prost_db::idempotency::IdempotencyStore::new(db)
-    ///     .with_lock_timeout(Duration::from_secs(5));
-    /// # }
+    ///     .with_lock_timeout(Duration::from_secs(5))?;
+    /// # Ok(()) }
     /// ```
-    #[must_use]
-    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SettingOutOfRange`] beyond PostgreSQL's limit of 2147483647 ms (about 24.8
+    /// days), which would make every `BEGIN` fail.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Result<Self> {
+        crate::error::pg_timeout_millis("lock_timeout", timeout)?;
         self.lock_timeout = timeout;
-        self
+        Ok(self)
     }
 
     /// The service name records are written under.
@@ -359,20 +361,19 @@ impl IdempotencyStore {
     /// # Ok(()) }
     /// ```
     ///
+    /// The purge deletes in batches of a few thousand rows, each its own transaction, so it
+    /// never holds many locks or writes a burst of WAL however many records are old.
+    ///
     /// # Errors
     ///
     /// The database error, or [`Error::Config`] for a horizon PostgreSQL cannot represent.
     #[tracing::instrument(name = "prost_db.idempotency.purge", skip(self), fields(schema = self.db.schema()))]
     pub async fn purge_older_than(&self, horizon: Duration) -> Result<u64> {
-        let interval = sqlx::postgres::types::PgInterval::try_from(horizon)
-            .map_err(|_| Error::Config(format!("purge horizon {horizon:?} is out of range")))?;
-        let done = sqlx::query(sql(PURGE, &self.db))
-            .bind(interval)
-            .execute(self.db.pool())
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        tracing::info!(deleted = done.rows_affected(), "purged idempotency records");
-        Ok(done.rows_affected())
+        let table = format!("{}.idempotency_records", self.db.schema_ident());
+        let deleted =
+            crate::pool::purge_in_batches(self.db.pool(), &table, "created_at", horizon).await?;
+        tracing::info!(deleted, "purged idempotency records");
+        Ok(deleted)
     }
 
     /// Runs `body` exactly once per `key` and `action`, in the check-process-record
@@ -422,15 +423,7 @@ impl IdempotencyStore {
 /// only the claim's `set_config`, because the claim takes its table locks before it runs:
 /// behind a queued `ALTER TABLE`, those waits too must be bounded.
 pub(super) async fn begin(db: &Db, lock_timeout: Duration) -> Result<Tx> {
-    // The only value here is an integer the program computed, never input.
-    let statement = format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {}",
-        millis(lock_timeout)
-    );
-    db.pool()
-        .begin_with(AssertSqlSafe(statement))
-        .await
-        .map_err(|e| db.map_err(e))
+    crate::pool::begin(db, Some(lock_timeout)).await
 }
 
 pub(super) fn millis(timeout: Duration) -> u128 {

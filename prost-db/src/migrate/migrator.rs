@@ -307,7 +307,7 @@ impl Migrator {
     /// # Ok(()) }
     /// ```
     pub async fn reset(&self, db: &Db) -> Result<Report, Error> {
-        if !self.allow_reset && !is_test_database(db.database()) {
+        if !self.allow_reset && !crate::ident::is_test_database_name(db.database()) {
             return Err(MigrateError::ResetRefused {
                 schema: db.schema().to_owned(),
                 database: db.database().to_owned(),
@@ -334,15 +334,6 @@ fn as_db_reports(db: &Db, error: Error) -> Error {
         Error::Database(e) => db.map_err(e),
         other => other,
     }
-}
-
-/// Whether `reset` may drop schemas of the database named `name` without `allow_reset`.
-/// The one place that decides it.
-pub(super) fn is_test_database(name: &str) -> bool {
-    name == "test"
-        || name.starts_with("test_")
-        || name.ends_with("_test")
-        || name.starts_with(crate::testing::TEST_DATABASE_PREFIX)
 }
 
 impl<'a> Run<'a> {
@@ -407,31 +398,5 @@ impl<'a> Run<'a> {
             state,
             self.migrator.policy(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_test_database;
-
-    #[test]
-    fn only_databases_named_like_test_databases_may_be_reset() {
-        for name in ["prost_test_41_17_3", "orders_test", "test_orders", "test"] {
-            assert!(is_test_database(name), "{name} is a test database");
-        }
-        for name in [
-            "latest",
-            "contest",
-            "prod",
-            "testing",
-            "attest_db",
-            "my_tests",
-            "tester",
-            "prost",
-            "test-db",
-            "",
-        ] {
-            assert!(!is_test_database(name), "{name} is not a test database");
-        }
     }
 }
