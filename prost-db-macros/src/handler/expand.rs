@@ -67,7 +67,7 @@ pub(super) fn signature(handler: &HandlerFn, krate: &TokenStream) -> Signature {
 //         -> ::core::result::Result<Outcome<u32>, HandlerError<Error>>
 //     {
 //         ::prost_db::__private::free_fn::<Result<u32, Error>>(module_path!(), "reserve")
-//             .event(&event)
+//             .event(event)
 //             .run(db, move |mut tx| async move {
 //                 let tx: &mut Tx = &mut tx;
 //                 body
@@ -108,6 +108,11 @@ pub(super) fn wrapper(handler: &HandlerFn, config: &HandlerConfig) -> TokenStrea
         .as_ref()
         .map(|ms: &LitInt| quote!(.lock_timeout_ms(#ms)));
     let key = match &config.key {
+        // A reference is passed on as it is, so the event's own `EventId` impl is the one
+        // checked (and a missing `Serialize` is one error, on that impl).
+        Key::Event { ident, ty } if matches!(ty, syn::Type::Reference(_)) => {
+            quote_spanned!(ty.span()=> .event(#ident))
+        }
         Key::Event { ident, ty } => quote_spanned!(ty.span()=> .event(&#ident)),
         Key::Expr(expr) => quote_spanned!(expr.span()=> .key(&(#expr))),
     };
@@ -196,9 +201,23 @@ mod tests {
             out.contains(":: prost_db :: __private :: free_fn :: < Result < u32 , Error > > (:: core :: module_path ! () , \"reserve\")"),
             "{out}"
         );
-        assert!(out.contains(". event (& event)"), "{out}");
+        assert!(out.contains(". event (event)"), "{out}");
         assert!(out.contains(". run (db , move | mut tx | async move { let tx : & '_ mut Tx = & mut tx ; Ok (1) }) . await"), "{out}");
         assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn an_event_by_value_is_lent_and_a_reference_passed_on() {
+        let by_value = expand(
+            quote!(),
+            quote! { async fn reserve(tx: &mut Tx, event: Event) -> Result<(), Error> { Ok(()) } },
+        );
+        assert!(by_value.contains(". event (& event)"), "{by_value}");
+        let by_ref = expand(
+            quote!(),
+            quote! { async fn reserve(tx: &mut Tx, event: &mut Event) -> Result<(), Error> { Ok(()) } },
+        );
+        assert!(by_ref.contains(". event (event)"), "{by_ref}");
     }
 
     #[test]

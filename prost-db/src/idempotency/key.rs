@@ -130,7 +130,7 @@ impl<K: IdempotencyKey + ?Sized> IdempotencyKey for std::sync::Arc<K> {
     label = "the event has no `EventId` implementation",
     note = "implement `prost_db::idempotency::EventId` for the event, or name the key with `#[idempotent_handler(key = ...)]`"
 )]
-pub trait EventId: serde::Serialize {
+pub trait EventId: SerializedEvent {
     /// The id's type.
     type Id: IdempotencyKey + ?Sized;
 
@@ -144,13 +144,33 @@ pub trait EventId: serde::Serialize {
     ///
     /// The serializer's error, for events JSON cannot represent.
     fn fingerprint(&self) -> Result<Fingerprint, serde_json::Error> {
+        self.fingerprint_whole()
+    }
+}
+
+/// Not public API: what [`EventId`] needs of an event, implemented for every
+/// `serde::Serialize` type. A trait of our own rather than `Serialize` as the supertrait, so
+/// that a missing derive gets one error in our words, on the event's type.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the event `{Self}` does not implement `serde::Serialize`",
+    label = "the event must serialize: its fingerprint is taken from the serialized form",
+    note = "add `#[derive(serde::Serialize)]` to the event type"
+)]
+pub trait SerializedEvent {
+    /// The canonical fingerprint of the whole event.
+    fn fingerprint_whole(&self) -> Result<Fingerprint, serde_json::Error>;
+}
+
+impl<T: serde::Serialize + ?Sized> SerializedEvent for T {
+    fn fingerprint_whole(&self) -> Result<Fingerprint, serde_json::Error> {
         Fingerprint::of(self)
     }
 }
 
 macro_rules! forward_event_id {
     ($($ty:ty),*) => {$(
-        impl<E: EventId + ?Sized> EventId for $ty {
+        impl<E: EventId + serde::Serialize + ?Sized> EventId for $ty {
             type Id = E::Id;
             fn event_id(&self) -> &E::Id {
                 (**self).event_id()

@@ -89,6 +89,8 @@ mod store;
 
 pub use error::{HandlerError, PermanentError};
 pub use fingerprint::Fingerprint;
+#[doc(hidden)]
+pub use key::SerializedEvent;
 pub use key::{EventId, IdempotencyKey};
 pub use record::{Claim, StoredRecord};
 pub use store::{DEFAULT_LOCK_TIMEOUT, IdempotencyStore, TABLE_NAME, Tx, TxLease};
