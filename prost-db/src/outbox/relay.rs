@@ -215,7 +215,8 @@ impl Relay {
             .bind(&skip_exchanges)
             .bind(&skip_keys)
             .fetch_all(&mut *tx)
-            .await?;
+            .await
+            .map_err(|e| self.db.map_err(e))?;
         // Every wait on the broker from here to the commit shares one deadline.
         let deadline = tokio::time::Instant::now() + self.publish_timeout;
         let timed_out = |row: &Row| crate::Error::PublishTimedOut {
@@ -259,7 +260,7 @@ impl Relay {
             }
         }
         if rows.is_empty() {
-            tx.commit().await?;
+            tx.commit().await.map_err(|e| self.db.map_err(e))?;
             return Ok(0);
         }
         let messages: Vec<Message> = rows
@@ -315,8 +316,9 @@ impl Relay {
         sqlx::query(AssertSqlSafe(Arc::clone(&self.mark)))
             .bind(&confirmed)
             .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+            .await
+            .map_err(|e| self.db.map_err(e))?;
+        tx.commit().await.map_err(|e| self.db.map_err(e))?;
         metrics::outbox_batch(self.db.schema(), confirmed.len());
         tracing::debug!(published = confirmed.len(), "outbox batch published");
         Ok(confirmed.len())
@@ -330,7 +332,7 @@ impl Relay {
         rows: &[Row],
         error: crate::Error,
     ) -> Result<usize> {
-        tx.rollback().await?;
+        tx.rollback().await.map_err(|e| self.db.map_err(e))?;
         tracing::warn!(%error, events = rows.len(), "outbox batch not published; will retry");
         let kind = match error {
             crate::Error::PublishTimedOut { .. } => "broker_timeout",
@@ -338,7 +340,12 @@ impl Relay {
         };
         metrics::outbox_failed(self.db.schema(), kind, rows.len());
         let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| self.db.map_err(e))?;
         self.record_failure(&mut conn, &ids, &error.to_string())
             .await?;
         Err(error)
@@ -370,7 +377,8 @@ impl Relay {
             .bind(ids)
             .bind(error)
             .execute(conn)
-            .await?;
+            .await
+            .map_err(|e| self.db.map_err(e))?;
         Ok(())
     }
 
