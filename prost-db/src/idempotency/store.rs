@@ -220,7 +220,8 @@ impl IdempotencyStore {
     }
 
     /// Creates `idempotency_records` in `db`'s schema if it does not exist. Safe to call
-    /// from many replicas at once; the migrator calls it too.
+    /// from many replicas at once. A service that runs the [`Migrator`](crate::migrate::Migrator)
+    /// need not call it: the migrator's framework steps create the same table (same DDL).
     ///
     /// ```no_run
     /// # async fn f(db: &prost_db::Db) -> prost_db::Result<()> {
