@@ -560,8 +560,21 @@ async fn two_services_migrate_without_waiting_on_each_other() {
         .expect("orders did not wait for catalog's lock")
         .unwrap();
     assert_eq!(report.applied.len(), 6);
-    let blocked = tokio::time::timeout(Duration::from_millis(300), migrator.up(&catalog)).await;
-    assert!(blocked.is_err(), "catalog waits for its own lock");
+    // The migrator's own bound, not a cancelled future: a query cancelled mid-flight leaves
+    // its connection for the pool to clean up, which once kept `close` waiting.
+    let blocked = self::migrator(&shop_root())
+        .lock_wait(Duration::from_millis(300))
+        .unwrap()
+        .up(&catalog)
+        .await
+        .expect_err("catalog waits for its own lock");
+    assert!(
+        matches!(
+            migrate_error(blocked),
+            MigrateError::LockWaitTimedOut { .. }
+        ),
+        "catalog's wait ends as a lock-wait timeout"
+    );
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(prost_db::migrate::lock_key("catalog"))
         .execute(&mut *holder)
