@@ -270,7 +270,8 @@ impl DbConfig {
         self
     }
 
-    /// How long [`Db::acquire`](super::Db::acquire) and [`Db::begin`](super::Db::begin) wait for a free connection (default 30 s).
+    /// How long [`Db::acquire`](super::Db::acquire) and [`Db::begin`](super::Db::begin) wait
+    /// for a free connection (default 30 s).
     ///
     /// ```
     /// # use std::time::Duration;

@@ -1,14 +1,29 @@
 //! The [`Db`] handle: opening the pool in the service's schema and handing out connections.
 
 use std::fmt;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::DbConfig;
-use super::session::{before_acquire, begin};
+use super::session::{before_acquire, begin_on};
 use crate::error::{Error, Origin, Result, Server};
 use crate::ident::{Identifier, IdentifierKind};
+
+/// Starts a transaction on a connection of `db`'s pool with the one `BEGIN` statement
+/// ([`begin_statement`](super::session::begin_statement)): [`Db::begin`] with `None`, the
+/// idempotent handler with its `lock_timeout`.
+///
+/// # Errors
+///
+/// [`Error::SettingOutOfRange`] before anything is sent; the mapped driver error otherwise.
+pub(crate) async fn begin(
+    db: &Db,
+    lock_timeout: Option<Duration>,
+) -> Result<Transaction<'static, Postgres>> {
+    begin_on(&db.pool, lock_timeout).await
+}
 
 /// A schema-isolated connection pool for one service.
 ///

@@ -17,7 +17,8 @@ impl Db {
     ///
     /// # Errors
     ///
-    /// The connection error, or [`Error::SchemaMissing`](crate::Error::SchemaMissing) if the schema was dropped.
+    /// The connection error, or [`Error::SchemaMissing`](crate::Error::SchemaMissing) if the
+    /// schema was dropped.
     pub async fn health(&self) -> Result<Health> {
         let started = Instant::now();
         self.verify_schema().await?;

@@ -8,6 +8,6 @@ mod session;
 
 pub use config::DbConfig;
 pub use db::Db;
+pub(crate) use db::begin;
 pub use health::{Health, PoolStats};
 pub(crate) use purge::purge_in_batches;
-pub(crate) use session::begin;

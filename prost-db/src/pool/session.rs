@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
+use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
-use super::Db;
-use crate::error::{Result, pg_timeout_millis};
+use crate::error::{Error, Origin, Result, pg_timeout_millis};
 
-/// The statements that return a session to the service's defaults: whatever the previous
-/// user of the connection `SET` (a `search_path`, a `statement_timeout`, a `ROLE`), the
-/// next one starts from the startup parameters [`Db::connect`] sent (and the role's and
-/// database's defaults below them). `RESET ALL` leaves `role` alone; `SET SESSION
-/// AUTHORIZATION DEFAULT` resets it, and is allowed for any login role since it names the
-/// role that logged in.
+/// The statements that return a session to the service's defaults: whatever the previous user
+/// of the connection `SET` (a `search_path`, a `statement_timeout`, a `ROLE`), the next one
+/// starts from the startup parameters [`Db::connect`](crate::Db::connect) sent (and the role's
+/// and database's defaults below them). `RESET ALL` leaves `role` alone; `SET SESSION
+/// AUTHORIZATION DEFAULT` resets it, and is allowed for any login role since it names the role
+/// that logged in.
 pub(crate) const RESTORE_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 
 /// A `BEGIN` path pings a connection before use only if it sat idle this long: sqlx pings
@@ -25,7 +25,7 @@ tokio::task_local! {
 }
 
 /// What the pool runs on an idle connection before handing it out. A `BEGIN` path
-/// ([`begin`]) restores the session in its own statement, so it only pings a connection
+/// ([`begin_on`]) restores the session in its own statement, so it only pings a connection
 /// idle for longer than [`PING_IF_IDLE_FOR`]; any other hand-out (`Db::acquire`, a
 /// statement through `Db::pool()`) gets [`RESTORE_SESSION`] in the round trip sqlx would
 /// spend on its liveness ping, and a connection that fails it is replaced.
@@ -43,7 +43,7 @@ pub(super) async fn before_acquire(
     Ok(true)
 }
 
-/// The statement that starts a transaction for [`Db::begin`] (`None`) and for the
+/// The statement that starts a transaction for [`Db::begin`](crate::Db::begin) (`None`) and for the
 /// idempotent handler (its `lock_timeout`): the one place the `BEGIN` paths' text is built.
 /// It is one query, so restoring the session and bounding lock waits cost no round trip of
 /// their own:
@@ -58,7 +58,7 @@ pub(super) async fn before_acquire(
 ///
 /// # Errors
 ///
-/// [`Error::SettingOutOfRange`](crate::Error::SettingOutOfRange) for a timeout beyond PostgreSQL's range.
+/// [`Error::SettingOutOfRange`] for a timeout beyond PostgreSQL's range.
 pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> {
     Ok(match lock_timeout {
         None => format!("BEGIN; {RESTORE_SESSION}"),
@@ -72,19 +72,19 @@ pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> 
     })
 }
 
-/// Starts a transaction on a connection of `db`'s pool with [`begin_statement`].
+/// Starts a transaction on a connection of `pool` with [`begin_statement`].
 ///
 /// # Errors
 ///
-/// [`Error::SettingOutOfRange`](crate::Error::SettingOutOfRange) before anything is sent; the mapped driver error otherwise.
-pub(crate) async fn begin(
-    db: &Db,
+/// [`Error::SettingOutOfRange`] before anything is sent; the mapped driver error otherwise.
+pub(super) async fn begin_on(
+    pool: &PgPool,
     lock_timeout: Option<Duration>,
 ) -> Result<Transaction<'static, Postgres>> {
     let statement = begin_statement(lock_timeout)?;
     // The only value in it is an integer the program computed, never input.
     RESTORES_ITSELF
-        .scope((), db.pool().begin_with(AssertSqlSafe(statement)))
+        .scope((), pool.begin_with(AssertSqlSafe(statement)))
         .await
-        .map_err(|e| db.map_err(e))
+        .map_err(|e| Error::from_sqlx(e, Origin::Pool(pool)))
 }
