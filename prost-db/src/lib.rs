@@ -36,6 +36,7 @@ mod inspect;
 pub mod migrate;
 pub mod outbox;
 mod pool;
+mod pooler;
 mod roles;
 pub mod saga;
 pub mod schema;
@@ -48,6 +49,7 @@ pub use error::{Error, Result};
 pub use ident::{Identifier, IdentifierKind, MAX_IDENTIFIER_LEN};
 pub use inspect::ColumnInfo;
 pub use pool::{Db, DbConfig, Health, PoolStats};
+pub use pooler::Pooler;
 pub use roles::{ServiceRole, provision_service_role};
 pub use schema::Schema;
 

@@ -78,6 +78,7 @@ pub async fn install(db: &Db) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.outbox.' || $1))")
         .bind(db.schema())
+        .persistent(db.prepares())
         .execute(&mut *tx)
         .await?;
     sqlx::raw_sql(AssertSqlSafe(ddl(db.schema_ident())))

@@ -9,6 +9,7 @@ use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use crate::error::{Error, Origin, Result, Server, pg_timeout_millis};
 use crate::ident::{Identifier, IdentifierKind};
+use crate::pooler::{Pooler, failed_schema_check, schema_check};
 
 /// How to connect a service: where the database is, which schema the service owns, and the
 /// pool's limits.
@@ -27,6 +28,8 @@ use crate::ident::{Identifier, IdentifierKind};
 /// | `PROST_DB_MAX_LIFETIME_MS` | recycle connections after (0 = never) | 1800000 |
 /// | `PROST_DB_STATEMENT_TIMEOUT_MS` | server-side `statement_timeout` (0 = none) | none |
 /// | `PROST_DB_CREATE_SCHEMA` | create the schema if missing (`true`/`false`) | false |
+/// | `PROST_DB_POOLER` | `transaction` behind PgBouncer in transaction mode ([`Pooler`]) | `none` |
+/// | `PROST_DB_MIGRATE_URL` | a direct URL for the migrator behind a pooler | none |
 ///
 /// Builders are named after the setting (`max_connections(n)`), and reading a setting back
 /// is `get_` and the same name (`get_max_connections()`), as on sqlx's own option types.
@@ -55,6 +58,9 @@ pub struct DbConfig {
     idle_timeout: Option<Duration>,
     max_lifetime: Option<Duration>,
     statement_timeout: Option<Duration>,
+    pooler: Pooler,
+    schema_check: bool,
+    migrate: Option<PgConnectOptions>,
 }
 
 impl DbConfig {
@@ -129,6 +135,9 @@ impl DbConfig {
             idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
             max_lifetime: Some(Self::DEFAULT_MAX_LIFETIME),
             statement_timeout: None,
+            pooler: Pooler::None,
+            schema_check: true,
+            migrate: None,
         }
     }
 
@@ -206,6 +215,17 @@ impl DbConfig {
         if let Some(n) = number("PROST_DB_STATEMENT_TIMEOUT_MS")? {
             config.statement_timeout = millis(n);
             config.checked_statement_timeout()?;
+        }
+        if let Some(v) = var("PROST_DB_POOLER") {
+            config.pooler = Pooler::parse(&v)?;
+        }
+        if let Some(url) = var("PROST_DB_MIGRATE_URL") {
+            config = config.migrate_url(&url).map_err(|_| {
+                Error::Config(
+                    "PROST_DB_MIGRATE_URL is not a valid PostgreSQL URL; expected postgres://user[:password]@host:port/database"
+                        .into(),
+                )
+            })?;
         }
         if let Some(v) = var("PROST_DB_CREATE_SCHEMA") {
             config.create_schema = match v.trim() {
@@ -332,6 +352,90 @@ impl DbConfig {
         self
     }
 
+    /// What sits between the service and PostgreSQL (default [`Pooler::None`]); behind
+    /// PgBouncer in transaction mode, [`Pooler::Transaction`] binds the schema through the
+    /// login role's default `search_path` and checks it in every transaction (see
+    /// [`Pooler`]).
+    ///
+    /// ```
+    /// use prost_db::{DbConfig, Pooler};
+    ///
+    /// let config = DbConfig::new("postgres://catalog_svc@127.0.0.1:6432/prost", "catalog")?
+    ///     .pooler(Pooler::Transaction);
+    /// assert_eq!(config.get_pooler(), Pooler::Transaction);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
+    /// Behind [`Pooler::Transaction`], whether the `BEGIN` paths check `current_schema()`
+    /// (default on). Turning it off lets a transaction run in whatever schema the pooled
+    /// server connection's role default gives it: only for measuring what the check costs.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost:6432/prost", "catalog")?
+    ///     .pooler(prost_db::Pooler::Transaction)
+    ///     .schema_check(false);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn schema_check(mut self, check: bool) -> Self {
+        self.schema_check = check;
+        self
+    }
+
+    /// A direct URL to PostgreSQL (not through the pooler) for the migrator: behind
+    /// [`Pooler::Transaction`], [`Migrator`](crate::migrate::Migrator) runs over a
+    /// connection to this URL, in the same database and schema, and refuses to run without
+    /// one.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://svc@pgbouncer:6432/prost", "catalog")?
+    ///     .pooler(prost_db::Pooler::Transaction)
+    ///     .migrate_url("postgres://deployer@db.internal:5432/prost")?;
+    /// assert_eq!(config.get_migrate_connect_options().map(|o| o.get_port()), Some(5432));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the URL cannot be parsed (the message never repeats the URL).
+    pub fn migrate_url(mut self, url: &str) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url).map_err(|_| {
+            Error::Config(
+                "the migrate URL is not a valid PostgreSQL URL; expected postgres://user[:password]@host:port/database"
+                    .into(),
+            )
+        })?;
+        self.migrate = Some(connect);
+        Ok(self)
+    }
+
+    /// The configured pooler.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_pooler(), prost_db::Pooler::None);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// The connect options of [`migrate_url`](Self::migrate_url), if one is set.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert!(config.get_migrate_connect_options().is_none());
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_migrate_connect_options(&self) -> Option<&PgConnectOptions> {
+        self.migrate.as_ref()
+    }
+
     /// The service name.
     ///
     /// ```
@@ -424,6 +528,9 @@ impl fmt::Debug for DbConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_timeout", &self.statement_timeout)
+            .field("pooler", &self.pooler)
+            .field("schema_check", &self.schema_check)
+            .field("migrate", &self.migrate.as_ref().map(Server::of))
             .finish()
     }
 }
@@ -479,20 +586,61 @@ async fn before_acquire(conn: &mut sqlx::PgConnection, idle_for: Duration) -> sq
 /// pool as it came, and the next user restores it again (a `BEGIN` path here, anyone else
 /// in [`before_acquire`]). `RESET ALL` keeps the isolation level `BEGIN` set.
 ///
+/// Behind a transaction pooler (`pooled`), the reset and the schema check come first, in
+/// the implicit transaction of the same query (so on the same server connection): a failed
+/// check rolls them back and leaves no transaction open, and `BEGIN` follows with the
+/// statement timeout as `SET LOCAL`:
+///
+/// - `SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DO <check>; BEGIN[ ISOLATION LEVEL READ
+///   COMMITTED][; SET LOCAL statement_timeout = <ms>][; SET LOCAL lock_timeout = <ms>]`
+///
 /// # Errors
 ///
 /// [`Error::SettingOutOfRange`] for a timeout beyond PostgreSQL's range.
-pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> {
-    Ok(match lock_timeout {
-        None => format!("BEGIN; {RESTORE_SESSION}"),
-        Some(timeout) => {
-            // `0` would turn the bound off: a zero timeout waits the least PostgreSQL can.
-            let millis = pg_timeout_millis("lock_timeout", timeout)?.max(1);
-            format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET LOCAL lock_timeout = {millis}"
-            )
+pub(crate) fn begin_statement(
+    lock_timeout: Option<Duration>,
+    pooled: Option<&Pooled>,
+) -> Result<String> {
+    let lock_millis = lock_timeout
+        // `0` would turn the bound off: a zero timeout waits the least PostgreSQL can.
+        .map(|timeout| pg_timeout_millis("lock_timeout", timeout).map(|ms| ms.max(1)))
+        .transpose()?;
+    let begin = match lock_millis {
+        None => "BEGIN",
+        Some(_) => "BEGIN ISOLATION LEVEL READ COMMITTED",
+    };
+    let mut sql = match pooled {
+        None => format!("{begin}; {RESTORE_SESSION}"),
+        Some(pooled) => {
+            let mut sql = format!("{RESTORE_SESSION}; ");
+            if let Some(check) = &pooled.schema_check {
+                sql.push_str(check);
+                sql.push_str("; ");
+            }
+            sql.push_str(begin);
+            if let Some(millis) = pooled.statement_timeout {
+                sql.push_str(&format!("; SET LOCAL statement_timeout = {millis}"));
+            }
+            sql
         }
-    })
+    };
+    if let Some(millis) = lock_millis {
+        sql.push_str(&format!("; SET LOCAL lock_timeout = {millis}"));
+    }
+    Ok(sql)
+}
+
+/// What a [`Db`] behind [`Pooler::Transaction`] adds to its `BEGIN` paths and migrations.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    /// The schema check ([`schema_check`]), unless turned off.
+    schema_check: Option<String>,
+    /// The configured statement timeout, which cannot travel as a startup parameter.
+    statement_timeout: Option<u32>,
+    /// The direct URL the migrator uses.
+    pub(crate) migrate: Option<PgConnectOptions>,
+    /// The configuration the pool was opened with, for the migrator's direct `Db`.
+    pub(crate) config: Box<DbConfig>,
 }
 
 /// Starts a transaction on a connection of `db`'s pool with [`begin_statement`].
@@ -504,12 +652,19 @@ pub(crate) async fn begin(
     db: &Db,
     lock_timeout: Option<Duration>,
 ) -> Result<Transaction<'static, Postgres>> {
-    let statement = begin_statement(lock_timeout)?;
-    // The only value in it is an integer the program computed, never input.
+    let statement = begin_statement(lock_timeout, db.pooled.as_deref())?;
+    // The only values in it are integers the program computed and the validated schema name.
     RESTORES_ITSELF
         .scope((), db.pool.begin_with(AssertSqlSafe(statement)))
         .await
-        .map_err(|e| db.map_err(e))
+        .map_err(|e| match failed_schema_check(&e) {
+            Some(actual) => Error::SchemaMismatch {
+                service: db.service.as_str().to_owned(),
+                expected: db.schema.as_str().to_owned(),
+                actual,
+            },
+            None => db.map_err(e),
+        })
 }
 
 /// Purges delete at most this many rows per statement: each batch is a transaction of its
@@ -593,6 +748,7 @@ pub struct Db {
     service: Identifier,
     schema: Identifier,
     server: std::sync::Arc<Server>,
+    pooled: Option<std::sync::Arc<Pooled>>,
 }
 
 impl Db {
@@ -616,11 +772,27 @@ impl Db {
         let mut options = config
             .connect
             .clone()
-            .application_name(service.as_str())
-            .options([("search_path", schema.as_str())]);
-        if let Some(millis) = statement_timeout {
-            options = options.options([("statement_timeout", millis)]);
-        }
+            .application_name(service.as_str());
+        let pooled = match config.pooler {
+            Pooler::None => {
+                options = options.options([("search_path", schema.as_str())]);
+                if let Some(millis) = statement_timeout {
+                    options = options.options([("statement_timeout", millis)]);
+                }
+                None
+            }
+            // No startup `options` (PgBouncer refuses them), and no named prepared
+            // statements: a server connection is the client's only within a transaction.
+            Pooler::Transaction => {
+                options = options.statement_cache_capacity(0);
+                Some(std::sync::Arc::new(Pooled {
+                    schema_check: config.schema_check.then(|| schema_check(&schema)),
+                    statement_timeout,
+                    migrate: config.migrate.clone(),
+                    config: Box::new(config.clone()),
+                }))
+            }
+        };
 
         if config.create_schema {
             create_schema_if_missing(&config.connect, &schema).await?;
@@ -644,6 +816,7 @@ impl Db {
             service,
             schema,
             server: std::sync::Arc::new(Server::of(&config.connect)),
+            pooled,
         };
         db.verify_schema().await?;
         tracing::debug!("connected");
@@ -773,6 +946,41 @@ impl Db {
     /// ([`Error::from_sqlx`]), naming the server for connection failures.
     pub(crate) fn map_err(&self, error: sqlx::Error) -> Error {
         Error::from_sqlx(error, Origin::Pool(&self.pool))
+    }
+
+    /// The `Db` the migrator runs on: `None` for this one (a direct connection); behind a
+    /// transaction pooler, a small pool over the direct [`DbConfig::migrate_url`], in the
+    /// same schema.
+    ///
+    /// # Errors
+    ///
+    /// [`MigrateError::ThroughPooler`](crate::migrate::MigrateError::ThroughPooler) without
+    /// a migrate URL; as [`Db::connect`] for the direct connection.
+    pub(crate) async fn for_migrations(&self) -> Result<Option<Db>> {
+        let Some(pooled) = &self.pooled else {
+            return Ok(None);
+        };
+        let Some(direct) = &pooled.migrate else {
+            return Err(crate::migrate::MigrateError::ThroughPooler {
+                schema: self.schema.as_str().to_owned(),
+            }
+            .into());
+        };
+        let mut config = (*pooled.config).clone();
+        // The service's database, whatever the migrate URL names.
+        config.connect = direct.clone().database(&self.server.database);
+        config.pooler = Pooler::None;
+        config.migrate = None;
+        let config = config.min_connections(0).max_connections(2);
+        Db::connect(config).await.map(Some)
+    }
+
+    /// Whether statements may be named prepared statements, which sqlx caches per
+    /// connection: not behind a transaction pooler, where the next transaction of the same
+    /// client connection may run on another server connection. The crate's own
+    /// parameterized statements pass this to `persistent`.
+    pub(crate) fn prepares(&self) -> bool {
+        self.pooled.is_none()
     }
 
     /// The server this pool connects to, for errors on connections taken from it.
