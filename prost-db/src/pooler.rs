@@ -67,7 +67,8 @@ impl Pooler {
 }
 
 /// The message of the error the schema check raises; its `DETAIL` is the schema found.
-const SCHEMA_CHECK_FAILED: &str = "prost-db: the transaction is not in the service's schema";
+/// It goes into a string literal: no quotes in it.
+const SCHEMA_CHECK_FAILED: &str = "prost-db: the transaction is not in the schema of the service";
 
 /// The statement, appended to a `BEGIN` query, that fails the transaction unless
 /// `current_schema()` is `schema`. The name is a validated identifier (lower-case ASCII

@@ -110,6 +110,7 @@ async fn the_role_default_binds_the_schema_and_every_transaction_checks_it() -> 
     let unchecked = Db::connect(service.config("catalog").schema_check(false)).await?;
     let mut tx = checked.begin().await?;
     sqlx::query("INSERT INTO t VALUES ('bound')")
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -149,6 +150,7 @@ async fn the_role_default_binds_the_schema_and_every_transaction_checks_it() -> 
             other => other?,
         };
         sqlx::query("INSERT INTO t VALUES ('unchecked')")
+            .persistent(false)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
