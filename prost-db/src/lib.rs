@@ -33,6 +33,8 @@ pub mod framework;
 pub mod idempotency;
 mod ident;
 mod inspect;
+#[cfg(test)]
+mod layout_tests;
 pub mod migrate;
 pub mod outbox;
 mod pool;

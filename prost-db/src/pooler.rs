@@ -1,6 +1,9 @@
 //! Running behind a connection pooler in transaction mode (PgBouncer): how a service finds
 //! its schema there, and the check that every transaction runs in it.
 
+use sqlx::postgres::PgConnectOptions;
+
+use crate::DbConfig;
 use crate::error::Error;
 use crate::ident::Identifier;
 
@@ -64,6 +67,20 @@ impl Pooler {
             ))),
         }
     }
+}
+
+/// What a [`Db`](crate::Db) behind [`Pooler::Transaction`] adds to its `BEGIN` paths and
+/// migrations.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    /// The schema check ([`schema_check`]), unless turned off.
+    pub(crate) schema_check: Option<String>,
+    /// The configured statement timeout, which cannot travel as a startup parameter.
+    pub(crate) statement_timeout: Option<u32>,
+    /// The direct URL the migrator uses.
+    pub(crate) migrate: Option<PgConnectOptions>,
+    /// The configuration the pool was opened with, for the migrator's direct `Db`.
+    pub(crate) config: Box<DbConfig>,
 }
 
 /// The message of the error the schema check raises; its `DETAIL` is the schema found.
