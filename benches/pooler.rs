@@ -84,10 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
 
     let test_db = TestDb::new().await?;
-    let role = format!(
-        "bench_{}",
-        test_db.name().trim_start_matches("prost_test_")
-    );
+    let role = format!("bench_{}", test_db.name().trim_start_matches("prost_test_"));
     let admin = test_db.pool().await?;
     provision_service_role(&admin, &ServiceRole::new(&role, "catalog")).await?;
     sqlx::raw_sql(
@@ -180,8 +177,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = test_db.connect_options();
     test_db.close().await?;
     let mut conn = sqlx::PgConnection::connect_with(&server.database("postgres")).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\"")))
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP ROLE IF EXISTS \"{role}\""
+    )))
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }

@@ -45,7 +45,10 @@ struct Service {
 impl Service {
     async fn new(prefix: &str, schema: &str) -> Result<Service, Box<dyn std::error::Error>> {
         let test_db = TestDb::new().await?;
-        let role = format!("{prefix}_{}", test_db.name().trim_start_matches("prost_test_"));
+        let role = format!(
+            "{prefix}_{}",
+            test_db.name().trim_start_matches("prost_test_")
+        );
         let admin = test_db.pool().await?;
         provision_service_role(&admin, &ServiceRole::new(&role, schema)).await?;
         admin.close().await;
@@ -89,7 +92,10 @@ async fn the_schema_as_a_startup_option_is_refused_with_the_setting_to_use() -> 
     let err = Db::connect(config).await.unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-    assert!(message.contains("unsupported startup parameter"), "{message}");
+    assert!(
+        message.contains("unsupported startup parameter"),
+        "{message}"
+    );
     assert!(message.contains("Pooler::Transaction"), "{message}");
     service.close().await
 }
@@ -263,22 +269,19 @@ async fn the_migrator_refuses_the_pooler_and_runs_over_the_migrate_url() -> Test
     );
     assert!(err.to_string().contains("PROST_DB_MIGRATE_URL"), "{err}");
     let admin = service.test_db.pool().await?;
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'catalog'",
-    )
-    .fetch_one(&admin)
-    .await?;
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'catalog'")
+            .fetch_one(&admin)
+            .await?;
     assert_eq!(tables, 0, "nothing ran through the pooler");
     pooled.close().await;
 
     let direct = service.test_db.url();
     let db = Db::connect(service.config("catalog").migrate_url(&direct)?).await?;
     let report = migrator.up(&db).await?;
-    let versions: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM catalog._prost_db_migrations",
-    )
-    .fetch_one(&admin)
-    .await?;
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM catalog._prost_db_migrations")
+        .fetch_one(&admin)
+        .await?;
     assert!(!report.applied.is_empty());
     assert_eq!(versions, report.applied.len() as i64);
     assert!(migrator.up(&db).await?.applied.is_empty());

@@ -95,10 +95,7 @@ impl Db {
         let schema = Identifier::new(IdentifierKind::Schema, &config.schema)?;
         let statement_timeout = config.checked_statement_timeout()?;
 
-        let mut options = config
-            .connect
-            .clone()
-            .application_name(service.as_str());
+        let mut options = config.connect.clone().application_name(service.as_str());
         let pooled = match config.pooler {
             Pooler::None => {
                 options = options.options([("search_path", schema.as_str())]);
