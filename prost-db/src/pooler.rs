@@ -108,3 +108,84 @@ pub(crate) fn failed_schema_check(error: &sqlx::Error) -> Option<String> {
     let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
     Some(pg.detail().unwrap_or_default().to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::{Pooled, Pooler, schema_check};
+    use crate::ident::{Identifier, IdentifierKind};
+    use crate::pool::begin_statement;
+    use crate::{DbConfig, Error};
+
+    fn pooled(check: bool, statement_timeout: Option<u32>) -> Pooled {
+        let schema = Identifier::new(IdentifierKind::Schema, "catalog").unwrap();
+        Pooled {
+            schema_check: check.then(|| schema_check(&schema)),
+            statement_timeout,
+            migrate: None,
+            config: Box::new(DbConfig::new("postgres://localhost/prost", "catalog").unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_pooled_begin_restores_and_checks_before_it_begins() {
+        let sql = begin_statement(
+            Some(Duration::from_millis(250)),
+            Some(&pooled(true, Some(5000))),
+        )
+        .unwrap();
+        let restore = sql.find("RESET ALL").unwrap();
+        let check = sql
+            .find("current_schema() IS DISTINCT FROM 'catalog'")
+            .unwrap();
+        let begin = sql.find("BEGIN ISOLATION LEVEL READ COMMITTED").unwrap();
+        assert!(restore < check && check < begin, "{sql}");
+        assert!(
+            sql.ends_with("; SET LOCAL statement_timeout = 5000; SET LOCAL lock_timeout = 250"),
+            "{sql}"
+        );
+        let unchecked = begin_statement(None, Some(&pooled(false, None))).unwrap();
+        assert_eq!(
+            unchecked,
+            "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; BEGIN"
+        );
+        // A direct connection's BEGIN is as before.
+        assert_eq!(
+            begin_statement(None, None).unwrap(),
+            "BEGIN; SET SESSION AUTHORIZATION DEFAULT; RESET ALL"
+        );
+    }
+
+    #[test]
+    fn the_pooler_and_the_migrate_url_come_from_the_environment() {
+        let vars = HashMap::from([
+            ("DATABASE_URL", "postgres://svc@127.0.0.1:6432/prost"),
+            ("PROST_DB_POOLER", "transaction"),
+            (
+                "PROST_DB_MIGRATE_URL",
+                "postgres://deployer:pw@127.0.0.1:5432/prost",
+            ),
+        ]);
+        let config =
+            DbConfig::from_vars("catalog", |k| vars.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(config.get_pooler(), Pooler::Transaction);
+        assert_eq!(
+            config.get_migrate_connect_options().map(|o| o.get_port()),
+            Some(5432)
+        );
+        assert!(!format!("{config:?}").contains("pw"), "{config:?}");
+
+        let bad = HashMap::from([
+            ("DATABASE_URL", "postgres://svc@127.0.0.1:6432/prost"),
+            ("PROST_DB_POOLER", "session"),
+        ]);
+        let err =
+            DbConfig::from_vars("catalog", |k| bad.get(k).map(|v| v.to_string())).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("PROST_DB_POOLER")),
+            "{err}"
+        );
+    }
+}

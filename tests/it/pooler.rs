@@ -175,6 +175,32 @@ async fn the_role_default_binds_the_schema_and_every_transaction_checks_it() -> 
         .await?;
     assert_eq!(in_catalog, 1, "only the first, checked write is in catalog");
 
+    // Put right, the same service goes on: a failed check left no transaction open.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER ROLE \"{role}\" SET search_path = catalog; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+        role = service.role
+    )))
+    .execute(&admin)
+    .await?;
+    for _ in 0..8 {
+        let mut tx = loop {
+            match checked.begin().await {
+                Err(e) if e.is_transient() => continue,
+                other => break other?,
+            }
+        };
+        sqlx::query("INSERT INTO t VALUES ('again')")
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    let again: i64 = sqlx::query_scalar("SELECT count(*) FROM catalog.t WHERE v = 'again'")
+        .fetch_one(&admin)
+        .await?;
+    assert_eq!(again, 8);
+
     checked.close().await;
     unchecked.close().await;
     admin.close().await;
