@@ -30,10 +30,12 @@ impl Db {
     ///
     /// [`Error::SchemaMissing`] if the schema does not exist; a database error otherwise.
     pub async fn current_schema(&self) -> Result<String> {
-        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+        // The simple protocol: one message, so it holds behind a transaction pooler too.
+        let row = sqlx::raw_sql("SELECT current_schema()::text")
             .fetch_one(self.pool())
             .await
             .map_err(|e| self.map_err(e))?;
+        let current: Option<String> = sqlx::Row::try_get(&row, 0).map_err(Error::Database)?;
         current.ok_or_else(|| Error::SchemaMissing {
             schema: self.schema().to_owned(),
             database: self.database().to_owned(),

@@ -38,6 +38,7 @@ mod layout_tests;
 pub mod migrate;
 pub mod outbox;
 mod pool;
+mod pooler;
 mod roles;
 pub mod saga;
 pub mod schema;
@@ -50,6 +51,7 @@ pub use error::{Error, Result};
 pub use ident::{Identifier, IdentifierKind, MAX_IDENTIFIER_LEN};
 pub use inspect::ColumnInfo;
 pub use pool::{Db, DbConfig, Health, PoolStats};
+pub use pooler::Pooler;
 pub use roles::{ServiceRole, provision_service_role};
 pub use schema::Schema;
 

@@ -78,6 +78,7 @@ pub async fn install(db: &Db) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.outbox.' || $1))")
         .bind(db.schema())
+        .persistent(db.prepares())
         .execute(&mut *tx)
         .await?;
     sqlx::raw_sql(AssertSqlSafe(ddl(db.schema_ident())))
@@ -103,6 +104,9 @@ pub struct Outbox {
     table: Arc<str>,
     // Named by connection errors; unknown for an outbox made with `for_schema`.
     server: Option<Arc<Server>>,
+    // Whether its statements may be named prepared statements (not behind a transaction
+    // pooler).
+    prepares: bool,
 }
 
 impl Outbox {
@@ -116,6 +120,7 @@ impl Outbox {
     pub fn new(db: &Db) -> Self {
         Outbox {
             server: Some(Arc::clone(db.server())),
+            prepares: db.prepares(),
             ..Self::for_schema(db.schema_ident())
         }
     }
@@ -149,6 +154,7 @@ impl Outbox {
             .into(),
             table: format!("{schema}.outbox_events").into(),
             server: None,
+            prepares: true,
         }
     }
 
@@ -178,6 +184,7 @@ impl Outbox {
             .bind(exchange)
             .bind(P::ROUTING_KEY)
             .bind(payload)
+            .persistent(self.prepares)
             .execute(conn)
             .await
             .map_err(|e| self.map_err(e))?;
@@ -227,6 +234,7 @@ impl Outbox {
             .bind(exchange)
             .bind(P::ROUTING_KEY)
             .bind(&payloads)
+            .persistent(self.prepares)
             .execute(conn)
             .await
             .map_err(|e| self.map_err(e))?;

@@ -87,6 +87,8 @@ impl fmt::Debug for ServiceRole {
 /// or a role with `CREATEROLE` that is a member of the migrator).
 ///
 /// Afterwards the role:
+/// - has `schema` as its default `search_path`, which binds it to its schema behind a
+///   transaction pooler ([`Pooler::Transaction`](crate::Pooler::Transaction));
 /// - owns `schema` (created if missing). As its owner it may create objects in it, and
 ///   drop or alter any object in it;
 /// - has every privilege on the tables and sequences that were already in the schema
@@ -166,6 +168,9 @@ pub async fn provision_service_role(admin: &PgPool, spec: &ServiceRole) -> Resul
         format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}"),
         format!("ALTER SCHEMA {schema} OWNER TO {role}"),
         format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
+        // How the role finds its schema where no startup option can say it (behind a
+        // transaction pooler): its sessions start with this search_path.
+        format!("ALTER ROLE {role} SET search_path = {schema}"),
         format!("GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}"),
         format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"),
         format!(

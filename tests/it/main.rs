@@ -8,6 +8,7 @@ mod catalog;
 mod idempotency;
 mod migrate;
 mod pool;
+mod pooler;
 mod saga;
 mod schema;
 mod shop;

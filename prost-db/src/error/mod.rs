@@ -243,6 +243,11 @@ fn connect_failure(source: &sqlx::Error) -> String {
             "the server has no free connection slot: lower the pools' max_connections or raise the server's"
         }
         "57P03" => "the server is starting up or shutting down: retry in a moment",
+        _ if e.message().contains("unsupported startup parameter") => {
+            "a connection pooler (PgBouncer) refuses startup parameters such as the schema's \
+             search_path: set DbConfig::pooler(Pooler::Transaction) (PROST_DB_POOLER=transaction) \
+             and give the service's role its schema as default search_path (provision_service_role)"
+        }
         _ => "check DATABASE_URL and the server's log",
     };
     format!("the server said: {} (SQLSTATE {code}); {hint}", e.message())

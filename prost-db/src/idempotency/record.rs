@@ -109,6 +109,7 @@ impl Entry<'_> {
             .bind(self.action)
             .bind(fingerprint.map(Fingerprint::to_stored))
             .bind(super::store::millis(lock_timeout).to_string())
+            .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
             .map_err(|e| self.db.map_err(e))?;
@@ -130,6 +131,7 @@ impl Entry<'_> {
             .bind(self.key)
             .bind(self.service)
             .bind(self.action)
+            .persistent(self.db.prepares())
             .fetch_optional(executor)
             .await
             .map_err(|e| self.db.map_err(e))?;
@@ -143,6 +145,7 @@ impl Entry<'_> {
             .bind(self.action)
             .bind(Json(result))
             .bind(false)
+            .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
             .map_err(|e| self.db.map_err(e))?;
@@ -164,6 +167,7 @@ impl Entry<'_> {
             .bind(fingerprint.map(Fingerprint::to_stored))
             .bind(Json(result))
             .bind(permanent)
+            .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
             .map_err(|e| self.db.map_err(e))?;

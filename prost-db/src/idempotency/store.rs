@@ -239,6 +239,7 @@ impl IdempotencyStore {
             "SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))",
         )
         .bind(db.schema())
+        .persistent(db.prepares())
         .execute(&mut *tx)
         .await?;
         sqlx::raw_sql(sql(DDL, db)).execute(&mut *tx).await?;

@@ -115,6 +115,21 @@ pub enum MigrateError {
         database: String,
     },
 
+    /// The [`Db`](crate::Db) goes through a transaction pooler
+    /// ([`Pooler::Transaction`](crate::Pooler::Transaction)) and has no direct URL for
+    /// migrations: the migrator's session advisory lock and session settings would land on
+    /// whichever server connection the pooler picks for each statement.
+    #[error(
+        "refusing to migrate schema {schema:?} through a transaction pooler: the migration lock \
+         and session settings need a server connection of their own; set a direct URL to \
+         PostgreSQL for migrations (`DbConfig::migrate_url`, or PROST_DB_MIGRATE_URL), or run \
+         `prost-db migrate` with a DATABASE_URL that does not go through the pooler"
+    )]
+    ThroughPooler {
+        /// The schema.
+        schema: String,
+    },
+
     /// Another run held the schema's migration lock for longer than the configured
     /// [`lock_wait`](crate::migrate::Migrator::lock_wait).
     #[error(

@@ -155,6 +155,8 @@ impl Migrator {
     /// before anything runs; [`MigrateError::Failed`] when a script fails, saying how the
     /// schema was restored; [`Error::Database`] for connection problems.
     pub async fn up(&self, db: &Db) -> Result<Report, Error> {
+        let direct = db.for_migrations().await?;
+        let db = direct.as_ref().unwrap_or(db);
         let mut run = self.start(db)?;
         let span = tracing::info_span!("migrate_up", schema = db.schema(), deployment_id = %run.deployment);
         async move {
@@ -200,6 +202,8 @@ impl Migrator {
     /// [`MigrateError::Changed`] / [`MigrateError::Missing`] as for `up`;
     /// [`MigrateError::Failed`] when a down script fails.
     pub async fn down(&self, db: &Db, target: i64) -> Result<Report, Error> {
+        let direct = db.for_migrations().await?;
+        let db = direct.as_ref().unwrap_or(db);
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_down", schema = db.schema(), target, deployment_id = %run.deployment);
         run.revert(Revert::Above(target))
@@ -224,6 +228,8 @@ impl Migrator {
     /// # Ok(()) }
     /// ```
     pub async fn redo(&self, db: &Db) -> Result<Report, Error> {
+        let direct = db.for_migrations().await?;
+        let db = direct.as_ref().unwrap_or(db);
         let run = self.start(db)?;
         let span = tracing::info_span!("migrate_redo", schema = db.schema(), deployment_id = %run.deployment);
         run.revert(Revert::Redo)
@@ -248,6 +254,8 @@ impl Migrator {
     /// # Ok(()) }
     /// ```
     pub async fn status(&self, db: &Db) -> Result<Status, Error> {
+        let direct = db.for_migrations().await?;
+        let db = direct.as_ref().unwrap_or(db);
         let mut run = self.start(db)?;
         let recorded = run
             .read_recorded()
@@ -277,6 +285,8 @@ impl Migrator {
     /// # Ok(()) }
     /// ```
     pub async fn dry_run(&self, db: &Db) -> Result<DryRun, Error> {
+        let direct = db.for_migrations().await?;
+        let db = direct.as_ref().unwrap_or(db);
         let mut run = self.start(db)?;
         let result = async {
             let mut session = Session::open(&mut run).await?;
@@ -307,6 +317,8 @@ impl Migrator {
     /// # Ok(()) }
     /// ```
     pub async fn reset(&self, db: &Db) -> Result<Report, Error> {
+        let direct = db.for_migrations().await?;
+        let db = direct.as_ref().unwrap_or(db);
         if !self.allow_reset && !crate::ident::is_test_database_name(db.database()) {
             return Err(MigrateError::ResetRefused {
                 schema: db.schema().to_owned(),

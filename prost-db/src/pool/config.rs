@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::error::{Error, Result, Server, pg_timeout_millis};
+use crate::pooler::Pooler;
 
 /// How to connect a service: where the database is, which schema the service owns, and the
 /// pool's limits.
@@ -25,6 +26,8 @@ use crate::error::{Error, Result, Server, pg_timeout_millis};
 /// | `PROST_DB_MAX_LIFETIME_MS` | recycle connections after (0 = never) | 1800000 |
 /// | `PROST_DB_STATEMENT_TIMEOUT_MS` | server-side `statement_timeout` (0 = none) | none |
 /// | `PROST_DB_CREATE_SCHEMA` | create the schema if missing (`true`/`false`) | false |
+/// | `PROST_DB_POOLER` | `transaction` behind PgBouncer in transaction mode ([`Pooler`]) | `none` |
+/// | `PROST_DB_MIGRATE_URL` | a direct URL for the migrator behind a pooler | none |
 ///
 /// Builders are named after the setting (`max_connections(n)`), and reading a setting back
 /// is `get_` and the same name (`get_max_connections()`), as on sqlx's own option types.
@@ -53,6 +56,9 @@ pub struct DbConfig {
     pub(super) idle_timeout: Option<Duration>,
     pub(super) max_lifetime: Option<Duration>,
     pub(super) statement_timeout: Option<Duration>,
+    pub(super) pooler: Pooler,
+    pub(super) schema_check: bool,
+    pub(super) migrate: Option<PgConnectOptions>,
 }
 
 impl DbConfig {
@@ -127,6 +133,9 @@ impl DbConfig {
             idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
             max_lifetime: Some(Self::DEFAULT_MAX_LIFETIME),
             statement_timeout: None,
+            pooler: Pooler::None,
+            schema_check: true,
+            migrate: None,
         }
     }
 
@@ -204,6 +213,17 @@ impl DbConfig {
         if let Some(n) = number("PROST_DB_STATEMENT_TIMEOUT_MS")? {
             config.statement_timeout = millis(n);
             config.checked_statement_timeout()?;
+        }
+        if let Some(v) = var("PROST_DB_POOLER") {
+            config.pooler = Pooler::parse(&v)?;
+        }
+        if let Some(url) = var("PROST_DB_MIGRATE_URL") {
+            config = config.migrate_url(&url).map_err(|_| {
+                Error::Config(
+                    "PROST_DB_MIGRATE_URL is not a valid PostgreSQL URL; expected postgres://user[:password]@host:port/database"
+                        .into(),
+                )
+            })?;
         }
         if let Some(v) = var("PROST_DB_CREATE_SCHEMA") {
             config.create_schema = match v.trim() {
@@ -331,6 +351,90 @@ impl DbConfig {
         self
     }
 
+    /// What sits between the service and PostgreSQL (default [`Pooler::None`]); behind
+    /// PgBouncer in transaction mode, [`Pooler::Transaction`] binds the schema through the
+    /// login role's default `search_path` and checks it in every transaction (see
+    /// [`Pooler`]).
+    ///
+    /// ```
+    /// use prost_db::{DbConfig, Pooler};
+    ///
+    /// let config = DbConfig::new("postgres://catalog_svc@127.0.0.1:6432/prost", "catalog")?
+    ///     .pooler(Pooler::Transaction);
+    /// assert_eq!(config.get_pooler(), Pooler::Transaction);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
+        self
+    }
+
+    /// Behind [`Pooler::Transaction`], whether the `BEGIN` paths check `current_schema()`
+    /// (default on). Turning it off lets a transaction run in whatever schema the pooled
+    /// server connection's role default gives it: only for measuring what the check costs.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost:6432/prost", "catalog")?
+    ///     .pooler(prost_db::Pooler::Transaction)
+    ///     .schema_check(false);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn schema_check(mut self, check: bool) -> Self {
+        self.schema_check = check;
+        self
+    }
+
+    /// A direct URL to PostgreSQL (not through the pooler) for the migrator: behind
+    /// [`Pooler::Transaction`], [`Migrator`](crate::migrate::Migrator) runs over a
+    /// connection to this URL, in the same database and schema, and refuses to run without
+    /// one.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://svc@pgbouncer:6432/prost", "catalog")?
+    ///     .pooler(prost_db::Pooler::Transaction)
+    ///     .migrate_url("postgres://deployer@db.internal:5432/prost")?;
+    /// assert_eq!(config.get_migrate_connect_options().map(|o| o.get_port()), Some(5432));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the URL cannot be parsed (the message never repeats the URL).
+    pub fn migrate_url(mut self, url: &str) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url).map_err(|_| {
+            Error::Config(
+                "the migrate URL is not a valid PostgreSQL URL; expected postgres://user[:password]@host:port/database"
+                    .into(),
+            )
+        })?;
+        self.migrate = Some(connect);
+        Ok(self)
+    }
+
+    /// The configured pooler.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_pooler(), prost_db::Pooler::None);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// The connect options of [`migrate_url`](Self::migrate_url), if one is set.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert!(config.get_migrate_connect_options().is_none());
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_migrate_connect_options(&self) -> Option<&PgConnectOptions> {
+        self.migrate.as_ref()
+    }
+
     /// The service name.
     ///
     /// ```
@@ -423,6 +527,9 @@ impl fmt::Debug for DbConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_timeout", &self.statement_timeout)
+            .field("pooler", &self.pooler)
+            .field("schema_check", &self.schema_check)
+            .field("migrate", &self.migrate.as_ref().map(Server::of))
             .finish()
     }
 }

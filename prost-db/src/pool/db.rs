@@ -7,9 +7,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::DbConfig;
-use super::session::{before_acquire, begin_on};
+use super::session::{BeginError, before_acquire, begin_on};
 use crate::error::{Error, Origin, Result, Server};
 use crate::ident::{Identifier, IdentifierKind};
+use crate::pooler::{Pooled, Pooler, schema_check};
 
 /// Starts a transaction on a connection of `db`'s pool with the one `BEGIN` statement
 /// ([`begin_statement`](super::session::begin_statement)): [`Db::begin`] with `None`, the
@@ -22,7 +23,16 @@ pub(crate) async fn begin(
     db: &Db,
     lock_timeout: Option<Duration>,
 ) -> Result<Transaction<'static, Postgres>> {
-    begin_on(&db.pool, lock_timeout).await
+    begin_on(&db.pool, lock_timeout, db.pooled.as_deref())
+        .await
+        .map_err(|e| match e {
+            BeginError::WrongSchema(actual) => Error::SchemaMismatch {
+                service: db.service.as_str().to_owned(),
+                expected: db.schema.as_str().to_owned(),
+                actual,
+            },
+            BeginError::Refused(e) => e,
+        })
 }
 
 /// A schema-isolated connection pool for one service.
@@ -64,6 +74,7 @@ pub struct Db {
     service: Identifier,
     schema: Identifier,
     server: std::sync::Arc<Server>,
+    pooled: Option<std::sync::Arc<Pooled>>,
 }
 
 impl Db {
@@ -84,14 +95,27 @@ impl Db {
         let schema = Identifier::new(IdentifierKind::Schema, &config.schema)?;
         let statement_timeout = config.checked_statement_timeout()?;
 
-        let mut options = config
-            .connect
-            .clone()
-            .application_name(service.as_str())
-            .options([("search_path", schema.as_str())]);
-        if let Some(millis) = statement_timeout {
-            options = options.options([("statement_timeout", millis)]);
-        }
+        let mut options = config.connect.clone().application_name(service.as_str());
+        let pooled = match config.pooler {
+            Pooler::None => {
+                options = options.options([("search_path", schema.as_str())]);
+                if let Some(millis) = statement_timeout {
+                    options = options.options([("statement_timeout", millis)]);
+                }
+                None
+            }
+            // No startup `options` (PgBouncer refuses them), and no named prepared
+            // statements: a server connection is the client's only within a transaction.
+            Pooler::Transaction => {
+                options = options.statement_cache_capacity(0);
+                Some(std::sync::Arc::new(Pooled {
+                    schema_check: config.schema_check.then(|| schema_check(&schema)),
+                    statement_timeout,
+                    migrate: config.migrate.clone(),
+                    config: Box::new(config.clone()),
+                }))
+            }
+        };
 
         if config.create_schema {
             create_schema_if_missing(&config.connect, &schema).await?;
@@ -115,6 +139,7 @@ impl Db {
             service,
             schema,
             server: std::sync::Arc::new(Server::of(&config.connect)),
+            pooled,
         };
         db.verify_schema().await?;
         tracing::debug!("connected");
@@ -213,6 +238,41 @@ impl Db {
     /// ([`Error::from_sqlx`]), naming the server for connection failures.
     pub(crate) fn map_err(&self, error: sqlx::Error) -> Error {
         Error::from_sqlx(error, Origin::Pool(&self.pool))
+    }
+
+    /// The `Db` the migrator runs on: `None` for this one (a direct connection); behind a
+    /// transaction pooler, a small pool over the direct [`DbConfig::migrate_url`], in the
+    /// same schema.
+    ///
+    /// # Errors
+    ///
+    /// [`MigrateError::ThroughPooler`](crate::migrate::MigrateError::ThroughPooler) without
+    /// a migrate URL; as [`Db::connect`] for the direct connection.
+    pub(crate) async fn for_migrations(&self) -> Result<Option<Db>> {
+        let Some(pooled) = &self.pooled else {
+            return Ok(None);
+        };
+        let Some(direct) = &pooled.migrate else {
+            return Err(crate::migrate::MigrateError::ThroughPooler {
+                schema: self.schema.as_str().to_owned(),
+            }
+            .into());
+        };
+        let mut config = (*pooled.config).clone();
+        // The service's database, whatever the migrate URL names.
+        config.connect = direct.clone().database(&self.server.database);
+        config.pooler = Pooler::None;
+        config.migrate = None;
+        let config = config.min_connections(0).max_connections(2);
+        Db::connect(config).await.map(Some)
+    }
+
+    /// Whether statements may be named prepared statements, which sqlx caches per
+    /// connection: not behind a transaction pooler, where the next transaction of the same
+    /// client connection may run on another server connection. The crate's own
+    /// parameterized statements pass this to `persistent`.
+    pub(crate) fn prepares(&self) -> bool {
+        self.pooled.is_none()
     }
 
     /// The server this pool connects to, for errors on connections taken from it.

@@ -11,3 +11,5 @@ pub use db::Db;
 pub(crate) use db::begin;
 pub use health::{Health, PoolStats};
 pub(crate) use purge::purge_in_batches;
+#[cfg(test)]
+pub(crate) use session::begin_statement;

@@ -6,6 +6,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use crate::error::{Error, Origin, Result, pg_timeout_millis};
+use crate::pooler::{Pooled, failed_schema_check};
 
 /// The statements that return a session to the service's defaults: whatever the previous user
 /// of the connection `SET` (a `search_path`, a `statement_timeout`, a `ROLE`), the next one
@@ -56,20 +57,48 @@ pub(super) async fn before_acquire(
 /// pool as it came, and the next user restores it again (a `BEGIN` path here, anyone else
 /// in [`before_acquire`]). `RESET ALL` keeps the isolation level `BEGIN` set.
 ///
+/// Behind a transaction pooler (`pooled`), the reset and the schema check come first, in
+/// the implicit transaction of the same query (so on the same server connection): a failed
+/// check rolls them back and leaves no transaction open, and `BEGIN` follows with the
+/// statement timeout as `SET LOCAL`:
+///
+/// - `SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DO <check>; BEGIN[ ISOLATION LEVEL READ
+///   COMMITTED][; SET LOCAL statement_timeout = <ms>][; SET LOCAL lock_timeout = <ms>]`
+///
 /// # Errors
 ///
 /// [`Error::SettingOutOfRange`] for a timeout beyond PostgreSQL's range.
-pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> {
-    Ok(match lock_timeout {
-        None => format!("BEGIN; {RESTORE_SESSION}"),
-        Some(timeout) => {
-            // `0` would turn the bound off: a zero timeout waits the least PostgreSQL can.
-            let millis = pg_timeout_millis("lock_timeout", timeout)?.max(1);
-            format!(
-                "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET LOCAL lock_timeout = {millis}"
-            )
+pub(crate) fn begin_statement(
+    lock_timeout: Option<Duration>,
+    pooled: Option<&Pooled>,
+) -> Result<String> {
+    let lock_millis = lock_timeout
+        // `0` would turn the bound off: a zero timeout waits the least PostgreSQL can.
+        .map(|timeout| pg_timeout_millis("lock_timeout", timeout).map(|ms| ms.max(1)))
+        .transpose()?;
+    let begin = match lock_millis {
+        None => "BEGIN",
+        Some(_) => "BEGIN ISOLATION LEVEL READ COMMITTED",
+    };
+    let mut sql = match pooled {
+        None => format!("{begin}; {RESTORE_SESSION}"),
+        Some(pooled) => {
+            let mut sql = format!("{RESTORE_SESSION}; ");
+            if let Some(check) = &pooled.schema_check {
+                sql.push_str(check);
+                sql.push_str("; ");
+            }
+            sql.push_str(begin);
+            if let Some(millis) = pooled.statement_timeout {
+                sql.push_str(&format!("; SET LOCAL statement_timeout = {millis}"));
+            }
+            sql
         }
-    })
+    };
+    if let Some(millis) = lock_millis {
+        sql.push_str(&format!("; SET LOCAL lock_timeout = {millis}"));
+    }
+    Ok(sql)
 }
 
 /// Starts a transaction on a connection of `pool` with [`begin_statement`].
@@ -80,11 +109,23 @@ pub(crate) fn begin_statement(lock_timeout: Option<Duration>) -> Result<String> 
 pub(super) async fn begin_on(
     pool: &PgPool,
     lock_timeout: Option<Duration>,
-) -> Result<Transaction<'static, Postgres>> {
-    let statement = begin_statement(lock_timeout)?;
-    // The only value in it is an integer the program computed, never input.
+    pooled: Option<&Pooled>,
+) -> std::result::Result<Transaction<'static, Postgres>, BeginError> {
+    let statement = begin_statement(lock_timeout, pooled).map_err(BeginError::Refused)?;
+    // The only values in it are integers the program computed and the validated schema name.
     RESTORES_ITSELF
         .scope((), pool.begin_with(AssertSqlSafe(statement)))
         .await
-        .map_err(|e| Error::from_sqlx(e, Origin::Pool(pool)))
+        .map_err(|e| match failed_schema_check(&e) {
+            Some(actual) => BeginError::WrongSchema(actual),
+            None => BeginError::Refused(Error::from_sqlx(e, Origin::Pool(pool))),
+        })
+}
+
+/// Why [`begin_on`] failed.
+pub(super) enum BeginError {
+    /// The schema check found the transaction in this schema instead of the service's.
+    WrongSchema(String),
+    /// Anything else.
+    Refused(Error),
 }
