@@ -80,6 +80,7 @@
 //! # Ok(()) }
 //! ```
 
+mod chained;
 mod error;
 mod fingerprint;
 mod key;
@@ -87,6 +88,8 @@ mod record;
 pub(crate) mod runtime;
 mod store;
 
+pub(crate) use chained::Chains;
+pub use chained::{CHAINED_IDLE, HandlerMode};
 pub use error::{HandlerError, PermanentError};
 pub use fingerprint::Fingerprint;
 pub use key::{EventId, IdempotencyKey};

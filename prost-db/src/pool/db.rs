@@ -9,6 +9,7 @@ use super::DbConfig;
 use super::session::{before_acquire, begin};
 use crate::error::{Error, Origin, Result, Server};
 use crate::ident::{Identifier, IdentifierKind};
+use crate::idempotency::{Chains, HandlerMode};
 
 /// A schema-isolated connection pool for one service.
 ///
@@ -49,6 +50,7 @@ pub struct Db {
     service: Identifier,
     schema: Identifier,
     server: std::sync::Arc<Server>,
+    chains: std::sync::Arc<Chains>,
 }
 
 impl Db {
@@ -100,6 +102,7 @@ impl Db {
             service,
             schema,
             server: std::sync::Arc::new(Server::of(&config.connect)),
+            chains: Chains::new(config.handler_mode, config.chained_idle),
         };
         db.verify_schema().await?;
         tracing::debug!("connected");
@@ -190,7 +193,11 @@ impl Db {
     }
 
     /// Closes every connection; in-flight queries finish first.
+    ///
+    /// Chained handler connections ([`HandlerMode::Chained`]) are given back first, idle
+    /// ones at once and busy ones when their run ends.
     pub async fn close(&self) {
+        self.chains.close();
         self.pool.close().await;
     }
 
@@ -203,6 +210,34 @@ impl Db {
     /// The server this pool connects to, for errors on connections taken from it.
     pub(crate) fn server(&self) -> &std::sync::Arc<Server> {
         &self.server
+    }
+
+    /// The kept connections of [`HandlerMode::Chained`].
+    pub(crate) fn chains(&self) -> &std::sync::Arc<Chains> {
+        &self.chains
+    }
+
+    /// How many chained handler connections ([`HandlerMode::Chained`]) sit idle, kept for
+    /// the next run; `0` in [`HandlerMode::Transaction`].
+    ///
+    /// ```no_run
+    /// # fn f(db: &prost_db::Db) {
+    /// println!("{} chained connections kept", db.chained_idle());
+    /// # }
+    /// ```
+    pub fn chained_idle(&self) -> usize {
+        self.chains.idle_count()
+    }
+
+    /// The idempotent handlers' [`HandlerMode`].
+    ///
+    /// ```no_run
+    /// # fn f(db: &prost_db::Db) {
+    /// println!("handlers run in {} mode", db.handler_mode());
+    /// # }
+    /// ```
+    pub fn handler_mode(&self) -> HandlerMode {
+        self.chains.mode()
     }
 }
 

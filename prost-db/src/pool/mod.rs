@@ -10,4 +10,4 @@ pub use config::DbConfig;
 pub use db::Db;
 pub use health::{Health, PoolStats};
 pub(crate) use purge::purge_in_batches;
-pub(crate) use session::begin;
+pub(crate) use session::{begin, begin_chained};

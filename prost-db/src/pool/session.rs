@@ -88,3 +88,29 @@ pub(crate) async fn begin(
         .await
         .map_err(|e| db.map_err(e))
 }
+
+/// Opens a chained slot's transaction
+/// ([`HandlerMode::Chained`](crate::idempotency::HandlerMode::Chained)), in one round
+/// trip: the session restored, `lock_timeout` set for the session and committed (so that
+/// it survives every `COMMIT AND CHAIN`), and the first READ COMMITTED transaction chained
+/// on: `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
+/// SET lock_timeout = <ms>; COMMIT AND CHAIN`.
+///
+/// # Errors
+///
+/// [`Error::SettingOutOfRange`](crate::Error::SettingOutOfRange) before anything is sent;
+/// the mapped driver error otherwise.
+pub(crate) async fn begin_chained(
+    db: &Db,
+    lock_timeout: Duration,
+) -> Result<Transaction<'static, Postgres>> {
+    let millis = pg_timeout_millis("lock_timeout", lock_timeout)?.max(1);
+    let statement = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET lock_timeout = {millis}; COMMIT AND CHAIN"
+    );
+    // The only value in it is an integer the program computed, never input.
+    RESTORES_ITSELF
+        .scope((), db.pool().begin_with(AssertSqlSafe(statement)))
+        .await
+        .map_err(|e| db.map_err(e))
+}
