@@ -9,10 +9,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::chained::Held;
 use super::error::{HandlerError, PermanentError};
 use super::key::{EventId, IdempotencyKey};
 use super::record::{Claim, Entry, StoredRecord};
-use super::chained::Held;
 use super::store::{DEFAULT_LOCK_TIMEOUT, TxLease};
 use super::{Fingerprint, Outcome};
 use crate::pool::Db;
@@ -113,7 +113,10 @@ impl<T, E> Job<'_, T, E> {
             Some(Ok(json)) => json,
         };
         let mut held = Held::begin(db, self.lock_timeout).await?;
-        if entry.insert(held.tx(), self.fingerprint, &json, true).await? {
+        if entry
+            .insert(held.tx(), self.fingerprint, &json, true)
+            .await?
+        {
             held.commit(db).await?;
             return Err(HandlerError::Permanent {
                 error,

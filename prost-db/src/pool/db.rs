@@ -8,8 +8,8 @@ use sqlx::{Postgres, Transaction};
 use super::DbConfig;
 use super::session::{before_acquire, begin};
 use crate::error::{Error, Origin, Result, Server};
-use crate::ident::{Identifier, IdentifierKind};
 use crate::idempotency::{Chains, HandlerMode};
+use crate::ident::{Identifier, IdentifierKind};
 
 /// A schema-isolated connection pool for one service.
 ///
