@@ -1410,3 +1410,195 @@ async fn a_chained_twin_in_flight_waits_then_replays_and_a_failure_leaves_no_rec
     test_db.close().await?;
     Ok(())
 }
+
+/// The storm in batch mode: 16 workers each take up to `batch` deliveries off the queue and
+/// run them with `run_batch`; twins land in one batch (a repeat within it) or in two
+/// batches at once. Each batch is sorted by product, so that its bodies take the product
+/// rows in one order, as batch bodies that lock shared rows should.
+async fn storm_batched(
+    test_db: &TestDb,
+    service: &str,
+    events: usize,
+    batch: usize,
+    mode: HandlerMode,
+) -> TestResult {
+    const WORKERS: usize = 16;
+    let db = setup_in(test_db, service, WORKERS as u32 + 1, mode).await?;
+    let events: Vec<StockReserved> = (0..events)
+        .map(|i| StockReserved::new(i as i64 % PRODUCTS + 1))
+        .collect();
+    let queue: Vec<StockReserved> = deliveries(events.clone())
+        .into_iter()
+        .map(|delivery| match delivery {
+            Delivery::Alone(event) | Delivery::Twin(event, _) => event,
+        })
+        .collect();
+    let delivered = queue.len();
+    let queue = Arc::new(Mutex::new(queue.into_iter()));
+    let store = IdempotencyStore::new(&db);
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(Uuid, Outcome<i64>)>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..WORKERS {
+        let (queue, store, outcomes) = (queue.clone(), store.clone(), outcomes.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut items: Vec<(Uuid, StockReserved)> = {
+                    let mut queue = queue.lock().await;
+                    queue
+                        .by_ref()
+                        .take(batch)
+                        .map(|e| (e.event_id, e))
+                        .collect()
+                };
+                if items.is_empty() {
+                    break;
+                }
+                items.sort_by_key(|(_, event)| event.product_id);
+                let results = store
+                    .run_batch("reserve_stock", &items, |mut tx, (_, event)| async move {
+                        let tx: &mut Tx = &mut tx;
+                        apply(tx, event).await
+                    })
+                    .await;
+                let mut outcomes = outcomes.lock().unwrap();
+                for ((id, _), result) in items.iter().zip(results) {
+                    match result {
+                        Ok(outcome) => outcomes.push((*id, outcome)),
+                        Err(error) => panic!("delivery of {id} failed: {error:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("worker panicked");
+    }
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), delivered);
+    let mut processed = HashMap::new();
+    for (id, outcome) in &outcomes {
+        if let Outcome::Processed(stock) = outcome {
+            assert!(
+                processed.insert(*id, *stock).is_none(),
+                "processed twice: {id}"
+            );
+        }
+    }
+    assert_eq!(processed.len(), events.len());
+    for (id, outcome) in &outcomes {
+        if let Outcome::Duplicate(stock) = outcome {
+            assert_eq!(processed.get(id), Some(stock), "replayed result of {id}");
+        }
+    }
+    let applied = applied_per_event(&db).await?;
+    assert_eq!(applied.len(), events.len());
+    for event in &events {
+        assert_eq!(
+            applied.get(&event.event_id),
+            Some(&1),
+            "effects of {}",
+            event.event_id
+        );
+    }
+    let stock: i64 = sqlx::query_scalar("SELECT sum(stock)::bigint FROM products")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(stock, PRODUCTS * INITIAL_STOCK - events.len() as i64);
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(records, events.len() as i64);
+    db.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_mode_applies_each_effect_exactly_once_and_replays_the_first_result() -> TestResult {
+    let test_db = TestDb::new().await?;
+    storm_batched(&test_db, "catalog", 10_000, 32, HandlerMode::Transaction).await?;
+    storm_batched(&test_db, "chained", 4_000, 128, HandlerMode::Chained).await?;
+    check_then_insert_doubles(&test_db).await?;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_body_rolls_its_batch_back_and_the_events_run_one_at_a_time() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    let store = IdempotencyStore::new(&db);
+    let events: Vec<(Uuid, (StockReserved, bool))> = (0..10)
+        .map(|i| {
+            let event = StockReserved::new(i + 1);
+            (event.event_id, (event, i == 3))
+        })
+        .collect();
+    let run = |events: Vec<(Uuid, (StockReserved, bool))>| {
+        let store = store.clone();
+        async move {
+            store
+                .run_batch(
+                    "reserve_stock",
+                    &events,
+                    |mut tx, (_, (event, poison))| async move {
+                        let tx: &mut Tx = &mut tx;
+                        reserve_or_fail_body(tx, event, *poison).await
+                    },
+                )
+                .await
+        }
+    };
+    let first = run(events.clone()).await;
+    for (i, result) in first.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(result, Err(HandlerError::Failed(_))), "{result:?}");
+        } else {
+            assert!(
+                matches!(result, Ok(Outcome::Processed(_))),
+                "{i}: {result:?}"
+            );
+        }
+    }
+    let applied = applied_per_event(&db).await?;
+    assert_eq!(
+        applied.len(),
+        9,
+        "the poison's effect rolled back, the others applied once"
+    );
+    assert!(applied.values().all(|&n| n == 1));
+    assert!(!applied.contains_key(&events[3].0));
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(records, 9);
+
+    // Redelivered, the nine replay and the tenth, healed, runs.
+    let mut healed = events.clone();
+    healed[3].1.1 = false;
+    let second = run(healed).await;
+    for (i, (before, after)) in first.iter().zip(&second).enumerate() {
+        match (before, after) {
+            (Ok(Outcome::Processed(a)), Ok(Outcome::Duplicate(b))) => assert_eq!(a, b),
+            (Err(_), Ok(Outcome::Processed(_))) if i == 3 => {}
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    assert_eq!(applied_per_event(&db).await?.len(), 10);
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+async fn reserve_or_fail_body(
+    tx: &mut Tx,
+    event: &StockReserved,
+    fail: bool,
+) -> Result<i64, ReserveError> {
+    let stock = apply(tx, event).await?;
+    if fail {
+        return Err(ReserveError::Flaky("poison".into()));
+    }
+    Ok(stock)
+}

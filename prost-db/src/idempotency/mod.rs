@@ -80,6 +80,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod chained;
 mod error;
 mod fingerprint;

@@ -134,7 +134,7 @@ impl<T, E> Job<'_, T, E> {
     /// A duplicate's outcome from the first delivery's record. The fingerprints are
     /// compared only when both deliveries have one.
     #[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
-    fn replay(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>> {
+    pub(super) fn replay(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>> {
         if let (Some(stored), Some(this)) = (record.fingerprint, self.fingerprint)
             && stored != this
         {
@@ -154,6 +154,11 @@ impl<T, E> Job<'_, T, E> {
         (self.codec.from_json)(value)
             .map(Outcome::Duplicate)
             .map_err(|e| self.codec_error(e))
+    }
+
+    /// The result as stored.
+    pub(super) fn encode(&self, value: &T) -> Result<serde_json::Value, HandlerError<E>> {
+        (self.codec.to_json)(value).map_err(|e| self.codec_error(e))
     }
 
     fn codec_error(&self, source: serde_json::Error) -> HandlerError<E> {
