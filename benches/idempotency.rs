@@ -398,7 +398,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let target = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
         let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
         eprintln!("delay proxy on 127.0.0.1:{port} -> {target}, {delay:?} per direction");
-        return Ok(serve_delay_proxy(listener, target, delay));
+        serve_delay_proxy(listener, target, delay);
+        return Ok(());
     }
     let per_round = env("BENCH_EVENTS", 2_048);
     let rounds = env("BENCH_ROUNDS", 4);

@@ -131,10 +131,10 @@ impl IdempotencyStore {
                 }
             }
         }
+        // Every item has a result: its codec error, its batch's, or its own run's.
+        let results: Vec<_> = results.into_iter().flatten().collect();
+        debug_assert_eq!(results.len(), items.len());
         results
-            .into_iter()
-            .map(|r| r.expect("every item has a result"))
-            .collect()
     }
 }
 

@@ -157,6 +157,7 @@ impl<T, E> Job<'_, T, E> {
     }
 
     /// The result as stored.
+    #[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
     pub(super) fn encode(&self, value: &T) -> Result<serde_json::Value, HandlerError<E>> {
         (self.codec.to_json)(value).map_err(|e| self.codec_error(e))
     }
