@@ -4,7 +4,10 @@
 //! `cargo bench --bench idempotency` (needs PostgreSQL; see `prost_db::testing`).
 //! Environment: `BENCH_EVENTS` per mode and round (default 2000), `BENCH_ROUNDS` (default 8),
 //! `BENCH_WORKERS` (default 16). The modes alternate in short rounds, so that load from other
-//! processes on the machine hits all of them alike.
+//! processes on the machine hits all of them alike. The table runs twice: on loopback, and
+//! through a TCP proxy in the bench that holds each chunk 0.25 ms per direction (a 0.5 ms
+//! round trip, as across a network). `BENCH_PROXY_SERVE=<port>` runs only that proxy, for
+//! `benches/idempotency_protocol.sh` (`PGPORT=<port>`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use prost_db::idempotency::{EventId, Fingerprint, IdempotencyStore, Outcome, Tx};
+use prost_db::idempotency::{EventId, Fingerprint, HandlerMode, IdempotencyStore, Tx};
 use prost_db::testing::TestDb;
 use prost_db::{Db, idempotent_handler};
 use serde::Serialize;
@@ -77,33 +80,169 @@ async fn hand_written(db: &Db, event: &StockReserved) {
     tx.commit().await.expect("commit");
 }
 
+#[idempotent_handler]
+async fn reserve_stock_data(tx: &mut Tx, event: &StockReserved) -> Result<i64, sqlx::Error> {
+    reserve_returning(tx, event.product_id).await
+}
+
+async fn reserve_returning(tx: &mut Tx, product_id: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("UPDATE products SET stock = stock - 1 WHERE id = $1 RETURNING stock")
+        .bind(product_id)
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// What a row of the table runs: the shape, and whether its body returns data.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Bare,
     HandWritten,
-    New,
-    Duplicate,
+    /// `#[idempotent_handler]` on a `Db` in transaction (`false`) or chained (`true`) mode.
+    Handler {
+        chained: bool,
+        data: bool,
+        duplicate: bool,
+    },
+    /// `IdempotencyStore::run_batch` with batches of this many events.
+    Batch {
+        size: usize,
+        data: bool,
+        duplicate: bool,
+    },
 }
 
-async fn run(db: &Db, events: Arc<Vec<StockReserved>>, workers: usize, mode: Mode) -> Duration {
+impl Mode {
+    fn name(self) -> String {
+        let body = |data: bool| if data { "data" } else { "()" };
+        let events = |duplicate: bool| if duplicate { "duplicates" } else { "new" };
+        match self {
+            Mode::Bare => "bare transaction (3 statements)".into(),
+            Mode::HandWritten => "hand-written claim, no library (4 statements)".into(),
+            Mode::Handler {
+                chained,
+                data,
+                duplicate,
+            } => format!(
+                "{}, {}, body -> {}",
+                if chained {
+                    "chained"
+                } else {
+                    "claim-first (transaction)"
+                },
+                events(duplicate),
+                body(data)
+            ),
+            Mode::Batch {
+                size,
+                data,
+                duplicate,
+            } => {
+                format!(
+                    "batch of {size}, {}, body -> {}",
+                    events(duplicate),
+                    body(data)
+                )
+            }
+        }
+    }
+}
+
+/// The two pools: transaction mode and chained mode, on one database.
+struct Pools {
+    tx: Db,
+    chained: Db,
+}
+
+async fn run(
+    pools: &Pools,
+    events: Arc<Vec<StockReserved>>,
+    workers: usize,
+    mode: Mode,
+) -> Duration {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
-            let (db, events, next) = (db.clone(), events.clone(), next.clone());
+            let (db, chained, events, next) = (
+                pools.tx.clone(),
+                pools.chained.clone(),
+                events.clone(),
+                next.clone(),
+            );
             tokio::spawn(async move {
+                let store = IdempotencyStore::new(&db);
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(event) = events.get(i) else { break };
+                    let take = match mode {
+                        Mode::Batch { size, .. } => size,
+                        _ => 1,
+                    };
+                    let i = next.fetch_add(take, Ordering::Relaxed);
+                    if i >= events.len() {
+                        break;
+                    }
+                    let event = &events[i];
                     match mode {
                         Mode::Bare => bare(&db, event).await,
                         Mode::HandWritten => hand_written(&db, event).await,
-                        Mode::New | Mode::Duplicate => {
-                            let outcome = reserve_stock(&db, event).await.expect("handler");
-                            assert_eq!(
-                                matches!(outcome, Outcome::Duplicate(())),
-                                mode == Mode::Duplicate
-                            );
+                        Mode::Handler {
+                            chained: on_chain,
+                            data,
+                            duplicate,
+                        } => {
+                            let db = if on_chain { &chained } else { &db };
+                            let was_duplicate = if data {
+                                reserve_stock_data(db, event)
+                                    .await
+                                    .expect("handler")
+                                    .is_duplicate()
+                            } else {
+                                reserve_stock(db, event)
+                                    .await
+                                    .expect("handler")
+                                    .is_duplicate()
+                            };
+                            assert_eq!(was_duplicate, duplicate);
+                        }
+                        Mode::Batch {
+                            size,
+                            data,
+                            duplicate,
+                        } => {
+                            let mut items: Vec<(Uuid, i64)> = events
+                                [i..(i + size).min(events.len())]
+                                .iter()
+                                .map(|e| (e.event_id, e.product_id))
+                                .collect();
+                            // One lock order for the product rows of concurrent batches.
+                            items.sort_by_key(|&(_, product)| product);
+                            let duplicates = if data {
+                                store
+                                    .run_batch(
+                                        "batch_data",
+                                        &items,
+                                        |mut tx, &(_, product)| async move {
+                                            reserve_returning(&mut tx, product).await
+                                        },
+                                    )
+                                    .await
+                                    .into_iter()
+                                    .map(|r| r.expect("batch").is_duplicate())
+                                    .collect::<Vec<_>>()
+                            } else {
+                                store
+                                    .run_batch(
+                                        "batch_unit",
+                                        &items,
+                                        |mut tx, &(_, product)| async move {
+                                            reserve(&mut tx, product).await
+                                        },
+                                    )
+                                    .await
+                                    .into_iter()
+                                    .map(|r| r.expect("batch").is_duplicate())
+                                    .collect::<Vec<_>>()
+                            };
+                            assert!(duplicates.iter().all(|&d| d == duplicate));
                         }
                     }
                 }
@@ -114,6 +253,56 @@ async fn run(db: &Db, events: Arc<Vec<StockReserved>>, workers: usize, mode: Mod
         task.await.expect("worker");
     }
     started.elapsed()
+}
+
+/// A TCP proxy to `target` that holds every chunk `delay` before passing it on, in each
+/// direction: a network's latency on loopback. One thread per direction of a connection;
+/// the protocol's request and response alternate, so chunks rarely queue behind each other.
+fn spawn_delay_proxy(target: std::net::SocketAddr, delay: Duration) -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || serve_delay_proxy(listener, target, delay));
+    Ok(port)
+}
+
+/// The proxy's accept loop.
+fn serve_delay_proxy(
+    listener: std::net::TcpListener,
+    target: std::net::SocketAddr,
+    delay: Duration,
+) {
+    use std::io::{Read, Write};
+    {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                from.set_nodelay(true).ok();
+                to.set_nodelay(true).ok();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0_u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let due = Instant::now() + delay;
+                        while Instant::now() < due {
+                            std::thread::sleep(Duration::from_micros(20));
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    to.shutdown(std::net::Shutdown::Both).ok();
+                });
+            }
+        }
+    }
 }
 
 /// An order event as services send them: 1.3 KB of JSON, with a map of attributes and a
@@ -202,88 +391,168 @@ fn env(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let per_round = env("BENCH_EVENTS", 2_000);
-    let rounds = env("BENCH_ROUNDS", 8);
+    let delay = Duration::from_micros(250);
+    // `BENCH_PROXY_SERVE=<port>`: only run the delay proxy to PostgreSQL, for pgbench
+    // (`benches/idempotency_protocol.sh` through it).
+    if let Ok(port) = std::env::var("BENCH_PROXY_SERVE") {
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
+        eprintln!("delay proxy on 127.0.0.1:{port} -> {target}, {delay:?} per direction");
+        serve_delay_proxy(listener, target, delay);
+        return Ok(());
+    }
+    let per_round = env("BENCH_EVENTS", 2_048);
+    let rounds = env("BENCH_ROUNDS", 4);
     let workers = env("BENCH_WORKERS", 16);
 
     let test_db = TestDb::new().await?;
-    let config = test_db
-        .config("catalog")
-        .min_connections(workers as u32)
-        .max_connections(workers as u32);
-    let db = Db::connect(config).await?;
-    IdempotencyStore::install(&db).await?;
+    let options = test_db.config("catalog").get_connect_options().clone();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], options.get_port()));
+    let proxy = spawn_delay_proxy(target, delay)?;
+    let connect = |mode: HandlerMode, port: u16| {
+        prost_db::DbConfig::from_connect_options(options.clone().port(port), "catalog")
+            .create_schema(true)
+            .min_connections(workers as u32)
+            .max_connections(workers as u32 + 1)
+            .handler_mode(mode)
+    };
+    let setup = Db::connect(connect(HandlerMode::Transaction, options.get_port())).await?;
+    IdempotencyStore::install(&setup).await?;
     sqlx::query("CREATE TABLE products (id BIGINT PRIMARY KEY, stock BIGINT NOT NULL)")
-        .execute(db.pool())
+        .execute(setup.pool())
         .await?;
     sqlx::query("INSERT INTO products SELECT g, 1000000000 FROM generate_series(1, $1) g")
         .bind(PRODUCTS)
-        .execute(db.pool())
+        .execute(setup.pool())
         .await?;
+    setup.close().await;
 
     let events = |round: usize| -> Arc<Vec<StockReserved>> {
         Arc::new(
             (0..per_round)
                 .map(|i| StockReserved {
                     event_id: Uuid::new_v4(),
-                    product_id: ((i * 7919 + round) as i64 % PRODUCTS) + 1,
+                    product_id: ((i * 7919 + round) % PRODUCTS as usize) as i64 + 1,
                 })
                 .collect(),
         )
     };
-    // Warm up connections and prepared statements.
-    let warm = events(usize::MAX / 2);
-    run(&db, warm.clone(), workers, Mode::Bare).await;
-    run(&db, warm.clone(), workers, Mode::HandWritten).await;
-    run(&db, warm.clone(), workers, Mode::New).await;
-
-    let mut totals = [Duration::ZERO; 4];
-    for round in 0..rounds {
-        let batch = events(round);
-        // New events must precede their duplicates; the other runs move around them.
-        if round % 2 == 0 {
-            totals[0] += run(&db, batch.clone(), workers, Mode::Bare).await;
-            totals[1] += run(&db, batch.clone(), workers, Mode::HandWritten).await;
+    let mut modes = vec![Mode::Bare, Mode::HandWritten];
+    for chained in [false, true] {
+        for (data, duplicate) in [(false, false), (true, false), (false, true)] {
+            modes.push(Mode::Handler {
+                chained,
+                data,
+                duplicate,
+            });
         }
-        totals[2] += run(&db, batch.clone(), workers, Mode::New).await;
-        if round % 2 == 1 {
-            totals[1] += run(&db, batch.clone(), workers, Mode::HandWritten).await;
-            totals[0] += run(&db, batch.clone(), workers, Mode::Bare).await;
-        }
-        totals[3] += run(&db, batch.clone(), workers, Mode::Duplicate).await;
     }
-
-    let count = (per_round * rounds) as f64;
-    let rate = |d: Duration| count / d.as_secs_f64();
-    let bare_rate = rate(totals[0]);
+    for size in [32, 128] {
+        for (data, duplicate) in [(false, false), (true, false), (false, true)] {
+            modes.push(Mode::Batch {
+                size,
+                data,
+                duplicate,
+            });
+        }
+    }
     println!(
-        "idempotency benchmark: {workers} workers, {rounds} rounds x {per_round} events per mode, body = one UPDATE of a product's stock"
+        "idempotency benchmark: {workers} workers, {rounds} rounds x {per_round} events per mode, \
+         body = one UPDATE of a product's stock (-> data: RETURNING stock)"
     );
-    println!("{:<44} {:>10} {:>8}", "mode", "events/s", "ratio");
-    for (name, total) in [
-        ("bare transaction (3 statements)", totals[0]),
-        ("hand-written claim, no library (4 statements)", totals[1]),
-        ("idempotent handler, new events", totals[2]),
-        ("idempotent handler, duplicates", totals[3]),
+    let mut fingerprint_base = 0.0;
+    for (path, port) in [
+        ("loopback", options.get_port()),
+        ("through a 0.25 ms/direction delay proxy", proxy),
     ] {
-        println!(
-            "{name:<44} {:>10.0} {:>7.2}x",
-            rate(total),
-            rate(total) / bare_rate
-        );
+        let pools = Pools {
+            tx: Db::connect(connect(HandlerMode::Transaction, port)).await?,
+            chained: Db::connect(connect(HandlerMode::Chained, port)).await?,
+        };
+        // Warm up connections and prepared statements.
+        for &mode in &modes {
+            let warm = events(1_000_000);
+            if let Mode::Handler {
+                duplicate: true, ..
+            }
+            | Mode::Batch {
+                duplicate: true, ..
+            } = mode
+            {
+                continue;
+            }
+            run(&pools, warm, workers, mode).await;
+        }
+        let mut totals = vec![Duration::ZERO; modes.len()];
+        for round in 0..rounds {
+            // Each mode its own new events; duplicates replay the `()` run's events. The
+            // order turns every round, so that load from other processes hits all alike.
+            let mut fresh: HashMap<usize, Arc<Vec<StockReserved>>> = HashMap::new();
+            let mut order: Vec<usize> = (0..modes.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+                // Duplicates still run after their new events.
+                order.sort_by_key(|&m| {
+                    matches!(
+                        modes[m],
+                        Mode::Handler {
+                            duplicate: true,
+                            ..
+                        } | Mode::Batch {
+                            duplicate: true,
+                            ..
+                        }
+                    )
+                });
+            }
+            for m in order {
+                let mode = modes[m];
+                let batch = match mode {
+                    Mode::Handler {
+                        duplicate: true, ..
+                    }
+                    | Mode::Batch {
+                        duplicate: true, ..
+                    } => fresh[&(m - 2)].clone(),
+                    _ => {
+                        let batch = events(round * modes.len() + m);
+                        fresh.insert(m, batch.clone());
+                        batch
+                    }
+                };
+                totals[m] += run(&pools, batch, workers, mode).await;
+            }
+        }
+        let count = (per_round * rounds) as f64;
+        let rate = |d: Duration| count / d.as_secs_f64();
+        let bare_rate = rate(totals[0]);
+        println!("\n{path}:");
+        println!("{:<54} {:>10} {:>8}", "mode", "events/s", "ratio");
+        for (mode, total) in modes.iter().zip(&totals) {
+            println!(
+                "{:<54} {:>10.0} {:>7.2}x",
+                mode.name(),
+                rate(*total),
+                rate(*total) / bare_rate
+            );
+        }
+        if fingerprint_base == 0.0 {
+            fingerprint_base = rate(totals[2]);
+        }
+        pools.tx.close().await;
+        pools.chained.close().await;
     }
 
     let (canonical, serialized, bytes) = fingerprint_costs();
-    let handler_us = 1e6 / rate(totals[2]) * workers as f64;
+    let handler_us = 1e6 / fingerprint_base * workers as f64;
     println!(
-        "fingerprint of a {bytes}-byte order event with maps: canonical {canonical:.1} us, \
+        "\nfingerprint of a {bytes}-byte order event with maps: canonical {canonical:.1} us, \
          hash of the serializer's output {serialized:.1} us ({:.2}x); the canonical form is \
-         {:.1}% of a new event's handler run ({handler_us:.0} us of one worker's time)",
+         {:.1}% of a new event's handler run on loopback ({handler_us:.0} us of one worker's time)",
         canonical / serialized,
         100.0 * canonical / handler_us
     );
 
-    db.close().await;
     test_db.close().await?;
     Ok(())
 }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use prost_db::amqp::lapin::options::QueuePurgeOptions;
 use prost_db::amqp::{self, Publisher, Topology};
+use prost_db::idempotency::HandlerMode;
 use prost_db::idempotency::IdempotencyStore;
 use prost_db::migrate::{Migrations, Migrator};
 use prost_db::outbox::{self, Outbox};
@@ -100,6 +101,14 @@ async fn run() -> Result<bool, BoxError> {
         Err(_) => shop_options.clone().database("analytics"),
     };
 
+    // The idempotent handlers' mode: `PROST_DB_HANDLER_MODE=chained` keeps a connection per
+    // concurrent handler run and chains its transaction from event to event.
+    let handler_mode: HandlerMode = match std::env::var("PROST_DB_HANDLER_MODE") {
+        Ok(mode) => mode.parse()?,
+        Err(_) => HandlerMode::default(),
+    };
+    println!("== handler mode: {handler_mode} (PROST_DB_HANDLER_MODE)");
+
     // 1. Databases and migrations.
     println!("== migrating");
     for options in [&shop_options, &analytics_options] {
@@ -113,7 +122,8 @@ async fn run() -> Result<bool, BoxError> {
                 .create_schema(true)
                 .min_connections(1)
                 .max_connections(if service == "users" { 2 } else { 20 })
-                .acquire_timeout(Duration::from_secs(30)),
+                .acquire_timeout(Duration::from_secs(30))
+                .handler_mode(handler_mode),
         )
         .await?;
         let applied = migrate(&db, &root.join("shop")).await?;

@@ -64,8 +64,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let consumers: usize = parse("PROST_SHOP_CONSUMERS", 2)?;
     let prefetch: u16 = parse("PROST_SHOP_PREFETCH", 8)?;
 
+    let handler_mode: prost_db::idempotency::HandlerMode =
+        match std::env::var("PROST_DB_HANDLER_MODE") {
+            Ok(mode) => mode.parse()?,
+            Err(_) => Default::default(),
+        };
     let db = Db::connect(
         DbConfig::new(&url, service.as_str())?
+            .handler_mode(handler_mode)
             .min_connections(1)
             .max_connections((consumers * usize::from(prefetch)).clamp(2, 20) as u32 + 3)
             .acquire_timeout(Duration::from_secs(10)),
@@ -106,7 +112,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let _ = stop.send(true);
     });
-    eprintln!("shop-service: {} ({shape:?}) running", service.as_str());
+    eprintln!(
+        "shop-service: {} ({shape:?}, {} handler mode) running",
+        service.as_str(),
+        db.handler_mode()
+    );
     let report = run(config, connection, stopped).await?;
     eprintln!("shop-service: {} stopped: {report:?}", service.as_str());
     db.close().await;

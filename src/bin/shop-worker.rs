@@ -59,8 +59,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
 
+    let handler_mode: prost_db::idempotency::HandlerMode =
+        match std::env::var("PROST_DB_HANDLER_MODE") {
+            Ok(mode) => mode.parse()?,
+            Err(_) => Default::default(),
+        };
     let db = Db::connect(
         DbConfig::new(&url, "catalog")?
+            .handler_mode(handler_mode)
             .min_connections(1)
             .max_connections(u32::from(prefetch).clamp(2, 20) + 2)
             .acquire_timeout(Duration::from_secs(5)),
@@ -141,7 +147,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .max_attempts(50)
             .run(&connection, stopped())
             .await?;
-        eprintln!("shop-worker: consumer stopped: {stats:?}");
+        eprintln!(
+            "shop-worker: consumer stopped ({} handler mode): {stats:?}",
+            db.handler_mode()
+        );
     } else {
         stopped().await;
     }

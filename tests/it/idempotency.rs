@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prost_db::idempotency::{
-    Claim, EventId, HandlerError, IdempotencyStore, Outcome, PermanentError, Tx,
+    Claim, EventId, HandlerError, HandlerMode, IdempotencyStore, Outcome, PermanentError, Tx,
 };
 use prost_db::testing::TestDb;
 use prost_db::{Db, idempotent_handler};
@@ -44,7 +44,20 @@ const PRODUCTS: i64 = 100;
 const INITIAL_STOCK: i64 = 1_000_000;
 
 async fn setup(test_db: &TestDb, service: &str, connections: u32) -> prost_db::Result<Db> {
-    let db = Db::connect(test_db.config(service).max_connections(connections)).await?;
+    setup_in(test_db, service, connections, HandlerMode::Transaction).await
+}
+
+async fn setup_in(
+    test_db: &TestDb,
+    service: &str,
+    connections: u32,
+    mode: HandlerMode,
+) -> prost_db::Result<Db> {
+    let config = test_db
+        .config(service)
+        .max_connections(connections)
+        .handler_mode(mode);
+    let db = Db::connect(config).await?;
     IdempotencyStore::install(&db).await?;
     IdempotencyStore::install(&db).await?;
     sqlx::raw_sql(
@@ -256,8 +269,17 @@ impl Storm for BusinessKeys {
 /// duplicate replays the first delivery's result, and no delivery fails (a payload mismatch
 /// would be dead-lettered).
 async fn storm<S: Storm>(test_db: &TestDb, service: &str, events: usize) -> TestResult {
+    storm_in::<S>(test_db, service, events, HandlerMode::Transaction).await
+}
+
+async fn storm_in<S: Storm>(
+    test_db: &TestDb,
+    service: &str,
+    events: usize,
+    mode: HandlerMode,
+) -> TestResult {
     const WORKERS: usize = 16;
-    let db = setup(test_db, service, WORKERS as u32 + 1).await?;
+    let db = setup_in(test_db, service, WORKERS as u32 + 1, mode).await?;
     let events: Vec<S::Queued> = (0..events)
         .map(|i| S::new(i as i64 % PRODUCTS + 1))
         .collect();
@@ -315,19 +337,18 @@ async fn storm<S: Storm>(test_db: &TestDb, service: &str, events: usize) -> Test
         .fetch_one(db.pool())
         .await?;
     assert_eq!(records, identities.len() as i64);
+    if mode == HandlerMode::Chained {
+        assert!(db.chained_idle() > 0, "the runs kept chained connections");
+    }
     db.close().await;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_first_result()
--> TestResult {
+/// The control: the seed's check-then-insert, same deliveries, same workers; it must show
+/// double effects, or the storm could not catch a race.
+async fn check_then_insert_doubles(test_db: &TestDb) -> TestResult {
     const WORKERS: usize = 16;
-    let test_db = TestDb::new().await?;
-    storm::<PlainEvents>(&test_db, "catalog", 10_000).await?;
-
-    // The control: the seed's check-then-insert, same deliveries, same workers.
-    let control = setup(&test_db, "control", WORKERS as u32 + 1).await?;
+    let control = setup(test_db, "control", WORKERS as u32 + 1).await?;
     let queue = deliveries(
         (0..2_000)
             .map(|i| StockReserved::new(i % PRODUCTS + 1))
@@ -355,8 +376,16 @@ async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_fir
         "the control should show double effects; the test setup cannot catch a race"
     );
     eprintln!("control (check-then-insert): {doubled} events applied twice");
-
     control.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_apply_each_effect_exactly_once_and_replay_the_first_result()
+-> TestResult {
+    let test_db = TestDb::new().await?;
+    storm::<PlainEvents>(&test_db, "catalog", 10_000).await?;
+    check_then_insert_doubles(&test_db).await?;
     test_db.close().await?;
     Ok(())
 }
@@ -1168,4 +1197,408 @@ async fn same_named_handlers_each_apply_their_effect() -> TestResult {
     db.close().await;
     test_db.close().await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chained_mode_applies_each_effect_exactly_once_and_replays_the_first_result() -> TestResult
+{
+    let test_db = TestDb::new().await?;
+    storm_in::<PlainEvents>(&test_db, "catalog", 10_000, HandlerMode::Chained).await?;
+    storm_in::<BusinessKeys>(&test_db, "orders", 2_000, HandlerMode::Chained).await?;
+    check_then_insert_doubles(&test_db).await?;
+    test_db.close().await?;
+    Ok(())
+}
+
+/// What a chained run's session looks like from its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Session {
+    pid: i32,
+    lock_timeout: String,
+    statement_timeout: String,
+    isolation: String,
+}
+
+#[idempotent_handler(action = "inspect", lock_timeout_ms = 1234)]
+async fn inspect_session(tx: &mut Tx, event: &StockReserved) -> Result<Session, sqlx::Error> {
+    apply(tx, event).await?;
+    let session = sqlx::query_as::<_, (i32, String, String, String)>(
+        "SELECT pg_backend_pid(), current_setting('lock_timeout'), \
+         current_setting('statement_timeout'), current_setting('transaction_isolation')",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    // Local to this event's transaction: the next event must not see it.
+    sqlx::raw_sql("SET LOCAL statement_timeout = '4321ms'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(Session {
+        pid: session.0,
+        lock_timeout: session.1,
+        statement_timeout: session.2,
+        isolation: session.3,
+    })
+}
+
+/// The backends of `db`'s service that sit idle in a transaction: its chained connections.
+async fn idle_in_transaction(db: &Db) -> prost_db::Result<Vec<i32>> {
+    Ok(sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1 \
+         AND state = 'idle in transaction' ORDER BY pid",
+    )
+    .bind(db.service())
+    .fetch_all(db.pool())
+    .await?)
+}
+
+#[tokio::test]
+async fn chained_runs_keep_their_settings_across_the_chain_and_give_the_connection_back()
+-> TestResult {
+    let test_db = TestDb::new().await?;
+    let setup_db = setup(&test_db, "catalog", 2).await?;
+    setup_db.close().await;
+    let config = test_db
+        .config("catalog")
+        .max_connections(3)
+        .handler_mode(HandlerMode::Chained)
+        .chained_idle(Duration::from_millis(300));
+    let db = Db::connect(config).await?;
+    assert_eq!(db.handler_mode(), HandlerMode::Chained);
+
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = StockReserved::new(1);
+        seen.push(inspect_session(&db, &event).await?.into_inner());
+    }
+    for session in &seen {
+        assert_eq!(session.pid, seen[0].pid, "one kept connection: {seen:?}");
+        assert_eq!(session.lock_timeout, "1234ms", "{seen:?}");
+        assert_eq!(session.statement_timeout, "0", "{seen:?}");
+        assert_eq!(session.isolation, "read committed", "{seen:?}");
+    }
+    // Each event committed on its own, though the connection stayed in a transaction.
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(records, 3);
+    assert_eq!(idle_in_transaction(&db).await?, vec![seen[0].pid]);
+    assert_eq!(db.chained_idle(), 1);
+
+    // Idle for longer than its period, the connection goes back to the pool.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(db.chained_idle(), 0);
+    assert_eq!(idle_in_transaction(&db).await?, Vec::<i32>::new());
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_chained_connection_killed_while_idle_in_transaction_is_reopened() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let admin = setup(&test_db, "catalog", 2).await?;
+    let chained = || {
+        test_db
+            .config("catalog")
+            .max_connections(3)
+            .handler_mode(HandlerMode::Chained)
+    };
+    let db = Db::connect(chained()).await?;
+
+    // Killed by an administrator.
+    let first = inspect_session(&db, &StockReserved::new(1))
+        .await?
+        .into_inner();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(first.pid)
+        .fetch_one(admin.pool())
+        .await?;
+    assert!(killed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = inspect_session(&db, &StockReserved::new(1))
+        .await?
+        .into_inner();
+    assert_ne!(second.pid, first.pid);
+
+    // Killed by the server's idle_in_transaction_session_timeout, which `RESET ALL` keeps
+    // (it is the database's default).
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET idle_in_transaction_session_timeout = '300ms'",
+        test_db.name()
+    )))
+    .execute(admin.pool())
+    .await?;
+    db.close().await;
+    let db = Db::connect(chained()).await?;
+    let third = inspect_session(&db, &StockReserved::new(1))
+        .await?
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let fourth = inspect_session(&db, &StockReserved::new(1))
+        .await?
+        .into_inner();
+    assert_ne!(fourth.pid, third.pid);
+
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM applied")
+        .fetch_one(admin.pool())
+        .await?;
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(admin.pool())
+        .await?;
+    assert_eq!((applied, records), (4, 4));
+
+    db.close().await;
+    admin.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_chained_twin_in_flight_waits_then_replays_and_a_failure_leaves_no_record() -> TestResult
+{
+    let test_db = TestDb::new().await?;
+    let db = setup_in(&test_db, "catalog", 6, HandlerMode::Chained).await?;
+
+    for first_fails in [false, true] {
+        let event = StockReserved::new(2);
+        let gate = Arc::new(Notify::new());
+        let first = {
+            let (db, event, gate) = (db.clone(), event.clone(), gate.clone());
+            tokio::spawn(async move { reserve_slowly(&db, &event, &gate, first_fails).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let twin = {
+            let (db, event) = (db.clone(), event.clone());
+            tokio::spawn(async move { reserve_stock(&db, &event).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!twin.is_finished(), "the twin waits for the first delivery");
+        gate.notify_one();
+        let first = first.await?;
+        let twin = twin.await??;
+        if first_fails {
+            assert!(matches!(first, Err(HandlerError::Failed(_))), "{first:?}");
+            assert!(matches!(twin, Outcome::Processed(_)), "{twin:?}");
+        } else {
+            let Ok(Outcome::Processed(stock)) = first else {
+                panic!("{first:?}")
+            };
+            assert_eq!(twin, Outcome::Duplicate(stock));
+        }
+        assert_eq!(applied_per_event(&db).await?[&event.event_id], 1);
+    }
+
+    // A failed body on a kept connection leaves no record, and the next run succeeds on it.
+    let event = StockReserved::new(4);
+    let failed = reserve_or_fail(&db, &event, true).await;
+    assert!(matches!(failed, Err(HandlerError::Failed(_))), "{failed:?}");
+    let records: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM idempotency_records WHERE event_id = $1")
+            .bind(event.event_id.to_string())
+            .fetch_one(db.pool())
+            .await?;
+    assert_eq!(records, 0);
+    assert!(matches!(
+        reserve_or_fail(&db, &event, false).await?,
+        Outcome::Processed(_)
+    ));
+    assert_eq!(applied_per_event(&db).await?[&event.event_id], 1);
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+/// The storm in batch mode: 16 workers each take up to `batch` deliveries off the queue and
+/// run them with `run_batch`; twins land in one batch (a repeat within it) or in two
+/// batches at once. Each batch is sorted by product, so that its bodies take the product
+/// rows in one order, as batch bodies that lock shared rows should.
+async fn storm_batched(
+    test_db: &TestDb,
+    service: &str,
+    events: usize,
+    batch: usize,
+    mode: HandlerMode,
+) -> TestResult {
+    const WORKERS: usize = 16;
+    let db = setup_in(test_db, service, WORKERS as u32 + 1, mode).await?;
+    let events: Vec<StockReserved> = (0..events)
+        .map(|i| StockReserved::new(i as i64 % PRODUCTS + 1))
+        .collect();
+    let queue: Vec<StockReserved> = deliveries(events.clone())
+        .into_iter()
+        .map(|delivery| match delivery {
+            Delivery::Alone(event) | Delivery::Twin(event, _) => event,
+        })
+        .collect();
+    let delivered = queue.len();
+    let queue = Arc::new(Mutex::new(queue.into_iter()));
+    let store = IdempotencyStore::new(&db);
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::<(Uuid, Outcome<i64>)>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..WORKERS {
+        let (queue, store, outcomes) = (queue.clone(), store.clone(), outcomes.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut items: Vec<(Uuid, StockReserved)> = {
+                    let mut queue = queue.lock().await;
+                    queue
+                        .by_ref()
+                        .take(batch)
+                        .map(|e| (e.event_id, e))
+                        .collect()
+                };
+                if items.is_empty() {
+                    break;
+                }
+                items.sort_by_key(|(_, event)| event.product_id);
+                let results = store
+                    .run_batch("reserve_stock", &items, |mut tx, (_, event)| async move {
+                        let tx: &mut Tx = &mut tx;
+                        apply(tx, event).await
+                    })
+                    .await;
+                let mut outcomes = outcomes.lock().unwrap();
+                for ((id, _), result) in items.iter().zip(results) {
+                    match result {
+                        Ok(outcome) => outcomes.push((*id, outcome)),
+                        Err(error) => panic!("delivery of {id} failed: {error:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("worker panicked");
+    }
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes.len(), delivered);
+    let mut processed = HashMap::new();
+    for (id, outcome) in &outcomes {
+        if let Outcome::Processed(stock) = outcome {
+            assert!(
+                processed.insert(*id, *stock).is_none(),
+                "processed twice: {id}"
+            );
+        }
+    }
+    assert_eq!(processed.len(), events.len());
+    for (id, outcome) in &outcomes {
+        if let Outcome::Duplicate(stock) = outcome {
+            assert_eq!(processed.get(id), Some(stock), "replayed result of {id}");
+        }
+    }
+    let applied = applied_per_event(&db).await?;
+    assert_eq!(applied.len(), events.len());
+    for event in &events {
+        assert_eq!(
+            applied.get(&event.event_id),
+            Some(&1),
+            "effects of {}",
+            event.event_id
+        );
+    }
+    let stock: i64 = sqlx::query_scalar("SELECT sum(stock)::bigint FROM products")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(stock, PRODUCTS * INITIAL_STOCK - events.len() as i64);
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(records, events.len() as i64);
+    db.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_mode_applies_each_effect_exactly_once_and_replays_the_first_result() -> TestResult {
+    let test_db = TestDb::new().await?;
+    storm_batched(&test_db, "catalog", 10_000, 32, HandlerMode::Transaction).await?;
+    storm_batched(&test_db, "chained", 4_000, 128, HandlerMode::Chained).await?;
+    check_then_insert_doubles(&test_db).await?;
+    test_db.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_body_rolls_its_batch_back_and_the_events_run_one_at_a_time() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "catalog", 4).await?;
+    let store = IdempotencyStore::new(&db);
+    let events: Vec<(Uuid, (StockReserved, bool))> = (0..10)
+        .map(|i| {
+            let event = StockReserved::new(i + 1);
+            (event.event_id, (event, i == 3))
+        })
+        .collect();
+    let run = |events: Vec<(Uuid, (StockReserved, bool))>| {
+        let store = store.clone();
+        async move {
+            store
+                .run_batch(
+                    "reserve_stock",
+                    &events,
+                    |mut tx, (_, (event, poison))| async move {
+                        let tx: &mut Tx = &mut tx;
+                        reserve_or_fail_body(tx, event, *poison).await
+                    },
+                )
+                .await
+        }
+    };
+    let first = run(events.clone()).await;
+    for (i, result) in first.iter().enumerate() {
+        if i == 3 {
+            assert!(matches!(result, Err(HandlerError::Failed(_))), "{result:?}");
+        } else {
+            assert!(
+                matches!(result, Ok(Outcome::Processed(_))),
+                "{i}: {result:?}"
+            );
+        }
+    }
+    let applied = applied_per_event(&db).await?;
+    assert_eq!(
+        applied.len(),
+        9,
+        "the poison's effect rolled back, the others applied once"
+    );
+    assert!(applied.values().all(|&n| n == 1));
+    assert!(!applied.contains_key(&events[3].0));
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_records")
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(records, 9);
+
+    // Redelivered, the nine replay and the tenth, healed, runs.
+    let mut healed = events.clone();
+    healed[3].1.1 = false;
+    let second = run(healed).await;
+    for (i, (before, after)) in first.iter().zip(&second).enumerate() {
+        match (before, after) {
+            (Ok(Outcome::Processed(a)), Ok(Outcome::Duplicate(b))) => assert_eq!(a, b),
+            (Err(_), Ok(Outcome::Processed(_))) if i == 3 => {}
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    assert_eq!(applied_per_event(&db).await?.len(), 10);
+
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+async fn reserve_or_fail_body(
+    tx: &mut Tx,
+    event: &StockReserved,
+    fail: bool,
+) -> Result<i64, ReserveError> {
+    let stock = apply(tx, event).await?;
+    if fail {
+        return Err(ReserveError::Flaky("poison".into()));
+    }
+    Ok(stock)
 }

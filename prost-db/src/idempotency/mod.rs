@@ -40,6 +40,11 @@
 //!    costs 3 statements; the empty transaction's `ROLLBACK` is queued and sent when the
 //!    connection goes back to the pool, off the delivery's path.
 //!
+//! In [`HandlerMode::Chained`] the same statements run on a kept connection whose
+//! transaction each event ends with `COMMIT AND CHAIN`, so the `BEGIN` round trip goes;
+//! [`IdempotencyStore::run_batch`] runs many events of one action in one transaction with
+//! one claim for all keys. [`HandlerMode`] shows the exact statements of each.
+//!
 //! The unique index on `(event_id, service_name, action)` is what decides; a
 //! `SELECT`-then-`INSERT` check is a race and is not used. A body that fails rolls back, and
 //! the claim with it, so a redelivery (or the twin waiting on it) processes the event.
@@ -80,6 +85,8 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
+mod chained;
 mod error;
 mod fingerprint;
 mod key;
@@ -87,6 +94,8 @@ mod record;
 pub(crate) mod runtime;
 mod store;
 
+pub(crate) use chained::Chains;
+pub use chained::{CHAINED_IDLE, HandlerMode};
 pub use error::{HandlerError, PermanentError};
 pub use fingerprint::Fingerprint;
 #[doc(hidden)]

@@ -9,10 +9,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::chained::Held;
 use super::error::{HandlerError, PermanentError};
 use super::key::{EventId, IdempotencyKey};
 use super::record::{Claim, Entry, StoredRecord};
-use super::store::{DEFAULT_LOCK_TIMEOUT, TxLease, begin};
+use super::store::{DEFAULT_LOCK_TIMEOUT, TxLease};
 use super::{Fingerprint, Outcome};
 use crate::pool::Db;
 
@@ -58,39 +59,50 @@ impl<T, E> Job<'_, T, E> {
         Fut: Future<Output = Result<T, E>>,
     {
         let entry = &self.entry;
-        let mut tx = begin(entry.db, self.lock_timeout).await?;
-        let claim = entry
-            .claim(&mut tx, self.fingerprint, self.lock_timeout)
-            .await?;
+        let db = entry.db;
+        let mut held = Held::begin(db, self.lock_timeout).await?;
+        let claim = match entry
+            .claim(held.tx(), self.fingerprint, self.lock_timeout)
+            .await
+        {
+            Ok(claim) => claim,
+            // A kept connection the server closed while idle: once more, on a new one.
+            Err(error) => {
+                held = held.recover(db, error).await?;
+                entry
+                    .claim(held.tx(), self.fingerprint, self.lock_timeout)
+                    .await?
+            }
+        };
         if let Claim::Duplicate(record) = claim {
-            // Nothing was written: the rollback is queued, and sqlx sends it when the
-            // connection goes back to the pool, off this delivery's path.
-            drop(tx);
+            // Nothing was written: the rollback is queued (or, chained, sent).
+            held.release(db).await;
             return self.replay(record);
         }
 
+        let (tx, parked) = held.park();
         let (lease, returned) = TxLease::lend(tx);
         let result = body(lease).await;
         // The body's future has completed, and dropped the lease with its captures.
-        let Some(mut tx) = returned.take() else {
+        let Some(tx) = returned.take() else {
             return Err(HandlerError::Database(crate::Error::Config(
                 "the handler's body kept its transaction".to_owned(),
             )));
         };
+        let mut held = parked.resume(tx);
         let error = match result {
             Ok(value) => {
                 let json = (self.codec.to_json)(&value).map_err(|e| self.codec_error(e))?;
                 // The claim already stores NULL, which is what `()` and `None` replay from.
                 if !json.is_null() {
-                    entry.complete(&mut tx, &json).await?;
+                    entry.complete(held.tx(), &json).await?;
                 }
-                tx.commit().await.map_err(|e| entry.db.map_err(e))?;
+                held.commit(db).await?;
                 return Ok(Outcome::Processed(value));
             }
             Err(error) => error,
         };
-        // A failed connection has rolled back already.
-        tx.rollback().await.ok();
+        held.rollback(db).await;
 
         // This delivery held the claim, so no twin can have committed: a transient error
         // is simply returned, and a permanent one is recorded in a transaction of its own
@@ -100,16 +112,19 @@ impl<T, E> Job<'_, T, E> {
             Some(Err(e)) => return Err(self.codec_error(e)),
             Some(Ok(json)) => json,
         };
-        let mut tx = begin(entry.db, self.lock_timeout).await?;
-        if entry.insert(&mut tx, self.fingerprint, &json, true).await? {
-            tx.commit().await.map_err(|e| entry.db.map_err(e))?;
+        let mut held = Held::begin(db, self.lock_timeout).await?;
+        if entry
+            .insert(held.tx(), self.fingerprint, &json, true)
+            .await?
+        {
+            held.commit(db).await?;
             return Err(HandlerError::Permanent {
                 error,
                 replayed: false,
             });
         }
-        let record = entry.select(&mut *tx).await?;
-        drop(tx);
+        let record = entry.select(&mut **held.tx()).await?;
+        held.release(db).await;
         match record {
             Some(record) => self.replay(record),
             None => Err(HandlerError::Database(entry.vanished())),
@@ -119,7 +134,7 @@ impl<T, E> Job<'_, T, E> {
     /// A duplicate's outcome from the first delivery's record. The fingerprints are
     /// compared only when both deliveries have one.
     #[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
-    fn replay(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>> {
+    pub(super) fn replay(&self, record: StoredRecord) -> Result<Outcome<T>, HandlerError<E>> {
         if let (Some(stored), Some(this)) = (record.fingerprint, self.fingerprint)
             && stored != this
         {
@@ -139,6 +154,12 @@ impl<T, E> Job<'_, T, E> {
         (self.codec.from_json)(value)
             .map(Outcome::Duplicate)
             .map_err(|e| self.codec_error(e))
+    }
+
+    /// The result as stored.
+    #[allow(clippy::result_large_err)] // the error is the handler's, returned once per delivery
+    pub(super) fn encode(&self, value: &T) -> Result<serde_json::Value, HandlerError<E>> {
+        (self.codec.to_json)(value).map_err(|e| self.codec_error(e))
     }
 
     fn codec_error(&self, source: serde_json::Error) -> HandlerError<E> {

@@ -219,6 +219,22 @@ impl IdempotencyStore {
         &self.service
     }
 
+    /// The lock timeout its runs wait for a twin with.
+    ///
+    /// ```no_run
+    /// # fn f(db: &prost_db::Db) {
+    /// let store = prost_db::idempotency::IdempotencyStore::new(db);
+    /// assert_eq!(store.lock_timeout(), prost_db::idempotency::DEFAULT_LOCK_TIMEOUT);
+    /// # }
+    /// ```
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    pub(super) fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Creates `idempotency_records` in `db`'s schema if it does not exist. Safe to call
     /// from many replicas at once. A service that runs the [`Migrator`](crate::migrate::Migrator)
     /// need not call it: the migrator's framework steps create the same table (same DDL).

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::error::{Error, Result, Server, pg_timeout_millis};
+use crate::idempotency::{CHAINED_IDLE, HandlerMode};
 use crate::pooler::Pooler;
 
 /// How to connect a service: where the database is, which schema the service owns, and the
@@ -28,6 +29,7 @@ use crate::pooler::Pooler;
 /// | `PROST_DB_CREATE_SCHEMA` | create the schema if missing (`true`/`false`) | false |
 /// | `PROST_DB_POOLER` | `transaction` behind PgBouncer in transaction mode ([`Pooler`]) | `none` |
 /// | `PROST_DB_MIGRATE_URL` | a direct URL for the migrator behind a pooler | none |
+/// | `PROST_DB_HANDLER_MODE` | idempotent handlers' [`HandlerMode`]: `transaction` or `chained` | `transaction` |
 ///
 /// Builders are named after the setting (`max_connections(n)`), and reading a setting back
 /// is `get_` and the same name (`get_max_connections()`), as on sqlx's own option types.
@@ -59,6 +61,8 @@ pub struct DbConfig {
     pub(super) pooler: Pooler,
     pub(super) schema_check: bool,
     pub(super) migrate: Option<PgConnectOptions>,
+    pub(super) handler_mode: HandlerMode,
+    pub(super) chained_idle: Duration,
 }
 
 impl DbConfig {
@@ -136,6 +140,8 @@ impl DbConfig {
             pooler: Pooler::None,
             schema_check: true,
             migrate: None,
+            handler_mode: HandlerMode::Transaction,
+            chained_idle: CHAINED_IDLE,
         }
     }
 
@@ -236,7 +242,68 @@ impl DbConfig {
                 }
             };
         }
+        if let Some(v) = var("PROST_DB_HANDLER_MODE") {
+            config.handler_mode = v.parse().map_err(|_| {
+                Error::Config(format!(
+                    "PROST_DB_HANDLER_MODE must be transaction or chained, got {v:?}"
+                ))
+            })?;
+        }
         Ok(config)
+    }
+
+    /// How idempotent handlers get their transaction: [`HandlerMode::Transaction`] (the
+    /// default) or [`HandlerMode::Chained`]; see [`HandlerMode`] for what each sends.
+    ///
+    /// ```
+    /// use prost_db::idempotency::HandlerMode;
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?
+    ///     .handler_mode(HandlerMode::Chained);
+    /// assert_eq!(config.get_handler_mode(), HandlerMode::Chained);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn handler_mode(mut self, mode: HandlerMode) -> Self {
+        self.handler_mode = mode;
+        self
+    }
+
+    /// In [`HandlerMode::Chained`], how long a kept connection may sit idle before it goes
+    /// back to the pool ([`CHAINED_IDLE`] by default).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?
+    ///     .chained_idle(Duration::from_secs(1));
+    /// assert_eq!(config.get_chained_idle(), Duration::from_secs(1));
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn chained_idle(mut self, idle: Duration) -> Self {
+        self.chained_idle = idle;
+        self
+    }
+
+    /// The configured handler mode.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_handler_mode(), prost_db::idempotency::HandlerMode::Transaction);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_handler_mode(&self) -> HandlerMode {
+        self.handler_mode
+    }
+
+    /// The configured idle period of chained connections.
+    ///
+    /// ```
+    /// let config = prost_db::DbConfig::new("postgres://localhost/prost", "catalog")?;
+    /// assert_eq!(config.get_chained_idle(), prost_db::idempotency::CHAINED_IDLE);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    pub fn get_chained_idle(&self) -> Duration {
+        self.chained_idle
     }
 
     /// Use `schema` instead of the service name as the service's schema.
@@ -530,6 +597,7 @@ impl fmt::Debug for DbConfig {
             .field("pooler", &self.pooler)
             .field("schema_check", &self.schema_check)
             .field("migrate", &self.migrate.as_ref().map(Server::of))
+            .field("handler_mode", &self.handler_mode)
             .finish()
     }
 }

@@ -9,8 +9,27 @@ use sqlx::{Postgres, Transaction};
 use super::DbConfig;
 use super::session::{BeginError, before_acquire, begin_on};
 use crate::error::{Error, Origin, Result, Server};
+use crate::idempotency::{Chains, HandlerMode};
 use crate::ident::{Identifier, IdentifierKind};
 use crate::pooler::{Pooled, Pooler, schema_check};
+
+/// Opens a chained slot's transaction
+/// ([`HandlerMode::Chained`](crate::idempotency::HandlerMode::Chained)), in one round
+/// trip: the session restored, `lock_timeout` set for the session and committed (so that
+/// it survives every `COMMIT AND CHAIN`), and the first READ COMMITTED transaction chained
+/// on: `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
+/// SET lock_timeout = <ms>; COMMIT AND CHAIN`.
+///
+/// # Errors
+///
+/// [`Error::SettingOutOfRange`](crate::Error::SettingOutOfRange) before anything is sent;
+/// the mapped driver error otherwise.
+pub(crate) async fn begin_chained(
+    db: &Db,
+    lock_timeout: Duration,
+) -> Result<Transaction<'static, Postgres>> {
+    super::session::begin_chained_on(&db.pool, lock_timeout).await
+}
 
 /// Starts a transaction on a connection of `db`'s pool with the one `BEGIN` statement
 /// ([`begin_statement`](super::session::begin_statement)): [`Db::begin`] with `None`, the
@@ -75,6 +94,7 @@ pub struct Db {
     schema: Identifier,
     server: std::sync::Arc<Server>,
     pooled: Option<std::sync::Arc<Pooled>>,
+    chains: std::sync::Arc<Chains>,
 }
 
 impl Db {
@@ -140,6 +160,7 @@ impl Db {
             schema,
             server: std::sync::Arc::new(Server::of(&config.connect)),
             pooled,
+            chains: Chains::new(config.handler_mode, config.chained_idle),
         };
         db.verify_schema().await?;
         tracing::debug!("connected");
@@ -230,7 +251,11 @@ impl Db {
     }
 
     /// Closes every connection; in-flight queries finish first.
+    ///
+    /// Chained handler connections ([`HandlerMode::Chained`]) are given back first, idle
+    /// ones at once and busy ones when their run ends.
     pub async fn close(&self) {
+        self.chains.close();
         self.pool.close().await;
     }
 
@@ -278,6 +303,34 @@ impl Db {
     /// The server this pool connects to, for errors on connections taken from it.
     pub(crate) fn server(&self) -> &std::sync::Arc<Server> {
         &self.server
+    }
+
+    /// The kept connections of [`HandlerMode::Chained`].
+    pub(crate) fn chains(&self) -> &std::sync::Arc<Chains> {
+        &self.chains
+    }
+
+    /// How many chained handler connections ([`HandlerMode::Chained`]) sit idle, kept for
+    /// the next run; `0` in [`HandlerMode::Transaction`].
+    ///
+    /// ```no_run
+    /// # fn f(db: &prost_db::Db) {
+    /// println!("{} chained connections kept", db.chained_idle());
+    /// # }
+    /// ```
+    pub fn chained_idle(&self) -> usize {
+        self.chains.idle_count()
+    }
+
+    /// The idempotent handlers' [`HandlerMode`].
+    ///
+    /// ```no_run
+    /// # fn f(db: &prost_db::Db) {
+    /// println!("handlers run in {} mode", db.handler_mode());
+    /// # }
+    /// ```
+    pub fn handler_mode(&self) -> HandlerMode {
+        self.chains.mode()
     }
 }
 

@@ -9,6 +9,7 @@ mod session;
 pub use config::DbConfig;
 pub use db::Db;
 pub(crate) use db::begin;
+pub(crate) use db::begin_chained;
 pub use health::{Health, PoolStats};
 pub(crate) use purge::purge_in_batches;
 #[cfg(test)]

@@ -122,6 +122,23 @@ pub(super) async fn begin_on(
         })
 }
 
+/// The chained slot's opening statement on a connection of `pool`
+/// ([`begin_chained`](super::begin_chained)).
+pub(super) async fn begin_chained_on(
+    pool: &PgPool,
+    lock_timeout: Duration,
+) -> Result<Transaction<'static, Postgres>, Error> {
+    let millis = pg_timeout_millis("lock_timeout", lock_timeout)?.max(1);
+    let statement = format!(
+        "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET lock_timeout = {millis}; COMMIT AND CHAIN"
+    );
+    // The only value in it is an integer the program computed, never input.
+    RESTORES_ITSELF
+        .scope((), pool.begin_with(AssertSqlSafe(statement)))
+        .await
+        .map_err(|e| Error::from_sqlx(e, Origin::Pool(pool)))
+}
+
 /// Why [`begin_on`] failed.
 pub(super) enum BeginError {
     /// The schema check found the transaction in this schema instead of the service's.

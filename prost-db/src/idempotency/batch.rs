@@ -1,0 +1,355 @@
+//! Batch mode: many events of one action in one transaction, claimed by one statement.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::types::Json;
+
+use super::chained::Held;
+use super::key::IdempotencyKey;
+use super::record::{Entry, StoredRecord, sql};
+use super::runtime::{ErrorPolicy, Job, ResultCodec, execute};
+use super::store::TxLease;
+use super::{Fingerprint, HandlerError, IdempotencyStore, Outcome};
+use crate::error::{Error, Result};
+
+/// Claims every key of the batch at once, in key order (so that two batches sharing keys
+/// take them in the same order and cannot deadlock on them): 1 row per key claimed now.
+/// A key a twin holds uncommitted makes it wait, as the single claim does.
+const CLAIM_ALL: &str = "INSERT INTO {schema}.idempotency_records \
+     (event_id, service_name, action, payload_hash) \
+     SELECT k, $2, $3, h FROM unnest($1::text[], $4::bytea[]) AS t(k, h) ORDER BY k \
+     ON CONFLICT (event_id, service_name, action) DO NOTHING \
+     RETURNING event_id";
+
+/// Reads the committed records of the keys not claimed.
+const SELECT_ALL: &str = "SELECT event_id, payload_hash, result, permanent_error, created_at \
+     FROM {schema}.idempotency_records \
+     WHERE event_id = ANY($1::text[]) AND service_name = $2 AND action = $3";
+
+/// Writes the results that are not `null`, one statement for the batch.
+const COMPLETE_ALL: &str = "UPDATE {schema}.idempotency_records AS r \
+     SET result = t.v::jsonb, permanent_error = false \
+     FROM unnest($1::text[], $4::text[]) AS t(k, v) \
+     WHERE r.event_id = t.k AND r.service_name = $2 AND r.action = $3";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    event_id: String,
+    payload_hash: Option<Vec<u8>>,
+    result: Option<Json<serde_json::Value>>,
+    permanent_error: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl IdempotencyStore {
+    /// Runs `body` once per key of `items` (keys and payloads of one action), in one
+    /// transaction: `BEGIN ...`, one claim for every key
+    /// (`INSERT ... SELECT FROM unnest($1::text[], ...) ORDER BY 1 ON CONFLICT DO NOTHING
+    /// RETURNING event_id`), the bodies of the claimed keys, one `SELECT` of the records of
+    /// those already taken (for their replay), one `UPDATE ... FROM unnest(...)` of the
+    /// results that are not `null`, and one `COMMIT`. A new event whose body sends one
+    /// statement costs one round trip plus a share of four; in a transaction of its own it
+    /// costs four or five. The transaction is that of the `Db`'s
+    /// [`HandlerMode`](super::HandlerMode).
+    ///
+    /// A key twice in `items` runs once; its later items replay the first one's result
+    /// (after the same fingerprint check as any duplicate). If any body fails, or the
+    /// batch's database work does (a lock timeout, a deadlock with another batch), the
+    /// batch rolls back and every item runs again on its own, as
+    /// [`run`](Self::run) runs it: one poison event costs one batch, never an effect twice
+    /// or a lost one. Results come back in the order of `items`.
+    ///
+    /// ```no_run
+    /// # async fn f(store: &prost_db::idempotency::IdempotencyStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// let orders = vec![("order-7", 7_i64), ("order-8", 8)];
+    /// let outcomes = store
+    ///     .run_batch("ship", &orders, |mut tx, &(_, order)| async move {
+    ///         let tx: &mut prost_db::idempotency::Tx = &mut tx;
+    ///         sqlx::query("UPDATE orders SET shipped = true WHERE id = $1")
+    ///             .bind(order)
+    ///             .execute(&mut **tx)
+    ///             .await
+    ///             .map(|done| done.rows_affected())
+    ///     })
+    ///     .await;
+    /// for outcome in outcomes {
+    ///     println!("{:?}", outcome?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_batch<'a, K, P, T, E, F, Fut>(
+        &self,
+        action: &str,
+        items: &'a [(K, P)],
+        mut body: F,
+    ) -> Vec<Result<Outcome<T>, HandlerError<E>>>
+    where
+        K: IdempotencyKey,
+        P: Serialize,
+        T: Serialize + DeserializeOwned,
+        F: FnMut(TxLease, &'a (K, P)) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let keys: Vec<String> = items.iter().map(|(k, _)| k.to_key().to_string()).collect();
+        let mut results: Vec<Option<Result<Outcome<T>, HandlerError<E>>>> =
+            (0..items.len()).map(|_| None).collect();
+        let mut ready = Vec::new();
+        for (i, (_, payload)) in items.iter().enumerate() {
+            match Fingerprint::of(payload) {
+                Ok(fingerprint) => ready.push((i, fingerprint)),
+                Err(source) => {
+                    results[i] = Some(Err(HandlerError::Codec {
+                        event_id: keys[i].clone(),
+                        action: action.to_owned(),
+                        source,
+                    }));
+                }
+            }
+        }
+
+        let batch = Batch {
+            store: self,
+            action,
+            keys: &keys,
+        };
+        let outcome = batch.attempt(&ready, items, &mut body).await;
+        match outcome {
+            Ok(done) => {
+                for (i, result) in done {
+                    results[i] = Some(result);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, items = ready.len(), "batch rolled back; running its events one at a time");
+                for &(i, fingerprint) in &ready {
+                    let job = batch.job(i, Some(fingerprint));
+                    let item = &items[i];
+                    results[i] = Some(execute(job, |lease| body(lease, item)).await);
+                }
+            }
+        }
+        // Every item has a result: its codec error, its batch's, or its own run's.
+        let results: Vec<_> = results.into_iter().flatten().collect();
+        debug_assert_eq!(results.len(), items.len());
+        results
+    }
+}
+
+/// One batch of one action of one store.
+struct Batch<'s> {
+    store: &'s IdempotencyStore,
+    action: &'s str,
+    keys: &'s [String],
+}
+
+/// Why a batch is retried one event at a time.
+enum Abandoned {
+    Database(Error),
+    Body,
+}
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Abandoned::Database(error) => error.fmt(f),
+            Abandoned::Body => f.write_str("a body failed"),
+        }
+    }
+}
+
+impl From<Error> for Abandoned {
+    fn from(error: Error) -> Self {
+        Abandoned::Database(error)
+    }
+}
+
+type Done<T, E> = Vec<(usize, Result<Outcome<T>, HandlerError<E>>)>;
+
+impl<'s> Batch<'s> {
+    fn job<T: Serialize + DeserializeOwned, E>(
+        &self,
+        i: usize,
+        fingerprint: Option<Fingerprint>,
+    ) -> Job<'s, T, E> {
+        Job {
+            entry: Entry {
+                db: self.store.db(),
+                service: self.store.service(),
+                action: self.action,
+                key: &self.keys[i],
+            },
+            fingerprint,
+            lock_timeout: self.store.lock_timeout(),
+            codec: ResultCodec::json(),
+            policy: ErrorPolicy::never(),
+        }
+    }
+
+    /// The batch in one transaction; `Err` if it rolled back.
+    async fn attempt<'a, K, P, T, E, F, Fut>(
+        &self,
+        ready: &[(usize, Fingerprint)],
+        items: &'a [(K, P)],
+        body: &mut F,
+    ) -> std::result::Result<Done<T, E>, Abandoned>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(TxLease, &'a (K, P)) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        let db = self.store.db();
+        let (service, action) = (self.store.service(), self.action);
+        let mut held = Held::begin(db, self.store.lock_timeout()).await?;
+
+        // The first item of each key leads; the others replay it.
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut claim_keys = Vec::new();
+        let mut claim_hashes = Vec::new();
+        for &(i, fingerprint) in ready {
+            let key = self.keys[i].as_str();
+            if !first.contains_key(key) {
+                first.insert(key, i);
+                claim_keys.push(key.to_owned());
+                claim_hashes.push(fingerprint.to_stored());
+            }
+        }
+
+        let claimed: Vec<String> = sqlx::query_scalar(sql(CLAIM_ALL, db))
+            .bind(&claim_keys)
+            .bind(service)
+            .bind(action)
+            .bind(&claim_hashes)
+            .fetch_all(&mut **held.tx())
+            .await
+            .map_err(|e| db.map_err(e))?;
+        let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+        let taken: Vec<String> = claim_keys
+            .iter()
+            .filter(|k| !claimed.contains(*k))
+            .cloned()
+            .collect();
+        let mut records: HashMap<String, StoredRecord> = HashMap::new();
+        if !taken.is_empty() {
+            let rows: Vec<Row> = sqlx::query_as(sql(SELECT_ALL, db))
+                .bind(&taken)
+                .bind(service)
+                .bind(action)
+                .fetch_all(&mut **held.tx())
+                .await
+                .map_err(|e| db.map_err(e))?;
+            for row in rows {
+                records.insert(
+                    row.event_id,
+                    stored(
+                        row.payload_hash,
+                        row.result,
+                        row.permanent_error,
+                        row.created_at,
+                    ),
+                );
+            }
+        }
+
+        let mut done: Done<T, E> = Vec::new();
+        let mut fresh: HashMap<usize, serde_json::Value> = HashMap::new();
+        let mut complete_keys = Vec::new();
+        let mut complete_values = Vec::new();
+        let mut tx_slot = Some(held);
+        for &(i, fingerprint) in ready {
+            let key = self.keys[i].as_str();
+            let job = self.job::<T, E>(i, Some(fingerprint));
+            let leader = first[key];
+            if !claimed.contains(key) {
+                let record = records
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| job.entry.vanished())?;
+                done.push((i, job.replay(record)));
+                continue;
+            }
+            if leader != i {
+                // A repeat within the batch: the leader's record, as a duplicate reads it.
+                let Some(json) = fresh.get(&leader) else {
+                    return Err(Abandoned::Body);
+                };
+                let record = stored(
+                    Some(ready_fingerprint(ready, leader).to_stored()),
+                    Some(Json(json.clone())),
+                    false,
+                    chrono::Utc::now(),
+                );
+                done.push((i, job.replay(record)));
+                continue;
+            }
+            let held = tx_slot.take().expect("the batch's transaction is back");
+            let (tx, parked) = held.park();
+            let (lease, returned) = TxLease::lend(tx);
+            let result = body(lease, &items[i]).await;
+            let Some(tx) = returned.take() else {
+                return Err(Abandoned::Database(Error::Config(
+                    "the handler's body kept its transaction".to_owned(),
+                )));
+            };
+            let held = parked.resume(tx);
+            let value = match result {
+                Ok(value) => value,
+                Err(_) => {
+                    held.rollback(db).await;
+                    return Err(Abandoned::Body);
+                }
+            };
+            let json = match job.encode(&value) {
+                Ok(json) => json,
+                Err(_) => {
+                    held.rollback(db).await;
+                    return Err(Abandoned::Body);
+                }
+            };
+            if !json.is_null() {
+                complete_keys.push(key.to_owned());
+                complete_values.push(json.to_string());
+            }
+            fresh.insert(i, json);
+            done.push((i, Ok(Outcome::Processed(value))));
+            tx_slot = Some(held);
+        }
+        let mut held = tx_slot.expect("the batch's transaction is back");
+        if !complete_keys.is_empty() {
+            sqlx::query(sql(COMPLETE_ALL, db))
+                .bind(&complete_keys)
+                .bind(service)
+                .bind(action)
+                .bind(&complete_values)
+                .execute(&mut **held.tx())
+                .await
+                .map_err(|e| db.map_err(e))?;
+        }
+        held.commit(db).await?;
+        Ok(done)
+    }
+}
+
+fn ready_fingerprint(ready: &[(usize, Fingerprint)], i: usize) -> Fingerprint {
+    ready
+        .iter()
+        .find(|(at, _)| *at == i)
+        .map(|(_, fingerprint)| *fingerprint)
+        .expect("the leader is ready")
+}
+
+fn stored(
+    payload_hash: Option<Vec<u8>>,
+    result: Option<Json<serde_json::Value>>,
+    permanent_error: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+) -> StoredRecord {
+    StoredRecord {
+        fingerprint: payload_hash.as_deref().and_then(Fingerprint::from_stored),
+        result: result.map(|Json(value)| value),
+        permanent_error,
+        created_at,
+    }
+}
