@@ -83,6 +83,7 @@
 mod error;
 mod fingerprint;
 mod key;
+mod partitions;
 mod record;
 pub(crate) mod runtime;
 mod store;
@@ -90,6 +91,7 @@ mod store;
 pub use error::{HandlerError, PermanentError};
 pub use fingerprint::Fingerprint;
 pub use key::{EventId, IdempotencyKey};
+pub use partitions::{ExpiredKeys, Maintenance, OTHER_PARTITION, PartitionedRecords, key_time};
 pub use record::{Claim, StoredRecord};
 pub use store::{DEFAULT_LOCK_TIMEOUT, IdempotencyStore, TABLE_NAME, Tx, TxLease};
 
