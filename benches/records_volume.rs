@@ -163,7 +163,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sizes: Vec<i64> = std::env::var("BENCH_SIZES")
         .unwrap_or_else(|_| "1000000,10000000".to_owned())
         .split(',')
-        .map(|s| s.trim().parse().expect("BENCH_SIZES: comma-separated record counts"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_SIZES: comma-separated record counts")
+        })
         .collect();
     let per_round = env("BENCH_EVENTS", 2_000);
     let rounds = env("BENCH_ROUNDS", 6);

@@ -8,6 +8,7 @@ mod catalog;
 mod idempotency;
 mod migrate;
 mod pool;
+mod replicas;
 mod saga;
 mod schema;
 mod shop;
