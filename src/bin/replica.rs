@@ -9,6 +9,7 @@
 //! | `REPLICA_VERSION` | `1` (the previous version: no migration, old columns) or `2` |
 //! | `REPLICA_MIGRATIONS` | the migrations root of version 2 (required for version 2) |
 //! | `REPLICA_EXCHANGE`, `REPLICA_QUEUE` | where the events come from (required) |
+//! | `REPLICA_MIGRATE` | `migrator` (default), or `unlocked` for the control: check whether the column exists, then run the scripts, with no lock and no ledger |
 
 use std::time::Duration;
 
@@ -121,7 +122,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .acquire_timeout(Duration::from_secs(10)),
     )
     .await?;
-    let migrated = if version == 2 {
+    let unlocked = std::env::var("REPLICA_MIGRATE").is_ok_and(|mode| mode == "unlocked");
+    let migrated = if version == 2 && unlocked {
+        migrate_unlocked(&db, &name, &var("REPLICA_MIGRATIONS")?).await?
+    } else if version == 2 {
         let migrations = Migrations::from_dir(var("REPLICA_MIGRATIONS")?)?;
         let report = Migrator::new(migrations)
             .applied_by(name.clone())
@@ -182,4 +186,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("replica {name}: stopped: {stats:?}");
     db.close().await;
     Ok(())
+}
+
+/// The control: what a service without the migration lock does, check then migrate. Every
+/// replica that finds the column missing runs the scripts, and records that it did.
+async fn migrate_unlocked(
+    db: &Db,
+    name: &str,
+    root: &str,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM information_schema.columns \
+         WHERE table_schema = 'registry' AND table_name = 'entries' AND column_name = 'version')",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    if exists {
+        return Ok(0);
+    }
+    sqlx::query("INSERT INTO unlocked_runs (replica) VALUES ($1)")
+        .bind(name)
+        .execute(db.pool())
+        .await?;
+    let dir = std::path::Path::new(root).join("registry");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    scripts.sort();
+    let mut ran = 0;
+    for script in scripts
+        .iter()
+        .filter(|p| !p.ends_with("0001_entries.up.sql"))
+    {
+        let text = std::fs::read_to_string(script)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(text))
+            .execute(db.pool())
+            .await?;
+        ran += 1;
+    }
+    Ok(ran)
 }

@@ -37,6 +37,17 @@ fn spawn_replica(
     exchange: &str,
     queue: &str,
 ) -> tokio::process::Child {
+    spawn_migrating(test_db, name, version, exchange, queue, "migrator")
+}
+
+fn spawn_migrating(
+    test_db: &TestDb,
+    name: &str,
+    version: u8,
+    exchange: &str,
+    queue: &str,
+    migrate: &str,
+) -> tokio::process::Child {
     let log = std::env::temp_dir().join(format!("{queue}.{name}.log"));
     let log = std::fs::File::create(log).expect("log file");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_replica"))
@@ -46,6 +57,7 @@ fn spawn_replica(
         .env("REPLICA_MIGRATIONS", migrations(2))
         .env("REPLICA_EXCHANGE", exchange)
         .env("REPLICA_QUEUE", queue)
+        .env("REPLICA_MIGRATE", migrate)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(log))
         .kill_on_drop(true)
@@ -221,6 +233,66 @@ async fn four_new_replicas_migrate_once_while_an_old_one_keeps_consuming() -> Te
         "old replica: {old_status:?}"
     );
     topology.delete(&channel).await?;
+    let _ = connection.close(200, "done".into()).await;
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
+
+/// The control: the same four replicas checking whether the schema is migrated and then
+/// migrating, with no lock: more than one runs the migrations, and the late ones fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_replicas_migrating_without_the_lock_run_the_migrations_more_than_once()
+-> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = Db::connect(DbConfig::new(&test_db.url(), "registry")?.create_schema(true)).await?;
+    Migrator::new(Migrations::from_dir(migrations(1))?)
+        .up(&db)
+        .await?;
+    sqlx::raw_sql(
+        "CREATE TABLE replica_starts (replica TEXT PRIMARY KEY, version INTEGER NOT NULL, \
+         migrated INTEGER NOT NULL, started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
+         CREATE TABLE unlocked_runs (replica TEXT NOT NULL);",
+    )
+    .execute(db.pool())
+    .await?;
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let (exchange, queue) = (
+        format!("{prefix}registry"),
+        format!("{prefix}registry.work"),
+    );
+    let mut replicas: Vec<_> = (1..=4)
+        .map(|i| {
+            spawn_migrating(
+                &test_db,
+                &format!("new{i}"),
+                2,
+                &exchange,
+                &queue,
+                "unlocked",
+            )
+        })
+        .collect();
+    let mut failed = 0;
+    for child in &mut replicas {
+        // A replica either fails at startup or starts consuming (then it is stopped below).
+        match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+            Ok(Ok(status)) if !status.success() => failed += 1,
+            _ => {}
+        }
+    }
+    for child in replicas {
+        stop(child).await;
+    }
+    let runs = count(&db, "SELECT count(*) FROM unlocked_runs").await;
+    assert!(runs > 1, "the migrations ran {runs} times");
+    assert!(failed > 0, "a replica that migrated late failed");
+    // Clean up the topology the replicas that started declared.
+    let connection = amqp::connect(&amqp::url_from_env()).await?;
+    let topology = Topology::new()
+        .exchange(&exchange)
+        .queue(QueueSpec::new(&queue).bind(&exchange, "registry.#"));
+    topology.delete(&connection.create_channel().await?).await?;
     let _ = connection.close(200, "done".into()).await;
     db.close().await;
     test_db.close().await?;
