@@ -66,6 +66,8 @@ async fn expire_by_delete(test_db: &TestDb, size: i64) -> prost_db::Result<(Dura
         .and_utc();
     let started = Instant::now();
     let horizon = (Utc::now() - keep_from).to_std().expect("in the past");
+    // Whole milliseconds: PostgreSQL's interval holds microseconds, and sqlx refuses more.
+    let horizon = Duration::from_millis(u64::try_from(horizon.as_millis()).expect("fits"));
     let deleted = store.purge_older_than(horizon).await?;
     let elapsed = started.elapsed();
     db.close().await;
