@@ -615,6 +615,25 @@ async fn convert_holding(tx: &mut super::Tx, db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// [`IdempotencyStore::purge_older_than`](super::IdempotencyStore::purge_older_than)'s
+/// guard: its batched `DELETE` finds rows by `ctid`, which is unique only within one
+/// partition, so on the partitioned layout it could delete live records of other days.
+pub(super) async fn refuse_partitioned(db: &Db) -> Result<()> {
+    let kind: Option<String> =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
+            .bind(qualified(db))
+            .fetch_optional(db.pool())
+            .await
+            .map_err(|e| db.map_err(e))?;
+    if kind.as_deref() == Some("p") {
+        return Err(Error::Config(format!(
+            "{}.idempotency_records is partitioned: expire its records with PartitionedRecords::maintain, not purge_older_than",
+            db.schema()
+        )));
+    }
+    Ok(())
+}
+
 async fn relkind(tx: &mut super::Tx, db: &Db) -> Result<Option<String>> {
     sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
         .bind(qualified(db))

@@ -278,6 +278,15 @@ async fn maintenance_drops_each_expired_day_whole_and_keeps_the_window() -> Test
         );
     }
 
+    // The plain layout's purge finds rows by ctid, unique only within a partition: refused.
+    let purge = IdempotencyStore::new(&db)
+        .purge_older_than(std::time::Duration::from_secs(86_400))
+        .await;
+    assert!(
+        matches!(&purge, Err(prost_db::Error::Config(m)) if m.contains("PartitionedRecords::maintain")),
+        "{purge:?}"
+    );
+
     let again = records.maintain_at(&db, now).await?;
     assert!(
         again.dropped.is_empty() && again.created.is_empty(),
