@@ -83,6 +83,7 @@
 mod error;
 mod fingerprint;
 mod key;
+mod partition_ddl;
 mod partitions;
 mod record;
 pub(crate) mod runtime;

@@ -371,7 +371,7 @@ impl IdempotencyStore {
     /// [`PartitionedRecords::maintain`](super::PartitionedRecords::maintain).
     #[tracing::instrument(name = "prost_db.idempotency.purge", skip(self), fields(schema = self.db.schema()))]
     pub async fn purge_older_than(&self, horizon: Duration) -> Result<u64> {
-        super::partitions::refuse_partitioned(&self.db).await?;
+        super::partition_ddl::refuse_partitioned(&self.db).await?;
         let table = format!("{}.idempotency_records", self.db.schema_ident());
         let deleted =
             crate::pool::purge_in_batches(self.db.pool(), &table, "created_at", horizon).await?;
