@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Mutex, Notify};
 use uuid::Uuid;
 
+mod partitions;
+
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 #[derive(Debug, Clone, Serialize)]

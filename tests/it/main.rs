@@ -9,6 +9,7 @@ mod idempotency;
 mod migrate;
 mod pool;
 mod pooler;
+mod replicas;
 mod saga;
 mod schema;
 mod shop;

@@ -218,6 +218,25 @@ pub enum Error {
         action: String,
     },
 
+    /// A delivery's UUIDv7 key is older than the window of the partitioned idempotency
+    /// records ([`PartitionedRecords`](crate::idempotency::PartitionedRecords) with
+    /// [`ExpiredKeys::Reject`](crate::idempotency::ExpiredKeys::Reject)): its record was
+    /// dropped with its day, so whether it ran before is no longer known. The body did not
+    /// run. Not transient: dead-letter the delivery.
+    #[error(
+        "event {event_id:?} for {action:?} carries the time {key_time}, older than the window of the \
+         idempotency records: its record expired, so it is rejected instead of processed again; \
+         dead-letter it, or use ExpiredKeys::Reprocess to process such events anew"
+    )]
+    IdempotencyKeyExpired {
+        /// The idempotency key.
+        event_id: String,
+        /// The handler's action.
+        action: String,
+        /// The time the key carries.
+        key_time: chrono::DateTime<chrono::Utc>,
+    },
+
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

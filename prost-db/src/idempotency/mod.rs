@@ -90,6 +90,8 @@ mod chained;
 mod error;
 mod fingerprint;
 mod key;
+mod partition_ddl;
+mod partitions;
 mod record;
 pub(crate) mod runtime;
 mod store;
@@ -101,6 +103,7 @@ pub use fingerprint::Fingerprint;
 #[doc(hidden)]
 pub use key::SerializedEvent;
 pub use key::{EventId, IdempotencyKey};
+pub use partitions::{ExpiredKeys, Maintenance, OTHER_PARTITION, PartitionedRecords, key_time};
 pub use record::{Claim, StoredRecord};
 pub use store::{DEFAULT_LOCK_TIMEOUT, IdempotencyStore, TABLE_NAME, Tx, TxLease};
 

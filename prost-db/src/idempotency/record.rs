@@ -6,6 +6,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 
 use super::Fingerprint;
+use super::partitions::EXPIRED_CONSTRAINT;
 use super::store::Tx;
 use crate::error::{Error, Result};
 use crate::pool::Db;
@@ -112,7 +113,7 @@ impl Entry<'_> {
             .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
-            .map_err(|e| self.db.map_err(e))?;
+            .map_err(|e| self.write_error(e))?;
         if done.rows_affected() == 1 {
             return Ok(Claim::Claimed);
         }
@@ -170,8 +171,24 @@ impl Entry<'_> {
             .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
-            .map_err(|e| self.db.map_err(e))?;
+            .map_err(|e| self.write_error(e))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// The error of a statement writing a record: an expired key refused by the
+    /// partitioned layout's constraint is [`Error::IdempotencyKeyExpired`].
+    fn write_error(&self, error: sqlx::Error) -> Error {
+        if let sqlx::Error::Database(e) = &error
+            && e.constraint() == Some(EXPIRED_CONSTRAINT)
+        {
+            return Error::IdempotencyKeyExpired {
+                event_id: self.key.to_owned(),
+                action: self.action.to_owned(),
+                // The constraint refuses UUIDv7 keys only, whose time always parses.
+                key_time: super::key_time(self.key).unwrap_or_default(),
+            };
+        }
+        self.db.map_err(error)
     }
 
     /// A record that held the key a moment ago is gone (purged in between).

@@ -384,9 +384,12 @@ impl IdempotencyStore {
     ///
     /// # Errors
     ///
-    /// The database error, or [`Error::Config`] for a horizon PostgreSQL cannot represent.
+    /// The database error, or [`Error::Config`] for a horizon PostgreSQL cannot represent,
+    /// or for the partitioned layout, which expires records with
+    /// [`PartitionedRecords::maintain`](super::PartitionedRecords::maintain).
     #[tracing::instrument(name = "prost_db.idempotency.purge", skip(self), fields(schema = self.db.schema()))]
     pub async fn purge_older_than(&self, horizon: Duration) -> Result<u64> {
+        super::partition_ddl::refuse_partitioned(&self.db).await?;
         let table = format!("{}.idempotency_records", self.db.schema_ident());
         let deleted =
             crate::pool::purge_in_batches(self.db.pool(), &table, "created_at", horizon).await?;
