@@ -4,6 +4,7 @@ mod config;
 mod db;
 mod health;
 mod purge;
+mod scale;
 mod session;
 
 pub use config::DbConfig;
