@@ -1399,7 +1399,9 @@ async fn consumer_and_relay_report_outcomes_latency_lag_and_batch_sizes_as_metri
 
     let recorder = MemoryRecorder::default();
     let _local = metrics::set_default_local_recorder(&recorder);
-    let (test_db, db, _, outbox) = outbox_fixture().await;
+    let (test_db, db, fixture_broker, outbox) = outbox_fixture().await;
+    // This test's queue retries faster than the fixture's: drop the fixture's topology.
+    fixture_broker.cleanup().await;
     let broker = ping_broker_with(|spec| spec.retry_delays([Duration::from_millis(50)])).await;
     let queue = broker.spec(0).queue();
     let exchange = format!("{}pings", broker.prefix);
