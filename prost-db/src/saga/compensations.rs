@@ -8,6 +8,24 @@ use super::sql::{CompensationRow, decode_compensation};
 use super::{Compensation, CompensationRecord, Saga, SagaError, SagaStore, Tx};
 
 impl SagaStore {
+    /// Runs `sql`, a compensation write that returns a row when it changed something.
+    async fn write_compensation<P>(
+        &self,
+        sql: &str,
+        tx: &mut Tx<'_>,
+        saga: &Saga<P>,
+        compensation: &Compensation,
+    ) -> Result<bool, SagaError> {
+        let row: Option<i32> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(saga.correlation_id)
+            .bind(&compensation.key)
+            .bind(&compensation.event)
+            .bind(Json(&compensation.payload))
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Registers what undoes a step, as `pending`, on the step's transaction; returns
     /// `false` if the saga already had a compensation with this key (nothing changed).
     ///
@@ -22,14 +40,8 @@ impl SagaStore {
         saga: &Saga<P>,
         compensation: &Compensation,
     ) -> Result<bool, SagaError> {
-        let row: Option<i32> = sqlx::query_scalar(AssertSqlSafe(self.sql.register.as_str()))
-            .bind(saga.correlation_id)
-            .bind(&compensation.key)
-            .bind(&compensation.event)
-            .bind(Json(&compensation.payload))
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(row.is_some())
+        self.write_compensation(&self.sql.register, tx, saga, compensation)
+            .await
     }
 
     /// Marks the saga's `pending` compensations `requested` and returns them, newest
@@ -92,14 +104,8 @@ impl SagaStore {
         saga: &Saga<P>,
         compensation: &Compensation,
     ) -> Result<bool, SagaError> {
-        let row: Option<i32> = sqlx::query_scalar(AssertSqlSafe(self.sql.complete.as_str()))
-            .bind(saga.correlation_id)
-            .bind(&compensation.key)
-            .bind(&compensation.event)
-            .bind(Json(&compensation.payload))
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(row.is_some())
+        self.write_compensation(&self.sql.complete, tx, saga, compensation)
+            .await
     }
 
     /// Marks the saga's `pending` compensations `discarded` (the saga succeeded, nothing
