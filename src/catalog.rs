@@ -305,8 +305,25 @@ pub async fn release_stock_body(
     .bind(cancelled.order_id)
     .fetch_all(&mut *tx)
     .await?;
-    restock(tx, &rows).await?;
     set_hold(tx, cancelled.order_id, "released", Some(&cancelled.reason)).await?;
+    restock_and_announce(tx, emit, products_exchange, event, &rows).await
+}
+
+/// The end of a release, shared with the seed-shaped body: puts `rows` (reservation,
+/// product, quantity) back into the stock and emits one `StockReleased` per row.
+///
+/// # Errors
+///
+/// The database error (roll back).
+pub(crate) async fn restock_and_announce(
+    tx: &mut PgConnection,
+    emit: &mut Emitter,
+    products_exchange: &str,
+    event: &Event<OrderCancelled>,
+    rows: &[(Uuid, i64, i32)],
+) -> Result<Release, ShopError> {
+    restock(tx, rows).await?;
+    let reason = &event.payload.reason;
     let released: Vec<Event<StockReleased>> = rows
         .iter()
         .map(|&(reservation_id, product_id, quantity)| {
@@ -317,7 +334,7 @@ pub async fn release_stock_body(
                     product_id,
                     quantity,
                     reservation_id,
-                    reason: cancelled.reason.clone(),
+                    reason: reason.clone(),
                 },
             )
         })

@@ -197,7 +197,20 @@ pub async fn create_order_body(
             NewSaga::new(correlation_id, data, hold).link("order_id", order_id)?,
         )
         .await?;
-    let created = Event::new(
+    let created = order_created(event, order_id, saga.expires_at);
+    emit.emit(tx, &ctx.ex.orders, &created).await?;
+    Ok(order_id)
+}
+
+/// The `OrderCreated` that answers `event` (shared with the seed-shaped body): the order,
+/// its lines, and the saga's deadline as the reservation's end.
+pub(crate) fn order_created(
+    event: &Event<CartCheckoutInitiated>,
+    order_id: i64,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Event<OrderCreated> {
+    let checkout = &event.payload;
+    Event::new(
         order_id.to_string(),
         event.envelope.correlation_id.clone(),
         OrderCreated {
@@ -205,11 +218,9 @@ pub async fn create_order_body(
             user_id: checkout.user_id,
             total: checkout.total,
             items: checkout.items.clone(),
-            reserve_until: Some(saga.expires_at),
+            reserve_until: Some(expires_at),
         },
-    );
-    emit.emit(tx, &ctx.ex.orders, &created).await?;
-    Ok(order_id)
+    )
 }
 
 /// Inserts the order and its lines (one statement); returns its id.

@@ -20,7 +20,7 @@ use prost_db::events::Event;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::catalog::{Release, Reservation, lock_products, restock, shortage, take_stock};
+use crate::catalog::{Release, Reservation, lock_products, shortage, take_stock};
 use crate::emit::Emitter;
 use crate::error::ShopError;
 use crate::events::{
@@ -88,27 +88,7 @@ pub async fn release_stock_body(
     .bind(cancelled.order_id)
     .execute(&mut *tx)
     .await?;
-    restock(tx, &rows).await?;
-    let released: Vec<Event<StockReleased>> = rows
-        .iter()
-        .map(|&(reservation_id, product_id, quantity)| {
-            Event::new(
-                product_id.to_string(),
-                event.envelope.correlation_id.clone(),
-                StockReleased {
-                    product_id,
-                    quantity,
-                    reservation_id,
-                    reason: cancelled.reason.clone(),
-                },
-            )
-        })
-        .collect();
-    emit.emit_all(tx, products_exchange, &released).await?;
-    Ok(Release::Released {
-        lines: rows.len() as u32,
-        units: rows.iter().map(|r| i64::from(r.2)).sum(),
-    })
+    crate::catalog::restock_and_announce(tx, emit, products_exchange, event, &rows).await
 }
 
 /// The catalog's `OrderConfirmed`, seed-shaped.
@@ -165,17 +145,7 @@ pub async fn create_order_body(
     .bind(hold.as_secs_f64())
     .fetch_one(&mut *tx)
     .await?;
-    let created = Event::new(
-        order_id.to_string(),
-        event.envelope.correlation_id.clone(),
-        OrderCreated {
-            order_id,
-            user_id: checkout.user_id,
-            total: checkout.total,
-            items: checkout.items.clone(),
-            reserve_until: Some(expires_at),
-        },
-    );
+    let created = crate::orders::order_created(event, order_id, expires_at);
     emit.emit(tx, &ex.orders, &created).await?;
     Ok(order_id)
 }

@@ -31,6 +31,13 @@ fn write(root: &Path, schema: &str, file: &str, sql: &str) {
     std::fs::write(dir.join(file), sql).unwrap();
 }
 
+/// Writes `files` (name, SQL) into `root/schema`, in order.
+fn files(root: &Path, schema: &str, files: &[(&str, &str)]) {
+    for (file, sql) in files {
+        write(root, schema, file, sql);
+    }
+}
+
 /// The shop's migrations, shared with the schema tests.
 pub(crate) fn shop_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/shop")
@@ -156,46 +163,42 @@ async fn fresh_database_up_applies_everything_in_order_then_nothing() {
 }
 
 fn five_step_batch(root: &Path, failing_sql: &str) {
-    write(
+    files(
         root,
         "svc",
-        "0003_a.up.sql",
-        "CREATE TABLE a (id int PRIMARY KEY, base_id int REFERENCES base (id));",
+        &[
+            (
+                "0003_a.up.sql",
+                "CREATE TABLE a (id int PRIMARY KEY, base_id int REFERENCES base (id));",
+            ),
+            ("0003_a.down.sql", "DROP TABLE a;"),
+            (
+                "0004_b.up.sql",
+                "ALTER TABLE base ADD COLUMN note text;\nCREATE INDEX base_note ON base (note);",
+            ),
+            ("0004_b.down.sql", "ALTER TABLE base DROP COLUMN note;"),
+            ("0005_c.up.sql", failing_sql),
+            ("0005_c.down.sql", "DROP TABLE IF EXISTS c;"),
+            ("0006_d.up.sql", "CREATE TABLE d (id int);"),
+            ("0007_e.up.sql", "CREATE TABLE e (id int);"),
+        ],
     );
-    write(root, "svc", "0003_a.down.sql", "DROP TABLE a;");
-    write(
-        root,
-        "svc",
-        "0004_b.up.sql",
-        "ALTER TABLE base ADD COLUMN note text;\nCREATE INDEX base_note ON base (note);",
-    );
-    write(
-        root,
-        "svc",
-        "0004_b.down.sql",
-        "ALTER TABLE base DROP COLUMN note;",
-    );
-    write(root, "svc", "0005_c.up.sql", failing_sql);
-    write(root, "svc", "0005_c.down.sql", "DROP TABLE IF EXISTS c;");
-    write(root, "svc", "0006_d.up.sql", "CREATE TABLE d (id int);");
-    write(root, "svc", "0007_e.up.sql", "CREATE TABLE e (id int);");
 }
 
 fn baseline(root: &Path) {
-    write(
+    files(
         root,
         "svc",
-        "0001_base.up.sql",
-        "CREATE TABLE base (id int PRIMARY KEY, name text NOT NULL);",
+        &[
+            (
+                "0001_base.up.sql",
+                "CREATE TABLE base (id int PRIMARY KEY, name text NOT NULL);",
+            ),
+            ("0001_base.down.sql", "DROP TABLE base;"),
+            ("0002_seed.up.sql", "INSERT INTO base VALUES (1, 'one');"),
+            ("0002_seed.down.sql", "DELETE FROM base;"),
+        ],
     );
-    write(root, "svc", "0001_base.down.sql", "DROP TABLE base;");
-    write(
-        root,
-        "svc",
-        "0002_seed.up.sql",
-        "INSERT INTO base VALUES (1, 'one');",
-    );
-    write(root, "svc", "0002_seed.down.sql", "DELETE FROM base;");
 }
 
 #[tokio::test]
@@ -257,36 +260,29 @@ async fn a_non_transactional_run_reverts_this_deployments_steps_newest_first() {
     migrator(&root).up(&db).await.unwrap();
     let before = snapshot(&pool, "svc").await;
 
-    write(
+    files(
         &root,
         "svc",
-        "0003_items.up.sql",
-        "CREATE TABLE items (id int PRIMARY KEY, base_id int REFERENCES base (id));",
-    );
-    write(&root, "svc", "0003_items.down.sql", "DROP TABLE items;");
-    write(
-        &root,
-        "svc",
-        "0004_items_index.up.sql",
-        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY items_base ON items (base_id);\n",
-    );
-    write(
-        &root,
-        "svc",
-        "0004_items_index.down.sql",
-        "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS items_base;\n",
-    );
-    write(
-        &root,
-        "svc",
-        "0005_broken.up.sql",
-        "ALTER TABLE items ADD COLUMN x int;\nALTER TABLE nope ADD COLUMN y int;\n",
-    );
-    write(
-        &root,
-        "svc",
-        "0005_broken.down.sql",
-        "ALTER TABLE items DROP COLUMN x;",
+        &[
+            (
+                "0003_items.up.sql",
+                "CREATE TABLE items (id int PRIMARY KEY, base_id int REFERENCES base (id));",
+            ),
+            ("0003_items.down.sql", "DROP TABLE items;"),
+            (
+                "0004_items_index.up.sql",
+                "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY items_base ON items (base_id);\n",
+            ),
+            (
+                "0004_items_index.down.sql",
+                "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS items_base;\n",
+            ),
+            (
+                "0005_broken.up.sql",
+                "ALTER TABLE items ADD COLUMN x int;\nALTER TABLE nope ADD COLUMN y int;\n",
+            ),
+            ("0005_broken.down.sql", "ALTER TABLE items DROP COLUMN x;"),
+        ],
     );
 
     let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
@@ -456,12 +452,16 @@ async fn bad_files_and_syntax_errors_name_the_file() {
     let test_db = TestDb::new().await.unwrap();
     let db = small_db(&test_db, "svc").await;
     let root = root();
-    write(&root, "svc", "0001_ok.up.sql", "CREATE TABLE ok (id int);");
-    write(
+    files(
         &root,
         "svc",
-        "0002_typo.up.sql",
-        "CREATE TABLE t (id int);\nCRATE TABLE u (id int);\n",
+        &[
+            ("0001_ok.up.sql", "CREATE TABLE ok (id int);"),
+            (
+                "0002_typo.up.sql",
+                "CREATE TABLE t (id int);\nCRATE TABLE u (id int);\n",
+            ),
+        ],
     );
     let err = migrate_error(migrator(&root).up(&db).await.unwrap_err());
     let MigrateError::Failed { failure, .. } = &err else {
@@ -894,29 +894,24 @@ async fn reset_waits_for_the_lock_like_up_and_honours_the_lock_wait() {
 async fn concurrent_runners_with_create_index_concurrently_do_not_deadlock() {
     let test_db = TestDb::new().await.unwrap();
     let root = root();
-    write(
+    files(
         &root,
         "svc",
-        "0001_t.up.sql",
-        "CREATE TABLE t (id int, v int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 20000) g;",
-    );
-    write(
-        &root,
-        "svc",
-        "0002_t_v.up.sql",
-        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY t_v ON t (v);",
-    );
-    write(
-        &root,
-        "svc",
-        "0002_t_v.down.sql",
-        "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_v;",
-    );
-    write(
-        &root,
-        "svc",
-        "0003_t_w.up.sql",
-        "ALTER TABLE t ADD COLUMN w int;",
+        &[
+            (
+                "0001_t.up.sql",
+                "CREATE TABLE t (id int, v int);\nINSERT INTO t SELECT g, g FROM generate_series(1, 20000) g;",
+            ),
+            (
+                "0002_t_v.up.sql",
+                "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY t_v ON t (v);",
+            ),
+            (
+                "0002_t_v.down.sql",
+                "-- prost-db:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_v;",
+            ),
+            ("0003_t_w.up.sql", "ALTER TABLE t ADD COLUMN w int;"),
+        ],
     );
     let mut dbs = vec![];
     for _ in 0..4 {
@@ -949,24 +944,21 @@ async fn a_dry_run_stops_rehearsing_at_a_no_transaction_step() {
     let test_db = TestDb::new().await.unwrap();
     let db = small_db(&test_db, "svc").await;
     let root = root();
-    write(
+    files(
         &root,
         "svc",
-        "0001_base.up.sql",
-        "CREATE TABLE base (id int);",
-    );
-    write(&root, "svc", "0001_base.down.sql", "DROP TABLE base;");
-    write(
-        &root,
-        "svc",
-        "0002_index.up.sql",
-        "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY base_id ON base (id);",
-    );
-    write(
-        &root,
-        "svc",
-        "0002_index.down.sql",
-        "DROP INDEX CONCURRENTLY IF EXISTS base_id;",
+        &[
+            ("0001_base.up.sql", "CREATE TABLE base (id int);"),
+            ("0001_base.down.sql", "DROP TABLE base;"),
+            (
+                "0002_index.up.sql",
+                "-- prost-db:no-transaction\nCREATE INDEX CONCURRENTLY base_id ON base (id);",
+            ),
+            (
+                "0002_index.down.sql",
+                "DROP INDEX CONCURRENTLY IF EXISTS base_id;",
+            ),
+        ],
     );
     // Depends on step 2: rehearsing it without step 2 would report a false failure.
     write(
@@ -1030,17 +1022,16 @@ async fn a_session_set_in_a_migration_never_reaches_the_pool() {
     let pool = test_db.pool().await.unwrap();
     let root = root();
     // pg_dump output starts with lines like these.
-    write(
+    files(
         &root,
         "svc",
-        "0001_items.up.sql",
-        "CREATE TABLE items (id int);\nSET search_path = public;\nCREATE TABLE stray (id int);\n",
-    );
-    write(
-        &root,
-        "svc",
-        "0002_next.up.sql",
-        "CREATE TABLE after_set (id int);\n",
+        &[
+            (
+                "0001_items.up.sql",
+                "CREATE TABLE items (id int);\nSET search_path = public;\nCREATE TABLE stray (id int);\n",
+            ),
+            ("0002_next.up.sql", "CREATE TABLE after_set (id int);\n"),
+        ],
     );
     migrator(&root).up(&db).await.unwrap();
     assert_eq!(db.current_schema().await.unwrap(), "svc");
@@ -1101,18 +1092,20 @@ async fn each_script_starts_from_the_runners_session_settings() {
              current_setting('search_path'), current_setting('lock_timeout'),\n\
              current_setting('statement_timeout'), current_setting('client_min_messages');\n\
          END IF; END $$;\n";
-    write(&root, "svc", "0002_check.up.sql", check);
-    write(
+    files(
         &root,
         "svc",
-        "0003_set.up.sql",
-        "-- prost-db:no-transaction\nSET lock_timeout = 0;\n",
-    );
-    write(
-        &root,
-        "svc",
-        "0004_check.up.sql",
-        &format!("-- prost-db:no-transaction\n{check}"),
+        &[
+            ("0002_check.up.sql", check),
+            (
+                "0003_set.up.sql",
+                "-- prost-db:no-transaction\nSET lock_timeout = 0;\n",
+            ),
+            (
+                "0004_check.up.sql",
+                &format!("-- prost-db:no-transaction\n{check}"),
+            ),
+        ],
     );
     let report = migrator(&root).up(&db).await.unwrap();
     assert_eq!(report.applied.len(), 4);
@@ -1289,13 +1282,17 @@ async fn a_connection_failure_is_the_same_error_from_the_migrator_as_from_db() {
     };
     let db = Db::connect(config()).await.unwrap();
     let root = root();
-    write(
+    files(
         &root,
         "svc",
-        "0001_index.up.sql",
-        "-- prost-db:no-transaction\nCREATE TABLE t (id int);\n",
+        &[
+            (
+                "0001_index.up.sql",
+                "-- prost-db:no-transaction\nCREATE TABLE t (id int);\n",
+            ),
+            ("0002_t.up.sql", "CREATE TABLE u (id int);\n"),
+        ],
     );
-    write(&root, "svc", "0002_t.up.sql", "CREATE TABLE u (id int);\n");
     gate.close().await;
 
     let from_db = Db::connect(config()).await.unwrap_err();

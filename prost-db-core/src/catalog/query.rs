@@ -54,6 +54,7 @@ pub(crate) struct Query {
     pub opaque: Option<&'static str>,
 }
 
+/// The words that start a clause of a `SELECT` after its select list.
 const CLAUSES: &[&str] = &[
     "from",
     "into",
@@ -70,6 +71,9 @@ const CLAUSES: &[&str] = &[
     "intersect",
     "except",
 ];
+
+/// The clause words that may follow a `FROM` list.
+const CLAUSES_AFTER_FROM: &[&str] = CLAUSES.split_at(1).1;
 
 /// Splits `tokens` at commas at depth 0, up to (not including) a word of `stop` at depth 0.
 fn top_level_list<'a, 's>(tokens: &'a [Token<'s>], stop: &[&str]) -> (Vec<&'a [Token<'s>]>, usize) {
@@ -182,21 +186,8 @@ fn from_list<'a, 's>(
     mut rest: &'a [Token<'s>],
     out: &mut Vec<FromTable>,
 ) -> Result<&'a [Token<'s>], &'static str> {
-    const ENDS: &[&str] = &[
-        "where",
-        "group",
-        "having",
-        "window",
-        "order",
-        "limit",
-        "offset",
-        "fetch",
-        "for",
-        "union",
-        "intersect",
-        "except",
-        "into",
-    ];
+    // A `FROM` list ends at any later clause: every clause word but `from` itself.
+    const ENDS: &[&str] = CLAUSES_AFTER_FROM;
     const JOINS: &[&str] = &[
         "join", "inner", "left", "right", "full", "cross", "natural", "outer",
     ];
