@@ -13,7 +13,7 @@ use prost_db::events::{Event, EventPayload};
 use prost_db::idempotency::IdempotencyStore;
 use prost_db::outbox::{self, Outbox, Relay};
 use prost_db::saga::{NewSaga, SagaMachine, SagaStore, SagaTables};
-use prost_db::schema::Schema;
+use prost_db::schema::{ColumnDescription, TableDescription};
 use prost_db::{Db, Statements};
 use uuid::Uuid;
 
@@ -59,13 +59,23 @@ CREATE TABLE catalog.order_undo (
 );
 ";
 
-#[derive(prost_db::Schema)]
-#[allow(dead_code)]
-#[schema(schema = "catalog", table = "widgets")]
-struct Widget {
-    id: i64,
-    name: String,
-}
+/// `catalog.widgets` as the code expects it (what `#[derive(Schema)]` writes).
+static WIDGETS: TableDescription = TableDescription {
+    schema: "catalog",
+    name: "widgets",
+    columns: &[
+        ColumnDescription {
+            name: "id",
+            sql_type: Some("int8"),
+            nullable: Some(false),
+        },
+        ColumnDescription {
+            name: "name",
+            sql_type: Some("text"),
+            nullable: Some(false),
+        },
+    ],
+};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Staged {
@@ -111,6 +121,7 @@ impl Paths {
             .exchange(exchange.clone())
             .queue(QueueSpec::new(queue.clone()).bind(exchange.clone(), "#"));
         let broker = Broker::with(topology, bus).await;
+        let queue = broker.spec(0).queue();
         let tables = SagaTables::new("catalog")?
             .states("order_sagas")?
             .compensations("order_undo")?;
@@ -193,7 +204,7 @@ async fn every_path(
             let key = format!("event-{n}");
             for _ in 0..2 {
                 let effect = key.clone();
-                records
+                let _ = records
                     .run("apply", &key, &key, |mut tx| async move {
                         Statements::UNNAMED
                             .query("INSERT INTO effects (event_id) VALUES ($1)")
@@ -207,7 +218,7 @@ async fn every_path(
             assert!(records.get("apply", &key).await?.is_some());
 
             // Outside a transaction of the caller's: the startup checks and utilities.
-            db.check_tables(&[Widget::TABLE]).await?;
+            db.check_tables(&[&WIDGETS]).await?;
             db.require_tables(&["outbox_events", "widgets", "order_sagas"])
                 .await?;
             assert!(db.list_tables().await?.contains(&"widgets".to_owned()));
