@@ -63,6 +63,8 @@ pub(crate) fn ddl(schema: &Identifier) -> String {
 
 /// Creates the outbox table in `db`'s schema if it does not exist (safe to run from several
 /// processes at once). The migration runner calls this with the other framework tables.
+/// Behind a transaction pooler with a [`DbConfig::migrate_url`](crate::DbConfig::migrate_url)
+/// it runs over that direct URL, as the migrator does.
 ///
 /// # Errors
 ///
@@ -75,6 +77,16 @@ pub(crate) fn ddl(schema: &Identifier) -> String {
 /// # Ok(()) }
 /// ```
 pub async fn install(db: &Db) -> Result<()> {
+    // Behind a pooler with a migrate URL, as the migrator: its role owns the tables.
+    let direct = db.for_installs().await?;
+    let installed = install_on(direct.as_ref().unwrap_or(db)).await;
+    if let Some(direct) = direct {
+        direct.close().await;
+    }
+    installed
+}
+
+async fn install_on(db: &Db) -> Result<()> {
     let mut tx = db.begin().await?;
     db.query("SELECT pg_advisory_xact_lock(hashtext('prost_db.outbox.' || $1))")
         .bind(db.schema())

@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 mod detect;
 mod handler;
 mod paths;
+mod shop;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -249,6 +249,16 @@ impl IdempotencyStore {
     ///
     /// The database error, e.g. missing `CREATE` privilege on the schema.
     pub async fn install(db: &Db) -> Result<()> {
+        // Behind a pooler with a migrate URL, as the migrator: its role owns the tables.
+        let direct = db.for_installs().await?;
+        let installed = Self::install_on(direct.as_ref().unwrap_or(db)).await;
+        if let Some(direct) = direct {
+            direct.close().await;
+        }
+        installed
+    }
+
+    async fn install_on(db: &Db) -> Result<()> {
         let mut tx = db.begin().await?;
         // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
         db.query(

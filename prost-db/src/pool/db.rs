@@ -360,6 +360,21 @@ impl Db {
         Db::connect(config).await.map(Some)
     }
 
+    /// The `Db` the framework's tables are installed on (`IdempotencyStore::install`,
+    /// `outbox::install`): behind a transaction pooler with a [`DbConfig::migrate_url`], the
+    /// migrator's direct one, as the role that owns the tables the migrations made; else
+    /// `None`, this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::connect`] for the direct connection.
+    pub(crate) async fn for_installs(&self) -> Result<Option<Db>> {
+        match &self.pooled {
+            Some(pooled) if pooled.migrate.is_some() => self.for_migrations().await,
+            _ => Ok(None),
+        }
+    }
+
     /// Whether statements may be named prepared statements, which sqlx caches per
     /// connection: not behind a transaction pooler, where the next transaction of the same
     /// client connection may run on another server connection. [`Db::statements`] turns
