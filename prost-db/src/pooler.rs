@@ -19,11 +19,19 @@ use crate::ident::Identifier;
 ///   [`provision_service_role`](crate::provision_service_role) sets), and a configured
 ///   statement timeout becomes `SET LOCAL statement_timeout` in the `BEGIN` paths;
 /// - checks `current_schema()` inside every transaction that [`Db::begin`](crate::Db::begin)
-///   and the idempotent handler start, in their `BEGIN` query (no extra round trip), and
-///   fails it with [`Error::SchemaMismatch`] before any statement of the caller runs;
+///   and the idempotent handler start, in their `BEGIN` query (no extra round trip), and in
+///   chained mode's opening of each kept connection, and fails it with
+///   [`Error::SchemaMismatch`] before any statement of the caller runs;
+/// - sends every statement of the crate unnamed ([`Db::statements`](crate::Db::statements)),
+///   and those outside a transaction in one of their own
+///   ([`Db::autocommit`](crate::Db::autocommit));
 /// - makes the migrator refuse to run unless a direct URL is configured
 ///   ([`DbConfig::migrate_url`](crate::DbConfig::migrate_url)): its session advisory lock
 ///   and session `SET`s need a server connection of their own.
+///
+/// Under [`Pooler::None`], `Db::connect` fails with [`Error::PoolerDetected`] when a pooler
+/// refuses or drops the startup `options`; [`Pooler::Auto`] connects as
+/// [`Pooler::Transaction`] then.
 ///
 /// ```
 /// use prost_db::{DbConfig, Pooler};
