@@ -24,7 +24,9 @@
 //! `ANALYTICS_DATABASE_URL` (default: database `analytics` on the same server), `AMQP_URL`
 //! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `SHOP_ORDERS` (default 10000),
 //! `SHOP_CONSUMERS` (consumers per service, default 2), `SHOP_PREFIX` (prefix of every
-//! exchange and queue, default none), `SHOP_CONTROL=0` skips the control.
+//! exchange and queue, default none), `SHOP_CONTROL=0` skips the control,
+//! `SHOP_POOLER_URL` runs the services through a transaction pooler (PgBouncer), each as
+//! a role of its own (provisioned over `DATABASE_URL`, which the migrator uses).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -83,6 +85,51 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Behind a transaction pooler (`SHOP_POOLER_URL`, e.g.
+/// `postgres://127.0.0.1:6432/prost_shop`): each service logs in through it as a role of
+/// its own, `<database>_<service>`, provisioned over `DATABASE_URL` (which creates its
+/// schema, and which the migrator uses too), and the services send unnamed statements.
+struct Pooled {
+    through: Option<PgConnectOptions>,
+    admin: Option<sqlx::PgPool>,
+    direct_url: String,
+}
+
+impl Pooled {
+    async fn from_env(url: &str, shop: &PgConnectOptions) -> Result<Pooled, BoxError> {
+        let Ok(pooler_url) = std::env::var("SHOP_POOLER_URL") else {
+            return Ok(Pooled {
+                through: None,
+                admin: None,
+                direct_url: url.to_owned(),
+            });
+        };
+        println!("== through the pooler at {pooler_url} (SHOP_POOLER_URL)");
+        prost_shop::use_statements(prost_db::Statements::UNNAMED);
+        Ok(Pooled {
+            through: Some(pooler_url.parse()?),
+            admin: Some(sqlx::PgPool::connect_with(shop.clone()).await?),
+            direct_url: url.to_owned(),
+        })
+    }
+
+    async fn config(&self, shop: &PgConnectOptions, service: &str) -> Result<DbConfig, BoxError> {
+        let (Some(through), Some(admin)) = (&self.through, &self.admin) else {
+            return Ok(DbConfig::from_connect_options(shop.clone(), service).create_schema(true));
+        };
+        let role = format!("{}_{service}", shop.get_database().unwrap_or("prost_shop"));
+        prost_db::provision_service_role(admin, &prost_db::ServiceRole::new(&role, service))
+            .await?;
+        let options = through
+            .clone()
+            .username(&role)
+            .database(shop.get_database().unwrap_or("prost_shop"));
+        Ok(DbConfig::from_connect_options(options, service)
+            .pooler(prost_db::Pooler::Transaction)
+            .migrate_url(&self.direct_url)?)
+    }
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
         .ok()
@@ -115,11 +162,13 @@ async fn run() -> Result<bool, BoxError> {
         create_database_if_missing(options).await?;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let pooler = Pooled::from_env(&url, &shop_options).await?;
     let mut dbs = Vec::new();
     for service in SERVICES {
         let db = Db::connect(
-            DbConfig::from_connect_options(shop_options.clone(), service)
-                .create_schema(true)
+            pooler
+                .config(&shop_options, service)
+                .await?
                 .min_connections(1)
                 .max_connections(if service == "users" { 2 } else { 20 })
                 .acquire_timeout(Duration::from_secs(30))
@@ -181,7 +230,11 @@ async fn run() -> Result<bool, BoxError> {
     if env_or("SHOP_CONTROL", "1") != "0" {
         shapes.push(Shape::Seed);
     }
-    let pool = catalog.pool().clone();
+    // Seeding and checking the scenario need every schema: a direct pool behind a pooler.
+    let pool = pooler
+        .admin
+        .clone()
+        .unwrap_or_else(|| catalog.pool().clone());
     let mut runs = Vec::new();
     for shape in shapes {
         let ctx = Scenario {

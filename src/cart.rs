@@ -73,24 +73,25 @@ pub async fn checkout_body(
     request: Checkout,
 ) -> Result<bool, ShopError> {
     // The cart and its lines in one round trip; no row if the cart was not active.
-    let rows: Vec<CheckoutRow> = sqlx::query_as(
-        "WITH cart AS ( \
+    let rows: Vec<CheckoutRow> = crate::statements()
+        .query_as(
+            "WITH cart AS ( \
              UPDATE carts SET status = 'checked_out', saga_correlation_id = $2, \
                  checked_out_at = now(), updated_at = now() \
              WHERE id = $1 AND status = 'active' RETURNING id, user_id, total) \
          SELECT cart.user_id, cart.total, i.product_id, i.quantity, i.price \
          FROM cart LEFT JOIN cart_items i ON i.cart_id = cart.id ORDER BY i.product_id",
-    )
-    .bind(cart_id)
-    .bind(request.correlation_id)
-    .fetch_all(&mut *tx)
-    .await?;
+        )
+        .bind(cart_id)
+        .bind(request.correlation_id)
+        .fetch_all(&mut *tx)
+        .await?;
     let Some(&(user_id, total, ..)) = rows.first() else {
-        let existing: Option<(String, Option<Uuid>)> =
-            sqlx::query_as("SELECT status::text, saga_correlation_id FROM carts WHERE id = $1")
-                .bind(cart_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<(String, Option<Uuid>)> = crate::statements()
+            .query_as("SELECT status::text, saga_correlation_id FROM carts WHERE id = $1")
+            .bind(cart_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         return match existing {
             Some((_, Some(saga))) if saga == request.correlation_id => Ok(false),
             Some((status, _)) => Err(ShopError::Invalid(format!(
@@ -145,15 +146,16 @@ pub async fn close_body(
     } else {
         "checkout_cancelled"
     };
-    Ok(sqlx::query(
-        "UPDATE carts SET status = $2, order_id = $3, closed_at = now(), updated_at = now() \
+    Ok(crate::statements()
+        .query(
+            "UPDATE carts SET status = $2, order_id = $3, closed_at = now(), updated_at = now() \
          WHERE saga_correlation_id = $1 AND status = 'checked_out'",
-    )
-    .bind(correlation_id)
-    .bind(status)
-    .bind(order_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
+        )
+        .bind(correlation_id)
+        .bind(status)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
         == 1)
 }

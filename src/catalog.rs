@@ -70,23 +70,24 @@ async fn take_hold(
     status: &str,
     reason: Option<&str>,
 ) -> Result<Option<String>, ShopError> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO order_holds (order_id, status, reason) VALUES ($1, $2, $3) \
+    let inserted: Option<i64> = crate::statements()
+        .query_scalar(
+            "INSERT INTO order_holds (order_id, status, reason) VALUES ($1, $2, $3) \
          ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-    )
-    .bind(order_id)
-    .bind(status)
-    .bind(reason)
-    .fetch_optional(&mut *tx)
-    .await?;
+        )
+        .bind(order_id)
+        .bind(status)
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
     if inserted.is_some() {
         return Ok(None);
     }
-    let existing: String =
-        sqlx::query_scalar("SELECT status::text FROM order_holds WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let existing: String = crate::statements()
+        .query_scalar("SELECT status::text FROM order_holds WHERE order_id = $1 FOR UPDATE")
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await?;
     Ok(Some(existing))
 }
 
@@ -96,15 +97,16 @@ async fn set_hold(
     status: &str,
     reason: Option<&str>,
 ) -> Result<(), ShopError> {
-    sqlx::query(
-        "UPDATE order_holds SET status = $2, reason = coalesce($3, reason), updated_at = now() \
+    crate::statements()
+        .query(
+            "UPDATE order_holds SET status = $2, reason = coalesce($3, reason), updated_at = now() \
          WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .bind(status)
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
+        )
+        .bind(order_id)
+        .bind(status)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -117,12 +119,13 @@ pub(crate) async fn lock_products(
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    Ok(sqlx::query_as(
-        "SELECT id, stock_quantity FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?)
+    Ok(crate::statements()
+        .query_as(
+            "SELECT id, stock_quantity FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?)
 }
 
 /// The first line of `order` that the stock cannot serve, as a reason.
@@ -154,7 +157,7 @@ pub(crate) async fn take_stock(
     let product_ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
     let quantities: Vec<i32> = order.items.iter().map(|i| i.quantity).collect();
     let reservations: Vec<Uuid> = order.items.iter().map(|_| Uuid::new_v4()).collect();
-    let expires_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+    let expires_at: chrono::DateTime<chrono::Utc> = crate::statements().query_scalar(
         "WITH taken AS ( \
              UPDATE products p SET stock_quantity = p.stock_quantity - x.quantity, updated_at = now() \
              FROM (SELECT product_id, sum(quantity)::int AS quantity \
@@ -251,7 +254,7 @@ pub(crate) async fn restock(
     let product_ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
     let quantities: Vec<i32> = rows.iter().map(|r| r.2).collect();
     lock_products(tx, &product_ids).await?;
-    sqlx::query(
+    crate::statements().query(
         "UPDATE products p SET stock_quantity = p.stock_quantity + x.quantity, updated_at = now() \
          FROM (SELECT product_id, sum(quantity)::int AS quantity \
                FROM unnest($1::bigint[], $2::int[]) AS t(product_id, quantity) \
@@ -297,14 +300,15 @@ pub async fn release_stock_body(
         Some("reserved") => {}
         Some(other) => return Ok(Release::Nothing(other.to_owned())),
     }
-    let rows: Vec<(Uuid, i64, i32)> = sqlx::query_as(
-        "UPDATE inventory_reservations SET status = 'released', released_at = now() \
+    let rows: Vec<(Uuid, i64, i32)> = crate::statements()
+        .query_as(
+            "UPDATE inventory_reservations SET status = 'released', released_at = now() \
          WHERE order_id = $1 AND status = 'reserved' \
          RETURNING reservation_id, product_id, quantity",
-    )
-    .bind(cancelled.order_id)
-    .fetch_all(&mut *tx)
-    .await?;
+        )
+        .bind(cancelled.order_id)
+        .fetch_all(&mut *tx)
+        .await?;
     set_hold(tx, cancelled.order_id, "released", Some(&cancelled.reason)).await?;
     restock_and_announce(tx, emit, products_exchange, event, &rows).await
 }
@@ -359,19 +363,21 @@ pub async fn fulfil_stock_body(
     // Confirmation and cancellation of one order exclude each other (the orders service
     // decides once), so this step needs no serialization through the hold row.
     let order_id = event.payload.order_id;
-    sqlx::query(
-        "UPDATE order_holds SET status = 'fulfilled', updated_at = now() \
+    crate::statements()
+        .query(
+            "UPDATE order_holds SET status = 'fulfilled', updated_at = now() \
          WHERE order_id = $1 AND status = 'reserved'",
-    )
-    .bind(order_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(sqlx::query(
-        "UPDATE inventory_reservations SET status = 'fulfilled' \
+        )
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(crate::statements()
+        .query(
+            "UPDATE inventory_reservations SET status = 'fulfilled' \
          WHERE order_id = $1 AND status = 'reserved'",
-    )
-    .bind(order_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected())
+        )
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected())
 }

@@ -55,16 +55,17 @@ pub async fn record_stock_reserved(
     event: &Event<StockReserved>,
 ) -> Result<(), ShopError> {
     let reserved = &event.payload;
-    sqlx::query(
-        "INSERT INTO inventory_reservations (order_id, product_id, quantity, reservation_id) \
+    crate::statements()
+        .query(
+            "INSERT INTO inventory_reservations (order_id, product_id, quantity, reservation_id) \
          VALUES ($1, $2, $3, $4)",
-    )
-    .bind(reserved.order_id)
-    .bind(reserved.product_id)
-    .bind(reserved.quantity)
-    .bind(reserved.reservation_id)
-    .execute(&mut **tx)
-    .await?;
+        )
+        .bind(reserved.order_id)
+        .bind(reserved.product_id)
+        .bind(reserved.quantity)
+        .bind(reserved.reservation_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

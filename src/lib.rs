@@ -26,3 +26,35 @@ pub mod seed;
 pub mod services;
 pub mod tables;
 pub mod topology;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static UNNAMED: AtomicBool = AtomicBool::new(false);
+
+/// How the services' own statements are sent: named (the default), or unnamed when the
+/// shop runs behind a transaction pooler ([`use_statements`] with the `Db`'s
+/// [`statements`](prost_db::Db::statements)). Every statement of the services is built
+/// with it.
+///
+/// ```
+/// let query = prost_shop::statements().query("SELECT 1");
+/// # drop(query);
+/// ```
+pub fn statements() -> prost_db::Statements {
+    if UNNAMED.load(Ordering::Relaxed) {
+        prost_db::Statements::UNNAMED
+    } else {
+        prost_db::Statements::NAMED
+    }
+}
+
+/// Sets what [`statements`] returns, for the whole process; call it before the services
+/// start.
+///
+/// ```
+/// prost_shop::use_statements(prost_db::Statements::NAMED);
+/// assert!(prost_shop::statements().named());
+/// ```
+pub fn use_statements(statements: prost_db::Statements) {
+    UNNAMED.store(!statements.named(), Ordering::Relaxed);
+}

@@ -85,7 +85,7 @@ pub static ORDER_SAGA: SagaMachine = SagaMachine {
 /// ```
 pub fn saga_store() -> Result<SagaStore, prost_db::saga::SagaError> {
     let tables = prost_db::saga::SagaTables::new("orders")?.link("order_id")?;
-    SagaStore::new(tables, &ORDER_SAGA)
+    Ok(SagaStore::new(tables, &ORDER_SAGA)?.with_statements(crate::statements()))
 }
 
 /// The order saga's own data (`saga_states.payload`).
@@ -232,7 +232,7 @@ pub(crate) async fn insert_order(
     let products: Vec<i64> = checkout.items.iter().map(|i| i.product_id).collect();
     let quantities: Vec<i32> = checkout.items.iter().map(|i| i.quantity).collect();
     let prices: Vec<rust_decimal::Decimal> = checkout.items.iter().map(|i| i.price).collect();
-    Ok(sqlx::query_scalar(
+    Ok(crate::statements().query_scalar(
         "WITH created AS ( \
              INSERT INTO orders (user_id, cart_id, total, status, saga_correlation_id) \
              VALUES ($1, $2, $3, 'pending', $4) RETURNING id), \
@@ -275,8 +275,9 @@ pub async fn stock_reserved_body(
     let line = &event.payload;
     // Record the line, and count the order's reserved lines, in one round trip (the
     // outer SELECT does not see the CTE's row, hence the sum).
-    let reserved: i64 = sqlx::query_scalar(
-        "WITH added AS ( \
+    let reserved: i64 = crate::statements()
+        .query_scalar(
+            "WITH added AS ( \
              INSERT INTO inventory_reservations \
                  (order_id, product_id, quantity, reservation_id, expires_at) \
              VALUES ($1, $2, $3, $4, coalesce($5, now() + interval '24 hours')) \
@@ -284,14 +285,14 @@ pub async fn stock_reserved_body(
          SELECT (SELECT count(*) FROM inventory_reservations \
                  WHERE order_id = $1 AND status = 'reserved') \
               + (SELECT count(*) FROM added)",
-    )
-    .bind(saga.payload.order_id)
-    .bind(line.product_id)
-    .bind(line.quantity)
-    .bind(line.reservation_id)
-    .bind(line.expires_at)
-    .fetch_one(&mut **tx)
-    .await?;
+        )
+        .bind(saga.payload.order_id)
+        .bind(line.product_id)
+        .bind(line.quantity)
+        .bind(line.reservation_id)
+        .bind(line.expires_at)
+        .fetch_one(&mut **tx)
+        .await?;
     if store.machine().is_terminal(&saga.status) {
         return Ok(Step::Ignored);
     }
@@ -316,15 +317,16 @@ pub async fn stock_reserved_body(
     }
     store.transition(tx, &mut saga, status::CONFIRMED).await?;
     let order_id = saga.payload.order_id;
-    sqlx::query(
-        "WITH confirmed AS ( \
+    crate::statements()
+        .query(
+            "WITH confirmed AS ( \
              UPDATE orders SET status = 'confirmed', updated_at = now() WHERE id = $1) \
          UPDATE inventory_reservations SET status = 'fulfilled', fulfilled_at = now() \
          WHERE order_id = $1 AND status = 'reserved'",
-    )
-    .bind(order_id)
-    .execute(&mut **tx)
-    .await?;
+        )
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await?;
     store.discard_compensations(tx, &saga).await?;
     let confirmed = Event::new(
         order_id.to_string(),
@@ -352,7 +354,8 @@ pub async fn cancel_expired(
     saga.payload.reason = Some(reason.to_owned());
     ctx.store.transition(tx, saga, status::COMPENSATING).await?;
     let order_id = saga.payload.order_id;
-    sqlx::query("UPDATE orders SET status = 'cancelling', updated_at = now() WHERE id = $1")
+    crate::statements()
+        .query("UPDATE orders SET status = 'cancelling', updated_at = now() WHERE id = $1")
         .bind(order_id)
         .execute(&mut **tx)
         .await?;
@@ -375,13 +378,14 @@ async fn finish_cancelled(
     saga: &mut Saga<OrderSagaData>,
 ) -> Result<(), ShopError> {
     ctx.store.transition(tx, saga, status::CANCELLED).await?;
-    sqlx::query(
-        "UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() \
+    crate::statements()
+        .query(
+            "UPDATE orders SET status = 'cancelled', cancelled_at = now(), updated_at = now() \
          WHERE id = $1",
-    )
-    .bind(saga.payload.order_id)
-    .execute(&mut **tx)
-    .await?;
+        )
+        .bind(saga.payload.order_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -408,19 +412,20 @@ pub async fn stock_released_body(
             line.reservation_id
         )));
     }
-    sqlx::query(
-        "INSERT INTO inventory_reservations \
+    crate::statements()
+        .query(
+            "INSERT INTO inventory_reservations \
              (order_id, product_id, quantity, reservation_id, status, released_at) \
          VALUES ($1, $2, $3, $4, 'released', now()) \
          ON CONFLICT (reservation_id) DO UPDATE SET status = 'released', released_at = now() \
          WHERE inventory_reservations.status <> 'released'",
-    )
-    .bind(saga.payload.order_id)
-    .bind(line.product_id)
-    .bind(line.quantity)
-    .bind(line.reservation_id)
-    .execute(&mut **tx)
-    .await?;
+        )
+        .bind(saga.payload.order_id)
+        .bind(line.product_id)
+        .bind(line.quantity)
+        .bind(line.reservation_id)
+        .execute(&mut **tx)
+        .await?;
     let undo = release_of(line.reservation_id, line.product_id, line.quantity)?;
     store.complete_compensation(tx, &saga, &undo).await?;
     if store.machine().is_terminal(&saga.status) {

@@ -74,16 +74,18 @@ impl Db {
     ///
     /// A database error.
     pub async fn list_tables(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_catalog.pg_class c \
+        self.autocommit(async |conn| {
+            self.query_scalar(
+                "SELECT c.relname::text FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
              ORDER BY c.relname",
-        )
-        .bind(self.schema())
-        .fetch_all(self.pool())
+            )
+            .bind(self.schema())
+            .fetch_all(conn)
+            .await
+        })
         .await
-        .map_err(|e| self.map_err(e))
     }
 
     /// The columns of `table` in the service's schema, in table order. Empty if the table
@@ -102,8 +104,9 @@ impl Db {
     /// [`Error::InvalidIdentifier`] for a bad name; a database error otherwise.
     pub async fn columns(&self, table: &str) -> Result<Vec<ColumnInfo>> {
         Identifier::new(IdentifierKind::Table, table)?;
-        sqlx::query_as(
-            "SELECT a.attname::text AS name, \
+        self.autocommit(async |conn| {
+            self.query_as(
+                "SELECT a.attname::text AS name, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod) AS data_type, \
                     NOT a.attnotnull AS nullable \
              FROM pg_catalog.pg_attribute a \
@@ -111,12 +114,13 @@ impl Db {
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
-        )
-        .bind(self.schema())
-        .bind(table)
-        .fetch_all(self.pool())
+            )
+            .bind(self.schema())
+            .bind(table)
+            .fetch_all(conn)
+            .await
+        })
         .await
-        .map_err(|e| self.map_err(e))
     }
 
     /// Checks that every table in `tables` exists, in one round trip, and reports all the
@@ -149,19 +153,21 @@ impl Db {
     }
 
     async fn missing_tables(&self, tables: &[&str]) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT wanted.name FROM unnest($2::text[]) WITH ORDINALITY AS wanted(name, ord) \
+        self.autocommit(async |conn| {
+            self.query_scalar(
+                "SELECT wanted.name FROM unnest($2::text[]) WITH ORDINALITY AS wanted(name, ord) \
              WHERE NOT EXISTS ( \
                  SELECT 1 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = wanted.name \
                    AND c.relkind IN ('r', 'p', 'v', 'm', 'f')) \
              ORDER BY wanted.ord",
-        )
-        .bind(self.schema())
-        .bind(tables)
-        .fetch_all(self.pool())
+            )
+            .bind(self.schema())
+            .bind(tables)
+            .fetch_all(conn)
+            .await
+        })
         .await
-        .map_err(|e| self.map_err(e))
     }
 }

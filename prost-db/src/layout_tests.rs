@@ -121,3 +121,118 @@ fn crate_paths_reads_single_and_grouped_imports() {
     let code = "use crate::ident::{Identifier, render};\nuse crate::{error::Error, outbox};\nlet x = crate::saga::Tx;";
     assert_eq!(crate_paths(code), ["ident", "error", "outbox", "saga"]);
 }
+
+/// Where a `sqlx::query*` builder may be made without [`Statements`](crate::Statements):
+/// the helper itself, and code that runs on a direct connection of its own.
+const RAW_BUILDERS_ALLOWED: &[(&str, &str)] = &[
+    ("pool/statement.rs", "the helper"),
+    (
+        "migrate/",
+        "the migrator runs on a direct connection (a migrate URL behind a pooler)",
+    ),
+    (
+        "testing.rs",
+        "test databases: direct connections to the server",
+    ),
+    // Owned by other branches while this one is open; switched to `Db::query` at merge.
+    (
+        "idempotency/batch.rs",
+        "batch mode, owned by another branch",
+    ),
+    (
+        "idempotency/partitions.rs",
+        "partitions, owned by another branch",
+    ),
+    (
+        "idempotency/partition_ddl.rs",
+        "partitions, owned by another branch",
+    ),
+];
+
+/// Every place in `code` (comments and the test module cut) that builds a sqlx statement
+/// without the crate's helper, or sets `persistent` by hand; `(line, text)`.
+fn raw_builders(code: &str) -> Vec<(usize, String)> {
+    const RAW: &[&str] = &[
+        "sqlx::query(",
+        "sqlx::query::<",
+        "sqlx::query_as(",
+        "sqlx::query_as::<",
+        "sqlx::query_scalar(",
+        "sqlx::query_scalar::<",
+        "sqlx::query_with(",
+        "sqlx::query_as_with(",
+        "sqlx::query_scalar_with(",
+        ".persistent(",
+    ];
+    let code = code.split("#[cfg(test)]\nmod tests").next().unwrap_or(code);
+    let mut found = Vec::new();
+    for (n, line) in code.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with("//") {
+            continue;
+        }
+        let imports_builder = line.starts_with("use sqlx::")
+            && ["query,", "query}", "query;", "query_as", "query_scalar"]
+                .iter()
+                .any(|b| line.contains(b));
+        if imports_builder || RAW.iter().any(|r| line.contains(r)) {
+            found.push((n + 1, line.to_owned()));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_statement_is_built_through_the_pooler_safe_helper() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut bypasses = Vec::new();
+    let mut scanned = 0;
+    for path in &files {
+        let name = path
+            .strip_prefix(&src)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        let name = name.replace('\\', "/");
+        if is_test_file(path)
+            || RAW_BUILDERS_ALLOWED
+                .iter()
+                .any(|(allowed, _)| name.starts_with(allowed))
+        {
+            continue;
+        }
+        scanned += 1;
+        let code = std::fs::read_to_string(path).expect("read a source file");
+        for (line, text) in raw_builders(&code) {
+            bypasses.push(format!("{name}:{line}: {text}"));
+        }
+    }
+    assert!(
+        scanned > 20,
+        "the walk of {} found too few files",
+        src.display()
+    );
+    assert!(
+        bypasses.is_empty(),
+        "build statements with `Db::query` / `query_as` / `query_scalar` (or `Statements` where \
+         there is no Db), and run those outside a transaction through `Db::autocommit`, so they \
+         hold behind a transaction pooler; statements without parameters may use \
+         `sqlx::raw_sql`. Bypasses:\n{}",
+        bypasses.join("\n")
+    );
+}
+
+#[test]
+fn raw_builders_finds_builders_and_hand_set_persistence() {
+    let code = "use sqlx::{query, Row};\n\
+                // sqlx::query(\"in a comment\")\n\
+                let a = db.query(\"SELECT 1\");\n\
+                let b = sqlx::query_scalar::<_, i64>(\"SELECT 1\");\n\
+                let c = sqlx::raw_sql(\"SELECT 1\");\n\
+                let d = q.persistent(false);\n\
+                #[cfg(test)]\nmod tests {\n sqlx::query(\"x\");\n}";
+    let lines: Vec<usize> = raw_builders(code).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(lines, [1, 4, 6]);
+}

@@ -50,7 +50,7 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use ident::{Identifier, IdentifierKind, MAX_IDENTIFIER_LEN};
 pub use inspect::ColumnInfo;
-pub use pool::{Db, DbConfig, Health, PoolStats};
+pub use pool::{Db, DbConfig, Health, PoolStats, StatementError, Statements};
 pub use pooler::Pooler;
 pub use roles::{ServiceRole, provision_service_role};
 pub use schema::Schema;

@@ -36,7 +36,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use crate::error::{Error, Origin, Result, Server};
 use crate::events::{Event, EventPayload};
 use crate::ident::Identifier;
-use crate::pool::Db;
+use crate::pool::{Db, Statements};
 
 #[cfg(feature = "amqp")]
 mod destinations;
@@ -63,6 +63,8 @@ pub(crate) fn ddl(schema: &Identifier) -> String {
 
 /// Creates the outbox table in `db`'s schema if it does not exist (safe to run from several
 /// processes at once). The migration runner calls this with the other framework tables.
+/// Behind a transaction pooler with a [`DbConfig::migrate_url`](crate::DbConfig::migrate_url)
+/// it runs over that direct URL, as the migrator does.
 ///
 /// # Errors
 ///
@@ -75,10 +77,19 @@ pub(crate) fn ddl(schema: &Identifier) -> String {
 /// # Ok(()) }
 /// ```
 pub async fn install(db: &Db) -> Result<()> {
+    // Behind a pooler with a migrate URL, as the migrator: its role owns the tables.
+    let direct = db.for_installs().await?;
+    let installed = install_on(direct.as_ref().unwrap_or(db)).await;
+    if let Some(direct) = direct {
+        direct.close().await;
+    }
+    installed
+}
+
+async fn install_on(db: &Db) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.outbox.' || $1))")
+    db.query("SELECT pg_advisory_xact_lock(hashtext('prost_db.outbox.' || $1))")
         .bind(db.schema())
-        .persistent(db.prepares())
         .execute(&mut *tx)
         .await?;
     sqlx::raw_sql(AssertSqlSafe(ddl(db.schema_ident())))
@@ -104,9 +115,8 @@ pub struct Outbox {
     table: Arc<str>,
     // Named by connection errors; unknown for an outbox made with `for_schema`.
     server: Option<Arc<Server>>,
-    // Whether its statements may be named prepared statements (not behind a transaction
-    // pooler).
-    prepares: bool,
+    // Named prepared statements, or unnamed behind a transaction pooler.
+    statements: Statements,
 }
 
 impl Outbox {
@@ -120,7 +130,7 @@ impl Outbox {
     pub fn new(db: &Db) -> Self {
         Outbox {
             server: Some(Arc::clone(db.server())),
-            prepares: db.prepares(),
+            statements: db.statements(),
             ..Self::for_schema(db.schema_ident())
         }
     }
@@ -154,8 +164,24 @@ impl Outbox {
             .into(),
             table: format!("{schema}.outbox_events").into(),
             server: None,
-            prepares: true,
+            statements: Statements::NAMED,
         }
+    }
+
+    /// The same outbox, its statements sent as `statements` says: an outbox made with
+    /// [`for_schema`](Self::for_schema) uses named statements, which a transaction pooler
+    /// breaks; [`Outbox::new`] takes the `Db`'s ([`Db::statements`]).
+    ///
+    /// ```
+    /// use prost_db::{Identifier, IdentifierKind, Statements, outbox::Outbox};
+    /// let schema = Identifier::new(IdentifierKind::Schema, "catalog")?;
+    /// let outbox = Outbox::for_schema(&schema).with_statements(Statements::UNNAMED);
+    /// # Ok::<(), prost_db::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_statements(mut self, statements: Statements) -> Self {
+        self.statements = statements;
+        self
     }
 
     fn map_err(&self, error: sqlx::Error) -> Error {
@@ -178,13 +204,13 @@ impl Outbox {
         event: &Event<P>,
     ) -> Result<()> {
         let payload = serde_json::to_string(event).map_err(Error::EventEncode)?;
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.insert)))
+        self.statements
+            .query(AssertSqlSafe(Arc::clone(&self.insert)))
             .bind(event.envelope.event_id)
             .bind(P::EVENT_TYPE)
             .bind(exchange)
             .bind(P::ROUTING_KEY)
             .bind(payload)
-            .persistent(self.prepares)
             .execute(conn)
             .await
             .map_err(|e| self.map_err(e))?;
@@ -228,13 +254,13 @@ impl Outbox {
             .map(serde_json::to_string)
             .collect::<std::result::Result<_, _>>()
             .map_err(Error::EventEncode)?;
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.insert_many)))
+        self.statements
+            .query(AssertSqlSafe(Arc::clone(&self.insert_many)))
             .bind(&ids)
             .bind(P::EVENT_TYPE)
             .bind(exchange)
             .bind(P::ROUTING_KEY)
             .bind(&payloads)
-            .persistent(self.prepares)
             .execute(conn)
             .await
             .map_err(|e| self.map_err(e))?;
@@ -256,10 +282,13 @@ impl Outbox {
     where
         E: sqlx::PgExecutor<'c>,
     {
-        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.pending)))
+        // No parameters: the simple protocol, one message, which holds on any executor,
+        // behind a transaction pooler too.
+        let row = sqlx::raw_sql(AssertSqlSafe(Arc::clone(&self.pending)))
             .fetch_one(executor)
             .await
-            .map_err(|e| self.map_err(e))
+            .map_err(|e| self.map_err(e))?;
+        sqlx::Row::try_get(&row, 0).map_err(Error::Database)
     }
 }
 

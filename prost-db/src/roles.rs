@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::error::{Error, Origin, Result};
 use crate::ident::{Identifier, IdentifierKind};
+use crate::pool::Statements;
 
 /// A service's login role and the schema it owns.
 ///
@@ -135,16 +136,20 @@ pub async fn provision_service_role(admin: &PgPool, spec: &ServiceRole) -> Resul
 
     let mut tx = admin.begin().await.map_err(map)?;
     // Serialise concurrent provisioning: CREATE ROLE has no IF NOT EXISTS.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('prost_db.provision_role'))")
+    // The admin pool may go through a transaction pooler: unnamed statements, in the
+    // transaction.
+    let statements = Statements::UNNAMED;
+    statements
+        .query("SELECT pg_advisory_xact_lock(hashtext('prost_db.provision_role'))")
         .execute(&mut *tx)
         .await
         .map_err(map)?;
-    let superuser: Option<bool> =
-        sqlx::query_scalar("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1")
-            .bind(role.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map)?;
+    let superuser: Option<bool> = statements
+        .query_scalar("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1")
+        .bind(role.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map)?;
     if superuser == Some(true) {
         return Err(Error::Config(format!(
             "role {:?} is a superuser; provisioning it as a service role would take its rights away; \
@@ -180,7 +185,8 @@ pub async fn provision_service_role(admin: &PgPool, spec: &ServiceRole) -> Resul
             "ALTER DEFAULT PRIVILEGES FOR ROLE {migrator} IN SCHEMA {schema} GRANT ALL ON SEQUENCES TO {role}"
         ),
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
+        statements
+            .query(sqlx::AssertSqlSafe(statement))
             .execute(&mut *tx)
             .await
             .map_err(map)?;

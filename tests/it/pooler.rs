@@ -15,6 +15,11 @@ use prost_db::{Db, DbConfig, Error, Pooler, ServiceRole, provision_service_role}
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+mod detect;
+mod handler;
+mod paths;
+mod shop;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const DEFAULT_PGBOUNCER_URL: &str = "postgres://postgres@127.0.0.1:6432";
@@ -83,21 +88,6 @@ impl Service {
         .await?;
         Ok(())
     }
-}
-
-#[tokio::test]
-async fn the_schema_as_a_startup_option_is_refused_with_the_setting_to_use() -> TestResult {
-    let service = Service::new("opt", "catalog").await?;
-    let config = DbConfig::from_connect_options(service.through_pgbouncer(), "catalog");
-    let err = Db::connect(config).await.unwrap_err();
-    let message = err.to_string();
-    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-    assert!(
-        message.contains("unsupported startup parameter"),
-        "{message}"
-    );
-    assert!(message.contains("Pooler::Transaction"), "{message}");
-    service.close().await
 }
 
 #[tokio::test]

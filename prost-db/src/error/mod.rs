@@ -90,6 +90,29 @@ pub enum Error {
         database: String,
     },
 
+    /// [`Db::connect`](crate::Db::connect) found a connection pooler in transaction mode
+    /// (PgBouncer) between the service and PostgreSQL while configured for a direct
+    /// connection ([`Pooler::None`](crate::Pooler::None)), or, with
+    /// [`Pooler::Auto`](crate::Pooler::Auto), found one that cannot bind the service to its
+    /// schema. `evidence` is what gave it away: the startup parameter `options` refused
+    /// (`unsupported startup parameter: options`) or dropped (the pooler's
+    /// `ignore_startup_parameters = options`: `search_path` does not come from the client).
+    #[error(
+        "a transaction pooler is in the way at {host}:{port} (user {user:?}): {evidence}; {setting}"
+    )]
+    PoolerDetected {
+        /// The host connected to.
+        host: String,
+        /// The port connected to.
+        port: u16,
+        /// The login role.
+        user: String,
+        /// What showed the pooler.
+        evidence: String,
+        /// What to set.
+        setting: String,
+    },
+
     /// A pooled connection reported a different `current_schema()` than configured.
     #[error(
         "connection is in schema {actual:?} but service {service:?} is configured for {expected:?}"

@@ -104,13 +104,14 @@ impl Entry<'_> {
         fingerprint: Option<Fingerprint>,
         lock_timeout: Duration,
     ) -> Result<Claim> {
-        let done = sqlx::query(sql(CLAIM, self.db))
+        let done = self
+            .db
+            .query(sql(CLAIM, self.db))
             .bind(self.key)
             .bind(self.service)
             .bind(self.action)
             .bind(fingerprint.map(Fingerprint::to_stored))
             .bind(super::store::millis(lock_timeout).to_string())
-            .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
             .map_err(|e| self.write_error(e))?;
@@ -128,11 +129,12 @@ impl Entry<'_> {
         &self,
         executor: impl sqlx::PgExecutor<'c>,
     ) -> Result<Option<StoredRecord>> {
-        let row = sqlx::query_as::<_, RecordRow>(sql(SELECT, self.db))
+        let row = self
+            .db
+            .query_as::<RecordRow>(sql(SELECT, self.db))
             .bind(self.key)
             .bind(self.service)
             .bind(self.action)
-            .persistent(self.db.prepares())
             .fetch_optional(executor)
             .await
             .map_err(|e| self.db.map_err(e))?;
@@ -140,13 +142,13 @@ impl Entry<'_> {
     }
 
     pub async fn complete(&self, tx: &mut Tx, result: &serde_json::Value) -> Result<()> {
-        sqlx::query(sql(COMPLETE, self.db))
+        self.db
+            .query(sql(COMPLETE, self.db))
             .bind(self.key)
             .bind(self.service)
             .bind(self.action)
             .bind(Json(result))
             .bind(false)
-            .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
             .map_err(|e| self.db.map_err(e))?;
@@ -161,14 +163,15 @@ impl Entry<'_> {
         result: &serde_json::Value,
         permanent: bool,
     ) -> Result<bool> {
-        let done = sqlx::query(sql(INSERT, self.db))
+        let done = self
+            .db
+            .query(sql(INSERT, self.db))
             .bind(self.key)
             .bind(self.service)
             .bind(self.action)
             .bind(fingerprint.map(Fingerprint::to_stored))
             .bind(Json(result))
             .bind(permanent)
-            .persistent(self.db.prepares())
             .execute(&mut **tx)
             .await
             .map_err(|e| self.write_error(e))?;

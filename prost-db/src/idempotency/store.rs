@@ -249,13 +249,22 @@ impl IdempotencyStore {
     ///
     /// The database error, e.g. missing `CREATE` privilege on the schema.
     pub async fn install(db: &Db) -> Result<()> {
+        // Behind a pooler with a migrate URL, as the migrator: its role owns the tables.
+        let direct = db.for_installs().await?;
+        let installed = Self::install_on(direct.as_ref().unwrap_or(db)).await;
+        if let Some(direct) = direct {
+            direct.close().await;
+        }
+        installed
+    }
+
+    async fn install_on(db: &Db) -> Result<()> {
         let mut tx = db.begin().await?;
         // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-        sqlx::query(
+        db.query(
             "SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))",
         )
         .bind(db.schema())
-        .persistent(db.prepares())
         .execute(&mut *tx)
         .await?;
         sqlx::raw_sql(sql(DDL, db)).execute(&mut *tx).await?;
@@ -293,7 +302,10 @@ impl IdempotencyStore {
     ///
     /// The database error.
     pub async fn get(&self, action: &str, key: &str) -> Result<Option<StoredRecord>> {
-        self.entry(action, key).select(self.db.pool()).await
+        let entry = self.entry(action, key);
+        self.db
+            .autocommit(async |conn| entry.select(conn).await)
+            .await
     }
 
     /// Claims `key` for `action` in `tx`: `INSERT ... ON CONFLICT DO NOTHING` of a record

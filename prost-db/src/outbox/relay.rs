@@ -209,7 +209,9 @@ impl Relay {
         let (skip_exchanges, skip_keys): (Vec<String>, Vec<String>) =
             unroutable.into_iter().unzip();
         let mut tx = self.db.begin().await?;
-        let mut rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(Arc::clone(&self.select)))
+        let mut rows: Vec<Row> = self
+            .db
+            .query_as(AssertSqlSafe(Arc::clone(&self.select)))
             .bind(self.batch_size)
             .bind(&skip)
             .bind(&skip_exchanges)
@@ -255,7 +257,9 @@ impl Relay {
                     );
                     tracing::warn!(exchange, events = ids.len(), "{error}");
                     metrics::outbox_failed(self.db.schema(), "missing_exchange", ids.len());
-                    self.record_failure(&mut tx, &ids, &error).await?;
+                    self.record_failure(&mut tx, &ids, &error)
+                        .await
+                        .map_err(|e| self.db.map_err(e))?;
                 }
             }
         }
@@ -308,12 +312,15 @@ impl Relay {
         for (error, (kind, ids)) in &failed {
             tracing::warn!(%error, events = ids.len(), "outbox events not delivered; will retry");
             metrics::outbox_failed(self.db.schema(), kind, ids.len());
-            self.record_failure(&mut tx, ids, error).await?;
+            self.record_failure(&mut tx, ids, error)
+                .await
+                .map_err(|e| self.db.map_err(e))?;
         }
         if let Some(hook) = &self.after_publish {
             hook();
         }
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.mark)))
+        self.db
+            .query(AssertSqlSafe(Arc::clone(&self.mark)))
             .bind(&confirmed)
             .execute(&mut *tx)
             .await
@@ -340,23 +347,21 @@ impl Relay {
         };
         metrics::outbox_failed(self.db.schema(), kind, rows.len());
         let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(|e| self.db.map_err(e))?;
-        self.record_failure(&mut conn, &ids, &error.to_string())
+        let message = error.to_string();
+        self.db
+            .autocommit(async |conn| self.record_failure(conn, &ids, &message).await)
             .await?;
         Err(error)
     }
 
     /// Sets the lag gauge: the age of the oldest pending row (0 when none is pending).
     async fn sample_lag(&self) {
+        // No parameters: the simple protocol, which holds behind a transaction pooler.
         let age: std::result::Result<Option<f64>, sqlx::Error> =
-            sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.oldest_pending)))
+            sqlx::raw_sql(AssertSqlSafe(Arc::clone(&self.oldest_pending)))
                 .fetch_optional(self.db.pool())
-                .await;
+                .await
+                .and_then(|row| row.map(|row| sqlx::Row::try_get(&row, 0)).transpose());
         match age {
             Ok(age) => metrics::outbox_lag(
                 self.db.schema(),
@@ -372,14 +377,14 @@ impl Relay {
         conn: &mut sqlx::PgConnection,
         ids: &[i64],
         error: &str,
-    ) -> Result<()> {
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
+    ) -> sqlx::Result<()> {
+        self.db
+            .query(AssertSqlSafe(Arc::clone(&self.mark_failed)))
             .bind(ids)
             .bind(error)
             .execute(conn)
             .await
-            .map_err(|e| self.db.map_err(e))?;
-        Ok(())
+            .map(drop)
     }
 
     /// Publishes until `shutdown` completes; database errors (e.g. a restart) are logged

@@ -11,24 +11,24 @@ use super::session::{BeginError, before_acquire, begin_on};
 use crate::error::{Error, Origin, Result, Server};
 use crate::idempotency::{Chains, HandlerMode};
 use crate::ident::{Identifier, IdentifierKind};
-use crate::pooler::{Pooled, Pooler, schema_check};
+use crate::pooler::{self, Pooled, Pooler, schema_check};
 
 /// Opens a chained slot's transaction
-/// ([`HandlerMode::Chained`](crate::idempotency::HandlerMode::Chained)), in one round
-/// trip: the session restored, `lock_timeout` set for the session and committed (so that
-/// it survives every `COMMIT AND CHAIN`), and the first READ COMMITTED transaction chained
-/// on: `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
-/// SET lock_timeout = <ms>; COMMIT AND CHAIN`.
+/// ([`HandlerMode::Chained`](crate::idempotency::HandlerMode::Chained)) with the one
+/// opening statement ([`chained_statement`](super::session::chained_statement)): behind a
+/// transaction pooler it checks the schema as [`begin`] does.
 ///
 /// # Errors
 ///
 /// [`Error::SettingOutOfRange`](crate::Error::SettingOutOfRange) before anything is sent;
-/// the mapped driver error otherwise.
+/// [`Error::SchemaMismatch`]; the mapped driver error otherwise.
 pub(crate) async fn begin_chained(
     db: &Db,
     lock_timeout: Duration,
 ) -> Result<Transaction<'static, Postgres>> {
-    super::session::begin_chained_on(&db.pool, lock_timeout).await
+    super::session::begin_chained_on(&db.pool, lock_timeout, db.pooled.as_deref())
+        .await
+        .map_err(|e| db.begin_error(e))
 }
 
 /// Starts a transaction on a connection of `db`'s pool with the one `BEGIN` statement
@@ -44,14 +44,7 @@ pub(crate) async fn begin(
 ) -> Result<Transaction<'static, Postgres>> {
     begin_on(&db.pool, lock_timeout, db.pooled.as_deref())
         .await
-        .map_err(|e| match e {
-            BeginError::WrongSchema(actual) => Error::SchemaMismatch {
-                service: db.service.as_str().to_owned(),
-                expected: db.schema.as_str().to_owned(),
-                actual,
-            },
-            BeginError::Refused(e) => e,
-        })
+        .map_err(|e| db.begin_error(e))
 }
 
 /// A schema-isolated connection pool for one service.
@@ -108,33 +101,64 @@ impl Db {
     ///   (nothing is sent to the server);
     /// - [`Error::Connect`] if the server cannot be reached (names host and port, never the
     ///   password);
-    /// - [`Error::SchemaMissing`] if the schema does not exist and `create_schema` is off.
+    /// - [`Error::SchemaMissing`] if the schema does not exist and `create_schema` is off;
+    /// - [`Error::PoolerDetected`] if, configured for a direct connection
+    ///   ([`Pooler::None`], the default), it finds a pooler that refuses the startup
+    ///   `options` or drops them (their `search_path` is not the client's); with
+    ///   [`Pooler::Auto`] it connects as for [`Pooler::Transaction`] instead, and fails so
+    ///   only if the login role's default `search_path` is not the schema.
     #[tracing::instrument(name = "prost_db.connect", skip_all, fields(service = %config.service, schema = %config.schema))]
     pub async fn connect(config: DbConfig) -> Result<Db> {
+        match config.pooler {
+            Pooler::None => Db::open(config, false).await,
+            Pooler::Transaction => Db::open(config, true).await,
+            Pooler::Auto => match Db::open(config.clone(), false).await {
+                Err(Error::PoolerDetected { evidence, .. }) => {
+                    tracing::info!(%evidence, "a transaction pooler is in the way: connecting as Pooler::Transaction");
+                    let (connect, schema) = (config.connect.clone(), config.schema.clone());
+                    Db::open(config, true).await.map_err(|e| match e {
+                        Error::SchemaMismatch { actual, .. } => pooler::detected(
+                            &connect,
+                            &schema,
+                            true,
+                            format!(
+                                "{evidence}; without it, the login role's default search_path \
+                                 puts the connection in schema {actual:?}"
+                            ),
+                        ),
+                        other => other,
+                    })
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// Opens the pool as for a direct connection (the schema in the startup `options`) or,
+    /// with `transaction`, as behind a transaction pooler; a direct one fails with
+    /// [`Error::PoolerDetected`] if a pooler refuses or drops the `options`.
+    async fn open(config: DbConfig, transaction: bool) -> Result<Db> {
         let service = Identifier::new(IdentifierKind::Service, &config.service)?;
         let schema = Identifier::new(IdentifierKind::Schema, &config.schema)?;
         let statement_timeout = config.checked_statement_timeout()?;
 
         let mut options = config.connect.clone().application_name(service.as_str());
-        let pooled = match config.pooler {
-            Pooler::None => {
-                options = options.options([("search_path", schema.as_str())]);
-                if let Some(millis) = statement_timeout {
-                    options = options.options([("statement_timeout", millis)]);
-                }
-                None
-            }
+        let pooled = if transaction {
             // No startup `options` (PgBouncer refuses them), and no named prepared
             // statements: a server connection is the client's only within a transaction.
-            Pooler::Transaction => {
-                options = options.statement_cache_capacity(0);
-                Some(std::sync::Arc::new(Pooled {
-                    schema_check: config.schema_check.then(|| schema_check(&schema)),
-                    statement_timeout,
-                    migrate: config.migrate.clone(),
-                    config: Box::new(config.clone()),
-                }))
+            options = options.statement_cache_capacity(0);
+            Some(std::sync::Arc::new(Pooled {
+                schema_check: config.schema_check.then(|| schema_check(&schema)),
+                statement_timeout,
+                migrate: config.migrate.clone(),
+                config: Box::new(config.clone()),
+            }))
+        } else {
+            options = options.options([("search_path", schema.as_str())]);
+            if let Some(millis) = statement_timeout {
+                options = options.options([("statement_timeout", millis)]);
             }
+            None
         };
 
         if config.create_schema {
@@ -152,7 +176,39 @@ impl Db {
             .before_acquire(|conn, meta| Box::pin(before_acquire(conn, meta.idle_for)))
             .connect_with(options.clone())
             .await
-            .map_err(|e| Error::from_sqlx(e, Origin::Connecting(&options)))?;
+            .map_err(|e| match e.as_database_error() {
+                Some(db) if !transaction && pooler::options_refused(&e) => pooler::detected(
+                    &config.connect,
+                    schema.as_str(),
+                    false,
+                    format!(
+                        "it refused the startup parameter `options` ({})",
+                        db.message()
+                    ),
+                ),
+                _ => Error::from_sqlx(e, Origin::Connecting(&options)),
+            })?;
+        if !transaction {
+            let probe = pooler::probe(&pool)
+                .await
+                .map_err(|e| Error::from_sqlx(e, Origin::Pool(&pool)))?;
+            if let Some(evidence) = probe.dropped_options() {
+                pool.close().await;
+                return Err(pooler::detected(
+                    &config.connect,
+                    schema.as_str(),
+                    false,
+                    evidence,
+                ));
+            }
+            if let Some(port) = probe.forwarded_from(config.connect.get_port()) {
+                tracing::info!(
+                    server_port = port,
+                    "PostgreSQL listens on another port than the one connected to: a proxy or a \
+                     session pooler forwards the connection"
+                );
+            }
+        }
 
         let db = Db {
             pool,
@@ -259,6 +315,18 @@ impl Db {
         self.pool.close().await;
     }
 
+    /// A failed `BEGIN` path's error: [`Error::SchemaMismatch`] for a failed schema check.
+    fn begin_error(&self, error: BeginError) -> Error {
+        match error {
+            BeginError::WrongSchema(actual) => Error::SchemaMismatch {
+                service: self.service.as_str().to_owned(),
+                expected: self.schema.as_str().to_owned(),
+                actual,
+            },
+            BeginError::Refused(e) => e,
+        }
+    }
+
     /// Maps a driver error met on this pool or one of its connections to the crate's error
     /// ([`Error::from_sqlx`]), naming the server for connection failures.
     pub(crate) fn map_err(&self, error: sqlx::Error) -> Error {
@@ -292,10 +360,25 @@ impl Db {
         Db::connect(config).await.map(Some)
     }
 
+    /// The `Db` the framework's tables are installed on (`IdempotencyStore::install`,
+    /// `outbox::install`): behind a transaction pooler with a [`DbConfig::migrate_url`], the
+    /// migrator's direct one, as the role that owns the tables the migrations made; else
+    /// `None`, this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::connect`] for the direct connection.
+    pub(crate) async fn for_installs(&self) -> Result<Option<Db>> {
+        match &self.pooled {
+            Some(pooled) if pooled.migrate.is_some() => self.for_migrations().await,
+            _ => Ok(None),
+        }
+    }
+
     /// Whether statements may be named prepared statements, which sqlx caches per
     /// connection: not behind a transaction pooler, where the next transaction of the same
-    /// client connection may run on another server connection. The crate's own
-    /// parameterized statements pass this to `persistent`.
+    /// client connection may run on another server connection. [`Db::statements`] turns
+    /// it into the kind every statement of the crate is built with.
     pub(crate) fn prepares(&self) -> bool {
         self.pooled.is_none()
     }
@@ -356,7 +439,8 @@ async fn create_schema_if_missing(connect: &PgConnectOptions, schema: &Identifie
         .await
         .map_err(|e| Error::from_sqlx(e, Origin::Connecting(connect)))?;
     let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
-    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+    // The simple protocol: one message, which holds through a transaction pooler too.
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
         .await;
     // Two services created at once can both miss the schema and race on the catalog.

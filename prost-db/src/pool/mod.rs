@@ -6,6 +6,7 @@ mod health;
 mod purge;
 mod scale;
 mod session;
+mod statement;
 
 pub use config::DbConfig;
 pub use db::Db;
@@ -14,4 +15,5 @@ pub(crate) use db::begin_chained;
 pub use health::{Health, PoolStats};
 pub(crate) use purge::purge_in_batches;
 #[cfg(test)]
-pub(crate) use session::begin_statement;
+pub(crate) use session::{begin_statement, chained_statement};
+pub use statement::{StatementError, Statements};

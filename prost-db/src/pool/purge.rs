@@ -5,6 +5,7 @@ use std::time::Duration;
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgPool;
 
+use super::Statements;
 use crate::error::{Error, Origin, Result};
 
 /// Purges delete at most this many rows per statement: each batch is a transaction of its
@@ -24,11 +25,18 @@ pub(crate) async fn purge_in_batches(
     let map = |e| Error::from_sqlx(e, Origin::Pool(pool));
     let horizon = sqlx::postgres::types::PgInterval::try_from(horizon)
         .map_err(|_| Error::Config(format!("purge horizon {horizon:?} is out of range")))?;
-    let cutoff: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now() - $1")
+    // Each statement runs in a transaction of its own, with unnamed statements: that holds
+    // on any pool, behind a transaction pooler too (see `Db::autocommit`), and costs two
+    // round trips per few thousand rows.
+    let statements = Statements::UNNAMED;
+    let mut tx = pool.begin().await.map_err(map)?;
+    let cutoff: chrono::DateTime<chrono::Utc> = statements
+        .query_scalar("SELECT now() - $1")
         .bind(horizon)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(map)?;
+    tx.commit().await.map_err(map)?;
     // A TID scan: the batch's rows are found once and deleted by their physical address.
     let batch = format!(
         "DELETE FROM {table} WHERE ctid = ANY(ARRAY( \
@@ -36,12 +44,15 @@ pub(crate) async fn purge_in_batches(
     );
     let mut deleted = 0;
     loop {
-        let done = sqlx::query(AssertSqlSafe(batch.as_str()))
+        let mut tx = pool.begin().await.map_err(map)?;
+        let done = statements
+            .query(AssertSqlSafe(batch.as_str()))
             .bind(cutoff)
             .bind(PURGE_BATCH_ROWS)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .map_err(map)?;
+        tx.commit().await.map_err(map)?;
         deleted += done.rows_affected();
         if done.rows_affected() < PURGE_BATCH_ROWS as u64 {
             return Ok(deleted);

@@ -122,21 +122,64 @@ pub(super) async fn begin_on(
         })
 }
 
-/// The chained slot's opening statement on a connection of `pool`
+/// The statement that opens a chained slot
+/// ([`HandlerMode::Chained`](crate::idempotency::HandlerMode::Chained)), in one round trip:
+/// the session restored, `lock_timeout` set for the session and committed (so that it
+/// survives every `COMMIT AND CHAIN`), and the first READ COMMITTED transaction chained on:
+///
+/// - `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
+///   SET lock_timeout = <ms>; COMMIT AND CHAIN`
+///
+/// Behind a transaction pooler (`pooled`), as in [`begin_statement`], the reset and the
+/// schema check come first, in the implicit transaction of the same query, so a failed check
+/// leaves no transaction open; the statement timeout is a session setting too (the slot
+/// pins its server connection for as long as it is kept, and `SET LOCAL` would end with the
+/// first chain):
+///
+/// - `SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DO <check>; BEGIN ISOLATION LEVEL READ
+///   COMMITTED[; SET statement_timeout = <ms>]; SET lock_timeout = <ms>; COMMIT AND CHAIN`
+///
+/// # Errors
+///
+/// [`Error::SettingOutOfRange`] for a timeout beyond PostgreSQL's range.
+pub(crate) fn chained_statement(lock_timeout: Duration, pooled: Option<&Pooled>) -> Result<String> {
+    let millis = pg_timeout_millis("lock_timeout", lock_timeout)?.max(1);
+    let begin = "BEGIN ISOLATION LEVEL READ COMMITTED";
+    let mut sql = match pooled {
+        None => format!("{begin}; {RESTORE_SESSION}"),
+        Some(pooled) => {
+            let mut sql = format!("{RESTORE_SESSION}; ");
+            if let Some(check) = &pooled.schema_check {
+                sql.push_str(check);
+                sql.push_str("; ");
+            }
+            sql.push_str(begin);
+            if let Some(statement_ms) = pooled.statement_timeout {
+                sql.push_str(&format!("; SET statement_timeout = {statement_ms}"));
+            }
+            sql
+        }
+    };
+    sql.push_str(&format!("; SET lock_timeout = {millis}; COMMIT AND CHAIN"));
+    Ok(sql)
+}
+
+/// The chained slot's opening statement ([`chained_statement`]) on a connection of `pool`
 /// ([`begin_chained`](super::begin_chained)).
 pub(super) async fn begin_chained_on(
     pool: &PgPool,
     lock_timeout: Duration,
-) -> Result<Transaction<'static, Postgres>, Error> {
-    let millis = pg_timeout_millis("lock_timeout", lock_timeout)?.max(1);
-    let statement = format!(
-        "BEGIN ISOLATION LEVEL READ COMMITTED; {RESTORE_SESSION}; SET lock_timeout = {millis}; COMMIT AND CHAIN"
-    );
-    // The only value in it is an integer the program computed, never input.
+    pooled: Option<&Pooled>,
+) -> std::result::Result<Transaction<'static, Postgres>, BeginError> {
+    let statement = chained_statement(lock_timeout, pooled).map_err(BeginError::Refused)?;
+    // The only values in it are integers the program computed and the validated schema name.
     RESTORES_ITSELF
         .scope((), pool.begin_with(AssertSqlSafe(statement)))
         .await
-        .map_err(|e| Error::from_sqlx(e, Origin::Pool(pool)))
+        .map_err(|e| match failed_schema_check(&e) {
+            Some(actual) => BeginError::WrongSchema(actual),
+            None => BeginError::Refused(Error::from_sqlx(e, Origin::Pool(pool))),
+        })
 }
 
 /// Why [`begin_on`] failed.

@@ -16,7 +16,9 @@ impl SagaStore {
         saga: &Saga<P>,
         compensation: &Compensation,
     ) -> Result<bool, SagaError> {
-        let row: Option<i32> = sqlx::query_scalar(AssertSqlSafe(sql))
+        let row: Option<i32> = self
+            .statements
+            .query_scalar(AssertSqlSafe(sql))
             .bind(saga.correlation_id)
             .bind(&compensation.key)
             .bind(&compensation.event)
@@ -67,7 +69,9 @@ impl SagaStore {
         tx: &mut Tx<'_>,
         saga: &Saga<P>,
     ) -> Result<Vec<CompensationRecord>, SagaError> {
-        let rows: Vec<CompensationRow> = sqlx::query_as(AssertSqlSafe(self.sql.request.as_str()))
+        let rows: Vec<CompensationRow> = self
+            .statements
+            .query_as(AssertSqlSafe(self.sql.request.as_str()))
             .bind(saga.correlation_id)
             .fetch_all(&mut **tx)
             .await?;
@@ -121,7 +125,9 @@ impl SagaStore {
         tx: &mut Tx<'_>,
         saga: &Saga<P>,
     ) -> Result<u64, SagaError> {
-        Ok(sqlx::query(AssertSqlSafe(self.sql.discard.as_str()))
+        Ok(self
+            .statements
+            .query(AssertSqlSafe(self.sql.discard.as_str()))
             .bind(saga.correlation_id)
             .execute(&mut **tx)
             .await?
@@ -148,7 +154,9 @@ impl SagaStore {
         executor: impl sqlx::PgExecutor<'c>,
         correlation_id: Uuid,
     ) -> Result<Vec<CompensationRecord>, SagaError> {
-        let rows: Vec<CompensationRow> = sqlx::query_as(AssertSqlSafe(self.sql.list.as_str()))
+        let rows: Vec<CompensationRow> = self
+            .statements
+            .query_as(AssertSqlSafe(self.sql.list.as_str()))
             .bind(correlation_id)
             .fetch_all(executor)
             .await?;

@@ -9,7 +9,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::pool::Db;
+use crate::pool::{Db, Statements as StatementKind};
 
 use super::sql::{SagaRow, Statements, decode_saga};
 use super::{NewSaga, Saga, SagaError, SagaMachine, SagaTables, Tx};
@@ -36,6 +36,8 @@ pub struct SagaStore {
     pub(super) tables: Arc<SagaTables>,
     pub(super) machine: &'static SagaMachine,
     pub(super) sql: Arc<Statements>,
+    /// Named or unnamed (behind a transaction pooler).
+    pub(super) statements: StatementKind,
 }
 
 impl SagaStore {
@@ -53,7 +55,30 @@ impl SagaStore {
             sql: Arc::new(Statements::new(&tables)),
             tables: Arc::new(tables),
             machine,
+            statements: StatementKind::NAMED,
         })
+    }
+
+    /// The same store, its statements sent as `statements` says: named (the default), or
+    /// [`Db::statements`] of the pool it runs on, which behind a transaction pooler are
+    /// unnamed (named ones fail there with `prepared statement "sqlx_s_1" already exists`).
+    ///
+    /// ```
+    /// # use prost_db::saga::{SagaMachine, SagaStore, SagaTables};
+    /// # static TRANSFER: SagaMachine = SagaMachine {
+    /// #     saga_type: "transfer",
+    /// #     initial: "debited",
+    /// #     transitions: &[("debited", "credited")],
+    /// #     terminal: &["credited"],
+    /// # };
+    /// let store = SagaStore::new(SagaTables::new("billing")?, &TRANSFER)?
+    ///     .with_statements(prost_db::Statements::UNNAMED);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_statements(mut self, statements: StatementKind) -> Self {
+        self.statements = statements;
+        self
     }
 
     /// The store's machine.
@@ -119,14 +144,18 @@ impl SagaStore {
             (&self.tables.states, states),
             (&self.tables.compensations, compensations),
         ] {
-            let present: Vec<String> = sqlx::query_scalar(
-                "SELECT column_name::text FROM information_schema.columns \
-                 WHERE table_schema = $1 AND table_name = $2",
-            )
-            .bind(self.tables.schema.as_str())
-            .bind(table.as_str())
-            .fetch_all(db.pool())
-            .await?;
+            let present: Vec<String> = db
+                .autocommit(async |conn| {
+                    db.query_scalar(
+                        "SELECT column_name::text FROM information_schema.columns \
+                         WHERE table_schema = $1 AND table_name = $2",
+                    )
+                    .bind(self.tables.schema.as_str())
+                    .bind(table.as_str())
+                    .fetch_all(conn)
+                    .await
+                })
+                .await?;
             let missing: Vec<String> = wanted
                 .iter()
                 .filter(|c| !present.iter().any(|p| p == *c))
@@ -179,15 +208,16 @@ impl SagaStore {
         } else {
             &self.sql.insert
         };
-        let mut query = sqlx::query_as::<
-            _,
-            (Uuid, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, bool),
-        >(AssertSqlSafe(sql.as_str()))
-        .bind(correlation_id)
-        .bind(self.machine.saga_type)
-        .bind(self.machine.initial)
-        .bind(Json(&payload))
-        .bind(new.expires_in.as_secs_f64());
+        let mut query = self
+            .statements
+            .query_as::<(Uuid, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, bool)>(AssertSqlSafe(
+                sql.as_str(),
+            ))
+            .bind(correlation_id)
+            .bind(self.machine.saga_type)
+            .bind(self.machine.initial)
+            .bind(Json(&payload))
+            .bind(new.expires_in.as_secs_f64());
         if linked {
             query = query.bind(Json(serde_json::Value::Object(new.links)));
         }
@@ -229,7 +259,9 @@ impl SagaStore {
         executor: impl sqlx::PgExecutor<'c>,
         correlation_id: Uuid,
     ) -> Result<Option<Saga<P>>, SagaError> {
-        let row: Option<SagaRow> = sqlx::query_as(AssertSqlSafe(self.sql.select.as_str()))
+        let row: Option<SagaRow> = self
+            .statements
+            .query_as(AssertSqlSafe(self.sql.select.as_str()))
             .bind(correlation_id)
             .bind(self.machine.saga_type)
             .fetch_optional(executor)
@@ -292,15 +324,16 @@ impl SagaStore {
             correlation_id: saga.correlation_id,
             source,
         })?;
-        let row: Option<(i64, DateTime<Utc>, bool)> =
-            sqlx::query_as(AssertSqlSafe(self.sql.update.as_str()))
-                .bind(saga.correlation_id)
-                .bind(saga.version)
-                .bind(to)
-                .bind(Json(&payload))
-                .bind(saga.expires_at)
-                .fetch_optional(&mut **tx)
-                .await?;
+        let row: Option<(i64, DateTime<Utc>, bool)> = self
+            .statements
+            .query_as(AssertSqlSafe(self.sql.update.as_str()))
+            .bind(saga.correlation_id)
+            .bind(saga.version)
+            .bind(to)
+            .bind(Json(&payload))
+            .bind(saga.expires_at)
+            .fetch_optional(&mut **tx)
+            .await?;
         let Some((version, updated_at, expired)) = row else {
             tracing::debug!(version = saga.version, "saga conflict");
             return Err(SagaError::Conflict {
@@ -333,7 +366,9 @@ impl SagaStore {
         &self,
         executor: impl sqlx::PgExecutor<'c>,
     ) -> Result<Vec<(String, i64)>, SagaError> {
-        Ok(sqlx::query_as(AssertSqlSafe(self.sql.count.as_str()))
+        Ok(self
+            .statements
+            .query_as(AssertSqlSafe(self.sql.count.as_str()))
             .bind(self.machine.saga_type)
             .fetch_all(executor)
             .await?)

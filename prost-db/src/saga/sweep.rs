@@ -44,7 +44,9 @@ impl SagaStore {
                 known: self.machine.statuses(),
             });
         }
-        let rows: Vec<SagaRow> = sqlx::query_as(AssertSqlSafe(self.sql.lock_expired.as_str()))
+        let rows: Vec<SagaRow> = self
+            .statements
+            .query_as(AssertSqlSafe(self.sql.lock_expired.as_str()))
             .bind(self.machine.saga_type)
             .bind(statuses)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))

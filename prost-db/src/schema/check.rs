@@ -48,12 +48,15 @@ impl Db {
     pub async fn check_tables(&self, tables: &[&TableDescription]) -> Result<()> {
         let schemas: Vec<&str> = tables.iter().map(|t| t.schema).collect();
         let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
-        let rows: Vec<LiveRow> = sqlx::query_as(CHECK_TABLES)
-            .bind(&schemas)
-            .bind(&names)
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| self.map_err(e))?;
+        let rows: Vec<LiveRow> = self
+            .autocommit(async |conn| {
+                self.query_as(CHECK_TABLES)
+                    .bind(&schemas)
+                    .bind(&names)
+                    .fetch_all(conn)
+                    .await
+            })
+            .await?;
         let differences = compare(tables, &rows);
         if differences.is_empty() {
             Ok(())
