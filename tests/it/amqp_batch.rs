@@ -358,6 +358,44 @@ async fn a_poison_event_in_a_batch_is_dead_lettered_alone_and_the_others_applied
 }
 
 #[tokio::test]
+async fn a_body_that_panics_in_a_batch_is_dead_lettered_alone_and_the_others_applied_once() {
+    let (test_db, db, broker) = fixture().await;
+    let spec = broker.spec(0);
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    for n in 0..10 {
+        let event = Event::new("a", "c", Credit { n });
+        publisher.publish(&exchange(&broker), &event).await.unwrap();
+    }
+    let consumer = Consumer::new(spec.clone()).prefetch(16).on_batch(
+        IdempotencyStore::new(&db),
+        "credit",
+        Batching::new(16, Duration::from_millis(50)),
+        |mut tx, event: Arc<Event<Credit>>| async move {
+            let n = event.payload.n;
+            apply(&mut tx, "credit", event.envelope.event_id, n).await?;
+            assert_ne!(n, 4, "credit 4 makes the body panic");
+            Ok::<(), sqlx::Error>(())
+        },
+    );
+    let stats = run_until(consumer, || async {
+        broker.depth(&spec.dead_letter_queue()).await == 1
+            && count(&db, "SELECT count(*) FROM applied").await == 9
+    })
+    .await;
+    assert_eq!((stats.acked, stats.dead_lettered), (9, 1), "{stats:?}");
+    assert_eq!(count(&db, "SELECT count(DISTINCT n) FROM applied").await, 9);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM applied WHERE n = 4").await,
+        0
+    );
+    let dead = broker.drain(&spec.dead_letter_queue()).await;
+    assert!(dead[0].0.contains("handler panicked"), "{:?}", dead[0].0);
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn two_event_types_on_one_queue_never_share_a_batch() {
     let (test_db, db, broker) = fixture().await;
     let publisher = Publisher::new(&broker.connection).await.unwrap();
