@@ -18,7 +18,8 @@
 //! every time ends in the dead-letter queue. Every publish is mandatory: a message no queue
 //! receives is an error ([`Error::PublishReturned`](crate::Error::PublishReturned)), never a
 //! confirmed delivery. [`OrderedQueues`] keeps each aggregate's events in order across
-//! consumers.
+//! consumers. [`Consumer::on_batch`] runs the deliveries of one event type in batches, one
+//! transaction and one commit per batch, settled after it.
 //!
 //! ## Metrics
 //!

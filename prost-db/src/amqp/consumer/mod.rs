@@ -83,7 +83,8 @@ pub struct ConsumerStats {
 /// A consumer of one queue family: routes deliveries by `event_type` to handlers and acks
 /// only after the handler returned `Ok`.
 ///
-/// Up to `prefetch` deliveries run concurrently. Shutdown stops taking new deliveries,
+/// Up to `prefetch` deliveries run concurrently, one at a time per handler run or, for the
+/// event types registered with [`on_batch`](Self::on_batch), in batches. Shutdown stops taking new deliveries,
 /// lets the running handlers finish and settle, and closes the channel, so the broker
 /// requeues what was prefetched but not started.
 ///
