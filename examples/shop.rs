@@ -24,9 +24,11 @@
 //! `ANALYTICS_DATABASE_URL` (default: database `analytics` on the same server), `AMQP_URL`
 //! (default `amqp://guest:guest@127.0.0.1:5672/%2f`), `SHOP_ORDERS` (default 10000),
 //! `SHOP_CONSUMERS` (consumers per service, default 2), `SHOP_PREFIX` (prefix of every
-//! exchange and queue, default none), `SHOP_CONTROL=0` skips the control,
-//! `SHOP_POOLER_URL` runs the services through a transaction pooler (PgBouncer), each as
-//! a role of its own (provisioned over `DATABASE_URL`, which the migrator uses).
+//! exchange and queue, default none), `SHOP_CONTROL=0` skips the control, `SHOP_MODE`
+//! (`transaction`, the default; `chained`; `batch`: the catalog's `OrderCreated` step in
+//! batches of `SHOP_BATCH`, default 32), `SHOP_POOLER_URL` runs the services through a
+//! transaction pooler (PgBouncer), each as a role of its own (provisioned over
+//! `DATABASE_URL`, which the migrator uses).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -148,13 +150,34 @@ async fn run() -> Result<bool, BoxError> {
         Err(_) => shop_options.clone().database("analytics"),
     };
 
-    // The idempotent handlers' mode: `PROST_DB_HANDLER_MODE=chained` keeps a connection per
-    // concurrent handler run and chains its transaction from event to event.
-    let handler_mode: HandlerMode = match std::env::var("PROST_DB_HANDLER_MODE") {
-        Ok(mode) => mode.parse()?,
-        Err(_) => HandlerMode::default(),
+    // The throughput mode, `SHOP_MODE`: `transaction` (the default), `chained` (a kept
+    // connection per concurrent handler run, its transaction chained from event to event;
+    // also `PROST_DB_HANDLER_MODE=chained`), or `batch` (transaction mode, and the catalog's
+    // `OrderCreated` step in batches of up to `SHOP_BATCH`, default 32).
+    let mode = env_or("SHOP_MODE", "");
+    let handler_mode: HandlerMode = match mode.as_str() {
+        "" | "batch" => match std::env::var("PROST_DB_HANDLER_MODE") {
+            Ok(mode) => mode.parse()?,
+            Err(_) => HandlerMode::default(),
+        },
+        "transaction" | "chained" => mode.parse()?,
+        other => {
+            return Err(format!(
+                "unknown SHOP_MODE {other:?}: expected transaction, chained or batch"
+            )
+            .into());
+        }
     };
-    println!("== handler mode: {handler_mode} (PROST_DB_HANDLER_MODE)");
+    let batch: Option<usize> = match mode.as_str() {
+        "batch" => Some(env_or("SHOP_BATCH", "32").parse()?),
+        _ => None,
+    };
+    match batch {
+        Some(n) => println!(
+            "== mode: batch of {n} for the catalog's OrderCreated, {handler_mode} otherwise (SHOP_MODE)"
+        ),
+        None => println!("== mode: {handler_mode} (SHOP_MODE or PROST_DB_HANDLER_MODE)"),
+    }
 
     // 1. Databases and migrations.
     println!("== migrating");
@@ -246,6 +269,7 @@ async fn run() -> Result<bool, BoxError> {
             plan: &plan,
             consumers,
             prefix: &prefix,
+            batch,
         };
         let run = ctx.run(shape).await?;
         println!("   {:<22} {:.1} s", run.title, run.elapsed.as_secs_f64());
@@ -384,6 +408,7 @@ struct Scenario<'a> {
     plan: &'a SagaPlan,
     consumers: usize,
     prefix: &'a str,
+    batch: Option<usize>,
 }
 
 /// What one run measured.
@@ -429,6 +454,7 @@ impl Scenario<'_> {
             let mut config = ServiceConfig::new(*service, shape, db.clone(), self.prefix);
             config.consumers = self.consumers;
             config.prefetch = 8;
+            config.batch = self.batch;
             config.relay_batch = 500;
             config.faults = Faults {
                 delay_short_holds: Some(Duration::from_secs(30)),

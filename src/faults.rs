@@ -15,15 +15,16 @@
 //! Copies and parked messages come back through the default exchange, with the queue's name
 //! as routing key: they are never duplicated again.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
 use prost_db::amqp::lapin::BasicProperties;
 use prost_db::amqp::lapin::options::BasicPublishOptions;
 use prost_db::amqp::{Delivered, DeliveryError, Message, Publisher, QueueSpec};
-use prost_db::events::EventPayload;
+use prost_db::events::{Event, EventPayload};
 use uuid::Uuid;
 
 use crate::events::StockReserved;
@@ -120,6 +121,8 @@ pub struct FaultInjector {
     queue: String,
     delay_queue: String,
     counts: Arc<FaultCounts>,
+    /// Events whose network failure a batch body injected already.
+    injected: Arc<Mutex<HashSet<Uuid>>>,
 }
 
 impl FaultInjector {
@@ -136,7 +139,52 @@ impl FaultInjector {
             delay_queue: delay_queue(spec),
             publisher,
             counts,
+            injected: Arc::default(),
         }
+    }
+
+    /// [`before`](Self::before)'s network failure, for an event handled in a batch
+    /// ([`prost_db::amqp::Consumer::on_batch`]), whose body sees the event and not its
+    /// delivery: the copies go out once per event id (they carry the same id, and the body
+    /// may run twice for one event).
+    ///
+    /// # Errors
+    ///
+    /// A transient error if a copy could not be published (the batch is retried).
+    pub async fn duplicate_once<P: EventPayload>(
+        &self,
+        event: &Event<P>,
+    ) -> Result<(), DeliveryError> {
+        let id = event.envelope.event_id;
+        if self.faults.redeliveries == 0 || !hit(id, self.faults.duplicate_rate) {
+            return Ok(());
+        }
+        if !self
+            .injected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id)
+        {
+            return Ok(());
+        }
+        let body = event.to_json()?;
+        let copy = Message::new("", &self.queue, &body)
+            .message_id(&id.to_string())
+            .event_type(&event.envelope.event_type);
+        let copies = vec![copy; self.faults.redeliveries as usize];
+        for outcome in self
+            .publisher
+            .publish_all(&copies)
+            .await
+            .map_err(DeliveryError::transient)?
+        {
+            outcome.map_err(DeliveryError::transient)?;
+        }
+        self.counts.failures.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .duplicates
+            .fetch_add(u64::from(self.faults.redeliveries), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs before the handler: returns `false` if the delivery was parked (ack it and do

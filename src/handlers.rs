@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prost_db::amqp::{Consumer, DeliveryError, Publisher, QueueSpec};
+use prost_db::amqp::{Batching, Consumer, DeliveryError, Publisher, QueueSpec};
 use prost_db::events::Event;
-use prost_db::idempotency::{Outcome, Tx};
+use prost_db::idempotency::{IdempotencyStore, Outcome, Tx};
 use prost_db::outbox::Outbox;
 use prost_db::{Db, idempotent_handler};
 
@@ -277,6 +277,39 @@ impl Catalog {
         .await
         .map_err(classify)?;
         Ok(outcome.is_duplicate())
+    }
+
+    /// The consumer of the catalog's queue with this handler's body on `OrderCreated` in
+    /// batch mode ([`Consumer::on_batch`]): up to `batching.max()` events per transaction,
+    /// recorded under the same action as [`reserve_stock`], so either mode sees the
+    /// other's events as duplicates. The crash after commit is rolled per event of a
+    /// committed batch, before any of it is acked.
+    pub fn batch_consumer(self, spec: QueueSpec, batching: Batching) -> Consumer {
+        let store = IdempotencyStore::new(&self.db);
+        let after_commit = self.crashes.after_commit;
+        let catalog = Arc::new(self);
+        Consumer::new(spec)
+            .after_batch_commit_hook(move |size| {
+                for _ in 0..size {
+                    crash(after_commit, "after commit, before ack");
+                }
+            })
+            .on_batch(
+                store,
+                "reserve_stock",
+                batching,
+                move |mut tx, event: Arc<Event<OrderCreated>>| {
+                    let catalog = Arc::clone(&catalog);
+                    async move {
+                        let mut emit = Emitter::outbox(catalog.outbox.clone());
+                        let exchange = &catalog.products_exchange;
+                        let reservation =
+                            reserve_stock_body(&mut tx, &mut emit, exchange, &event).await?;
+                        crash(catalog.crashes.before_commit, "before commit");
+                        Ok::<Reservation, ShopError>(reservation)
+                    }
+                },
+            )
     }
 
     /// The consumer of the catalog's queue with this handler on `OrderCreated`.

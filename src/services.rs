@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost_db::amqp::lapin::Connection;
-use prost_db::amqp::{Consumer, ConsumerStats, Delivered, DeliveryError, Publisher};
+use prost_db::amqp::{Batching, Consumer, ConsumerStats, Delivered, DeliveryError, Publisher};
 use prost_db::events::{Event, EventPayload};
-use prost_db::idempotency::{Outcome, Tx};
+use prost_db::idempotency::{IdempotencyStore, Outcome, Tx};
 use prost_db::outbox::{Outbox, Relay};
 use prost_db::{Db, idempotent_handler};
 use tokio::sync::watch;
@@ -134,6 +134,10 @@ pub struct ServiceConfig {
     pub consumers: usize,
     /// Prefetch per consumer.
     pub prefetch: u16,
+    /// Batch mode for the catalog's `OrderCreated` step (prost-db shape): up to this many
+    /// events per transaction ([`Consumer::on_batch`], 5 ms wait); the prefetch is raised
+    /// to it.
+    pub batch: Option<usize>,
     /// Faults injected into its deliveries.
     pub faults: Faults,
     /// Crash injection (kill tests).
@@ -166,6 +170,7 @@ impl ServiceConfig {
             prefix: prefix.to_owned(),
             consumers: 2,
             prefetch: 8,
+            batch: None,
             faults: Faults::default(),
             crashes: Crashes::default(),
             crash_after_publish: 0.0,
@@ -673,7 +678,14 @@ fn consumer(
             on!(consumer, injector, ctx, on_order_failed)
         }
         Service::Catalog => {
-            let consumer = on!(consumer, injector, ctx, on_order_created);
+            let consumer = match config.batch {
+                Some(n) if ctx.shape == Shape::ProstDb => {
+                    // One batch in flight per consumer: batches lock shared products.
+                    let prefetch = config.prefetch.max(u16::try_from(n).unwrap_or(u16::MAX));
+                    batch_order_created(consumer.prefetch(prefetch), ctx, injector.clone(), n)
+                }
+                _ => on!(consumer, injector, ctx, on_order_created),
+            };
             let consumer = on!(consumer, injector, ctx, on_catalog_cancelled);
             on!(consumer, injector, ctx, on_catalog_confirmed)
         }
@@ -682,6 +694,43 @@ fn consumer(
             on!(consumer, injector, ctx, on_cart_cancelled)
         }
     }
+}
+
+/// The catalog's `OrderCreated` step in batch mode: the same body and action as
+/// [`reserve_stock`], many events per transaction. Its duplicates are counted from the
+/// consumer's stats when it stops.
+fn batch_order_created(
+    consumer: Consumer,
+    ctx: &Arc<Ctx>,
+    injector: Option<Arc<FaultInjector>>,
+    n: usize,
+) -> Consumer {
+    let ctx = Arc::clone(ctx);
+    let after_commit = ctx.crashes.after_commit;
+    let store = IdempotencyStore::new(&ctx.db);
+    consumer
+        .after_batch_commit_hook(move |size| {
+            for _ in 0..size {
+                crash(after_commit, "after commit, before ack");
+            }
+        })
+        .on_batch(
+            store,
+            "catalog.reserve_stock",
+            Batching::new(n, Duration::from_millis(5)),
+            move |mut tx, event: Arc<Event<OrderCreated>>| {
+                let (ctx, injector) = (Arc::clone(&ctx), injector.clone());
+                async move {
+                    if let Some(injector) = &injector {
+                        injector.duplicate_once(&*event).await?;
+                    }
+                    let mut emit = Emitter::outbox(ctx.outbox.clone());
+                    reserve_stock_body(&mut tx, &mut emit, &ctx.ex.products, &event).await?;
+                    crash(ctx.crashes.before_commit, "before commit");
+                    Ok::<(), DeliveryError>(())
+                }
+            },
+        )
 }
 
 /// Waits until the watch says stop.
@@ -767,6 +816,12 @@ pub async fn run(
             Ok(Ok(stats)) => {
                 let sum = &mut report.consumed;
                 sum.acked += stats.acked;
+                sum.duplicates += stats.duplicates;
+                // Only batch handlers report duplicates to the consumer (the others return
+                // `()` and count their own).
+                config
+                    .counters
+                    .add(&config.counters.duplicates, stats.duplicates);
                 sum.retried += stats.retried;
                 sum.dead_lettered += stats.dead_lettered;
                 sum.ignored += stats.ignored;

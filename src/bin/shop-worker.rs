@@ -10,9 +10,10 @@
 //! | `PROST_SHOP_CONSUME` | run the consumer (`0` = relay only) | `1` |
 //! | `PROST_SHOP_RELAY` | run the outbox relay | `0` |
 //! | `PROST_SHOP_RELAY_BATCH` | relay batch size | `100` |
-//! | `PROST_SHOP_PREFETCH` | consumer prefetch | `16` |
+//! | `PROST_SHOP_PREFETCH` | consumer prefetch (at least `PROST_SHOP_BATCH`) | `16` |
+//! | `PROST_SHOP_BATCH` | batch mode: up to this many `OrderCreated` per transaction (`Consumer::on_batch`, 5 ms wait); `idempotent` mode only | off |
 //! | `PROST_SHOP_CRASH_BEFORE_COMMIT` | abort probability inside the transaction | `0` |
-//! | `PROST_SHOP_CRASH_AFTER_COMMIT` | abort probability between commit and ack | `0` |
+//! | `PROST_SHOP_CRASH_AFTER_COMMIT` | abort probability between commit and ack (in batch mode, rolled per event of the committed batch) | `0` |
 //! | `PROST_SHOP_CRASH_AFTER_PUBLISH` | abort probability between relay publish and mark | `0` |
 //!
 //! SIGTERM or Ctrl-C stops it gracefully.
@@ -20,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost_db::amqp::{self, Topology};
+use prost_db::amqp::{self, Batching, Topology};
 use prost_db::outbox::{Outbox, Relay};
 use prost_db::schema::Schema;
 use prost_db::{Db, DbConfig};
@@ -58,6 +59,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefetch: u16 = var("PROST_SHOP_PREFETCH")
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
+    let batch: Option<usize> = match var("PROST_SHOP_BATCH") {
+        None => None,
+        Some(n) => Some(
+            n.parse()
+                .map_err(|e| format!("PROST_SHOP_BATCH {n:?} is not a batch size: {e}"))?,
+        ),
+    };
+    if batch.is_some() && mode != Mode::Idempotent {
+        return Err("PROST_SHOP_BATCH runs in PROST_SHOP_MODE=idempotent only".into());
+    }
 
     let handler_mode: prost_db::idempotency::HandlerMode =
         match std::env::var("PROST_DB_HANDLER_MODE") {
@@ -141,14 +152,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             publisher,
         };
         let spec = topology.queues()[0].clone();
-        let stats = catalog
-            .consumer(spec)
+        let consumer = match batch {
+            Some(n) => catalog.batch_consumer(spec, Batching::new(n, Duration::from_millis(5))),
+            None => catalog.consumer(spec),
+        };
+        let stats = consumer
             .prefetch(prefetch)
             .max_attempts(50)
             .run(&connection, stopped())
             .await?;
+        let batching = batch.map_or_else(String::new, |n| format!(", batches of {n}"));
         eprintln!(
-            "shop-worker: consumer stopped ({} handler mode): {stats:?}",
+            "shop-worker: consumer stopped ({} handler mode{batching}): {stats:?}",
             db.handler_mode()
         );
     } else {

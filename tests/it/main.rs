@@ -4,6 +4,7 @@
 //! tests run in parallel and reruns start clean.
 
 mod amqp;
+mod amqp_batch;
 mod catalog;
 mod idempotency;
 mod migrate;

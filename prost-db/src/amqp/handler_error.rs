@@ -126,6 +126,35 @@ where
     }
 }
 
+impl DeliveryError {
+    /// A batch handler's error: the body's own by its conversion (its cause says whether a
+    /// retry may help), the runtime's as the runtime says.
+    pub(crate) fn from_handler<E: Into<DeliveryError>>(
+        error: crate::idempotency::HandlerError<E>,
+    ) -> Self {
+        use crate::idempotency::HandlerError;
+        let runtime: HandlerError<std::convert::Infallible> = match error {
+            HandlerError::Failed(error) | HandlerError::Permanent { error, .. } => {
+                return error.into();
+            }
+            HandlerError::PayloadMismatch { event_id, action } => {
+                HandlerError::PayloadMismatch { event_id, action }
+            }
+            HandlerError::Codec {
+                event_id,
+                action,
+                source,
+            } => HandlerError::Codec {
+                event_id,
+                action,
+                source,
+            },
+            HandlerError::Database(error) => HandlerError::Database(error),
+        };
+        DeliveryError::from(runtime)
+    }
+}
+
 impl From<serde_json::Error> for DeliveryError {
     fn from(error: serde_json::Error) -> Self {
         DeliveryError::Permanent(error.into())

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub(crate) const DELIVERIES: &str = "prost_db_consumer_deliveries_total";
 pub(crate) const HANDLER_SECONDS: &str = "prost_db_consumer_handler_seconds";
+pub(crate) const BATCH_SIZE: &str = "prost_db_consumer_batch_size";
+pub(crate) const BATCH_ACKS: &str = "prost_db_consumer_batch_acks_total";
 pub(crate) const CONSUMER_RECONNECTS: &str = "prost_db_consumer_reconnects_total";
 pub(crate) const PUBLISH_RETURNED: &str = "prost_db_publish_returned_total";
 pub(crate) const OUTBOX_PUBLISHED: &str = "prost_db_outbox_published_total";
@@ -85,6 +87,20 @@ pub(crate) fn handler_latency(queue: &str, event_type: &str, elapsed: Duration) 
         "event_type" => event_type.to_owned()
     )
     .record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn batch_size(queue: &str, event_type: &str, size: usize) {
+    metrics::histogram!(
+        BATCH_SIZE,
+        "queue" => queue.to_owned(),
+        "event_type" => event_type.to_owned()
+    )
+    .record(size as f64);
+}
+
+pub(crate) fn batch_ack(queue: &str, multiple: bool) {
+    let multiple = if multiple { "true" } else { "false" };
+    metrics::counter!(BATCH_ACKS, "queue" => queue.to_owned(), "multiple" => multiple).increment(1);
 }
 
 pub(crate) fn consumer_reconnect(queue: &str) {

@@ -18,7 +18,8 @@
 //! every time ends in the dead-letter queue. Every publish is mandatory: a message no queue
 //! receives is an error ([`Error::PublishReturned`](crate::Error::PublishReturned)), never a
 //! confirmed delivery. [`OrderedQueues`] keeps each aggregate's events in order across
-//! consumers.
+//! consumers. [`Consumer::on_batch`] runs the deliveries of one event type in batches, one
+//! transaction and one commit per batch, settled after it.
 //!
 //! ## Metrics
 //!
@@ -29,7 +30,9 @@
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `prost_db_consumer_deliveries_total` | counter | `queue`, `outcome`, `reason` | settled deliveries; `outcome` is `processed`, `duplicate`, `retried`, `dead_lettered`, `ignored` or `unsettled`; `dead_lettered` carries `reason`: `poison`, `permanent`, `attempts_exhausted`, `retry_unroutable`, `no_handler` |
-//! | `prost_db_consumer_handler_seconds` | histogram | `queue`, `event_type` | handler run time |
+//! | `prost_db_consumer_handler_seconds` | histogram | `queue`, `event_type` | handler run time (in batch mode, one sample per delivery: its batch's run time) |
+//! | `prost_db_consumer_batch_size` | histogram | `queue`, `event_type` | deliveries per batch of a [`Consumer::on_batch`] handler |
+//! | `prost_db_consumer_batch_acks_total` | counter | `queue`, `multiple` | `basic.ack`s sent for batches' successes: `multiple` is `true` for one that settled many, `false` for one delivery's |
 //! | `prost_db_consumer_reconnects_total` | counter | `queue` | reconnections of [`Consumer::run_reconnecting`] |
 //! | `prost_db_publish_returned_total` | counter | `exchange`, `routing_key` | publishes the broker returned because no queue was bound |
 //! | `prost_db_outbox_published_total` | counter | `schema` | outbox events published and marked |
@@ -69,8 +72,8 @@ mod queue_spec;
 mod topology;
 
 pub use consumer::{
-    ATTEMPT_HEADER, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered, Handled,
-    LAST_ERROR_HEADER,
+    ATTEMPT_HEADER, Batching, Consumer, ConsumerStats, DEAD_LETTER_REASON_HEADER, Delivered,
+    Handled, LAST_ERROR_HEADER,
 };
 pub use handler_error::DeliveryError;
 pub use lapin;

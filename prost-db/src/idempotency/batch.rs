@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use sqlx::types::Json;
 
 use super::chained::Held;
-use super::key::IdempotencyKey;
+use super::key::{EventId, IdempotencyKey};
 use super::record::{Entry, StoredRecord, sql};
 use super::runtime::{ErrorPolicy, Job, ResultCodec, execute};
 use super::store::TxLease;
@@ -84,7 +84,7 @@ impl IdempotencyStore {
         &self,
         action: &str,
         items: &'a [(K, P)],
-        mut body: F,
+        body: F,
     ) -> Vec<Result<Outcome<T>, HandlerError<E>>>
     where
         K: IdempotencyKey,
@@ -93,12 +93,76 @@ impl IdempotencyStore {
         F: FnMut(TxLease, &'a (K, P)) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let keys: Vec<String> = items.iter().map(|(k, _)| k.to_key().to_string()).collect();
+        let keys = items.iter().map(|(k, _)| k.to_key().to_string()).collect();
+        let fingerprints = items.iter().map(|(_, p)| Fingerprint::of(p)).collect();
+        self.run_keyed(action, items, keys, fingerprints, body)
+            .await
+    }
+
+    /// Runs `body` once per event of `events` (events of one action), in one transaction,
+    /// as [`run_batch`](Self::run_batch) does, keyed and fingerprinted as an
+    /// [`#[idempotent_handler]`](crate::idempotent_handler) keys the same event: by its
+    /// [`EventId::event_id`], with its [`EventId::fingerprint`]. So an event handled in a
+    /// batch is a duplicate to the same action run one at a time, and the other way round.
+    /// The RabbitMQ consumer's batch mode runs its batches through this.
+    ///
+    /// ```no_run
+    /// use prost_db::events::Event;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderShipped { order_id: i64 }
+    /// # async fn f(store: &prost_db::idempotency::IdempotencyStore, events: Vec<Event<OrderShipped>>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let outcomes = store
+    ///     .run_batch_events("ship", &events, |mut tx, event| async move {
+    ///         let tx: &mut prost_db::idempotency::Tx = &mut tx;
+    ///         sqlx::query("UPDATE orders SET shipped = true WHERE id = $1")
+    ///             .bind(event.payload.order_id)
+    ///             .execute(&mut **tx)
+    ///             .await
+    ///             .map(|done| done.rows_affected())
+    ///     })
+    ///     .await;
+    /// assert_eq!(outcomes.len(), events.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_batch_events<'a, V, T, E, F, Fut>(
+        &self,
+        action: &str,
+        events: &'a [V],
+        body: F,
+    ) -> Vec<Result<Outcome<T>, HandlerError<E>>>
+    where
+        V: EventId,
+        T: Serialize + DeserializeOwned,
+        F: FnMut(TxLease, &'a V) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let keys = events
+            .iter()
+            .map(|event| event.event_id().to_key().into_owned())
+            .collect();
+        let fingerprints = events.iter().map(EventId::fingerprint).collect();
+        self.run_keyed(action, events, keys, fingerprints, body)
+            .await
+    }
+
+    /// The batch of `items`, the key and fingerprint of each given.
+    async fn run_keyed<'a, I, T, E, F, Fut>(
+        &self,
+        action: &str,
+        items: &'a [I],
+        keys: Vec<String>,
+        fingerprints: Vec<std::result::Result<Fingerprint, serde_json::Error>>,
+        mut body: F,
+    ) -> Vec<Result<Outcome<T>, HandlerError<E>>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(TxLease, &'a I) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let mut results: Vec<Option<Result<Outcome<T>, HandlerError<E>>>> =
             (0..items.len()).map(|_| None).collect();
         let mut ready = Vec::new();
-        for (i, (_, payload)) in items.iter().enumerate() {
-            match Fingerprint::of(payload) {
+        for (i, fingerprint) in fingerprints.into_iter().enumerate() {
+            match fingerprint {
                 Ok(fingerprint) => ready.push((i, fingerprint)),
                 Err(source) => {
                     results[i] = Some(Err(HandlerError::Codec {
@@ -115,6 +179,13 @@ impl IdempotencyStore {
             action,
             keys: &keys,
         };
+        if let [(i, fingerprint)] = ready[..] {
+            // A batch of one is a transaction of its own, as `run` runs it.
+            let job = batch.job(i, Some(fingerprint));
+            let item = &items[i];
+            results[i] = Some(execute(job, |lease| body(lease, item)).await);
+            return results.into_iter().flatten().collect();
+        }
         let outcome = batch.attempt(&ready, items, &mut body).await;
         match outcome {
             Ok(done) => {
@@ -189,15 +260,15 @@ impl<'s> Batch<'s> {
     }
 
     /// The batch in one transaction; `Err` if it rolled back.
-    async fn attempt<'a, K, P, T, E, F, Fut>(
+    async fn attempt<'a, I, T, E, F, Fut>(
         &self,
         ready: &[(usize, Fingerprint)],
-        items: &'a [(K, P)],
+        items: &'a [I],
         body: &mut F,
     ) -> std::result::Result<Done<T, E>, Abandoned>
     where
         T: Serialize + DeserializeOwned,
-        F: FnMut(TxLease, &'a (K, P)) -> Fut,
+        F: FnMut(TxLease, &'a I) -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
     {
         let db = self.store.db();

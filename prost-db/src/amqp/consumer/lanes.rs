@@ -8,7 +8,7 @@ use lapin::message::Delivery;
 use tokio::task::{Id, JoinSet};
 
 use super::delivery::aggregate_key;
-use super::settle::{Context, Done};
+use super::settle::{Context, Finished};
 
 pub(super) struct Lanes {
     enabled: bool,
@@ -32,7 +32,7 @@ impl Lanes {
     pub(super) fn dispatch(
         &mut self,
         delivery: Delivery,
-        in_flight: &mut JoinSet<Done>,
+        in_flight: &mut JoinSet<Finished>,
         ctx: &Arc<Context>,
     ) {
         let key = if self.enabled {
@@ -59,7 +59,7 @@ impl Lanes {
     pub(super) fn finished(
         &mut self,
         id: Id,
-        in_flight: &mut JoinSet<Done>,
+        in_flight: &mut JoinSet<Finished>,
         ctx: &Arc<Context>,
         start_next: bool,
     ) {

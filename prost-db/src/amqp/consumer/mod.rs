@@ -1,5 +1,6 @@
 //! The consumer's builder and handler registry: routes deliveries by event type to
-//! handlers; the session loop, settlement and delivery decoding live in the submodules.
+//! handlers, one at a time or in batches; the session loop, settlement, batch mode and
+//! delivery decoding live in the submodules.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,11 +13,14 @@ use super::handler_error::DeliveryError;
 use crate::error::Result;
 use crate::events::{Event, EventPayload};
 
+mod batch;
 mod delivery;
 mod lanes;
 mod session;
 mod settle;
+mod settle_batch;
 
+pub use batch::Batching;
 pub use delivery::{ATTEMPT_HEADER, Delivered};
 pub use settle::{DEAD_LETTER_REASON_HEADER, LAST_ERROR_HEADER};
 
@@ -79,7 +83,8 @@ pub struct ConsumerStats {
 /// A consumer of one queue family: routes deliveries by `event_type` to handlers and acks
 /// only after the handler returned `Ok`.
 ///
-/// Up to `prefetch` deliveries run concurrently. Shutdown stops taking new deliveries,
+/// Up to `prefetch` deliveries run concurrently, one at a time per handler run or, for the
+/// event types registered with [`on_batch`](Self::on_batch), in batches. Shutdown stops taking new deliveries,
 /// lets the running handlers finish and settle, and closes the channel, so the broker
 /// requeues what was prefetched but not started.
 ///
@@ -103,6 +108,8 @@ pub struct ConsumerStats {
 pub struct Consumer {
     spec: QueueSpec,
     handlers: HashMap<String, Handler>,
+    batches: HashMap<String, Arc<batch::BatchHandler>>,
+    batch_faults: batch::BatchFaults,
     prefetch: u16,
     max_attempts: u32,
     dead_letter_unknown: bool,
@@ -116,6 +123,10 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("queue", &self.spec.queue())
             .field("event_types", &self.handlers.keys().collect::<Vec<_>>())
+            .field(
+                "batched_event_types",
+                &self.batches.keys().collect::<Vec<_>>(),
+            )
             .field("prefetch", &self.prefetch)
             .field("max_attempts", &self.max_attempts)
             .field("serialize_by_aggregate", &self.serialize_by_aggregate)
@@ -137,6 +148,8 @@ impl Consumer {
         Consumer {
             spec,
             handlers: HashMap::new(),
+            batches: HashMap::new(),
+            batch_faults: batch::BatchFaults::default(),
             prefetch: 16,
             max_attempts: 10,
             dead_letter_unknown: false,
@@ -236,6 +249,7 @@ impl Consumer {
         Fut: Future<Output = Result<R, DeliveryError>> + Send + 'static,
         R: Handled,
     {
+        self.batches.remove(event_type);
         self.handlers.insert(
             event_type.to_owned(),
             Arc::new(move |delivered| {

@@ -12,8 +12,11 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
 
+use tokio::time::Instant;
+
+use super::batch::{Forming, Routed, Unsettled};
 use super::lanes::Lanes;
-use super::settle::{Context, Done, Settled};
+use super::settle::{Context, Finished, Settled};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::Publisher;
 use crate::error::Result;
@@ -45,6 +48,7 @@ impl Consumer {
         connection: &Connection,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ConsumerStats> {
+        self.check_batches()?;
         let consumer = Arc::new(self);
         tokio::pin!(shutdown);
         let mut stats = ConsumerStats::default();
@@ -97,6 +101,7 @@ impl Consumer {
         url: &str,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ConsumerStats> {
+        self.check_batches()?;
         let consumer = Arc::new(self);
         tokio::pin!(shutdown);
         let mut stats = ConsumerStats::default();
@@ -181,19 +186,24 @@ impl Consumer {
             queue: self.spec.queue(),
             consumer: Arc::clone(self),
             stopping,
+            unsettled: Unsettled::default(),
         });
-        let mut in_flight: JoinSet<Done> = JoinSet::new();
+        let mut in_flight: JoinSet<Finished> = JoinSet::new();
         let mut lanes = Lanes::new(self.serialize_by_aggregate);
+        let mut forming = Forming::default();
         let ended = loop {
+            let due = forming.next_deadline();
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => break Ended::Shutdown,
                 Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                    let (id, done) = match done {
-                        Ok((id, done)) => (id, done),
-                        Err(error) => (error.id(), Settled::Unsettled.into()),
+                    let (id, finished) = match done {
+                        Ok((id, finished)) => (id, finished),
+                        Err(error) => (error.id(), vec![Settled::Unsettled.into()]),
                     };
-                    stats.record(&queue, done);
+                    for done in finished {
+                        stats.record(&queue, done);
+                    }
                     lanes.finished(id, &mut in_flight, &ctx, true);
                     if publisher.is_abandoned() || !publisher.channel().status().connected() {
                         let state = lapin::ChannelState::Closed;
@@ -201,8 +211,22 @@ impl Consumer {
                         break Ended::ChannelClosed(lapin::Error::from(gone).into());
                     }
                 }
+                () = sleep_until_due(due), if due.is_some() => {
+                    for batch in forming.due(Instant::now()) {
+                        in_flight.spawn(Arc::clone(&ctx).process_batch(batch));
+                    }
+                }
                 next = deliveries.next() => match next {
-                    Some(Ok(delivery)) => lanes.dispatch(delivery, &mut in_flight, &ctx),
+                    Some(Ok(delivery)) => {
+                        ctx.unsettled.received(delivery.delivery_tag);
+                        match forming.route(delivery, self) {
+                            Routed::Alone(delivery) => lanes.dispatch(delivery, &mut in_flight, &ctx),
+                            Routed::Held => {}
+                            Routed::Full(batch) => {
+                                in_flight.spawn(Arc::clone(&ctx).process_batch(batch));
+                            }
+                        }
+                    }
                     Some(Err(e)) if connection.status().connected() => {
                         break Ended::ChannelClosed(e.into());
                     }
@@ -229,9 +253,10 @@ impl Consumer {
         }
         let _ = stop.send(true);
         settle_in_flight(&mut in_flight, stats, &queue, connection, &channel).await;
-        // Deliveries still waiting in a lane were never started: closing the channel gives
-        // them back to the broker.
+        // Deliveries still waiting in a lane or a forming batch were never started: closing
+        // the channel gives them back to the broker.
         drop(lanes);
+        drop(forming);
         let _ = channel.close(200, "consumer stopped".into()).await;
         if !publisher.is_abandoned() {
             let _ = publisher
@@ -267,7 +292,7 @@ enum Ended {
 /// which rolls back what they had not committed. The grace is also a bound: an ack issued
 /// just as the connection died may never complete.
 async fn settle_in_flight(
-    in_flight: &mut JoinSet<Done>,
+    in_flight: &mut JoinSet<Finished>,
     stats: &mut ConsumerStats,
     queue: &str,
     connection: &Connection,
@@ -275,7 +300,7 @@ async fn settle_in_flight(
 ) {
     loop {
         match tokio::time::timeout(Duration::from_millis(100), in_flight.join_next()).await {
-            Ok(Some(done)) => stats.record(queue, done.unwrap_or(Settled::Unsettled.into())),
+            Ok(Some(done)) => record(stats, queue, done),
             Ok(None) => return,
             Err(_) if connection.status().connected() && channel.status().connected() => {}
             Err(_) => break,
@@ -283,12 +308,31 @@ async fn settle_in_flight(
     }
     let drained = tokio::time::timeout(LOST_CONNECTION_GRACE, async {
         while let Some(done) = in_flight.join_next().await {
-            stats.record(queue, done.unwrap_or(Settled::Unsettled.into()));
+            record(stats, queue, done);
         }
     })
     .await;
     if drained.is_err() {
         stats.unsettled += in_flight.len() as u64;
         in_flight.shutdown().await;
+    }
+}
+
+/// Counts what a task settled; a task that panicked settled nothing it can tell.
+fn record(
+    stats: &mut ConsumerStats,
+    queue: &str,
+    finished: std::result::Result<Finished, tokio::task::JoinError>,
+) {
+    for done in finished.unwrap_or_else(|_| vec![Settled::Unsettled.into()]) {
+        stats.record(queue, done);
+    }
+}
+
+/// Sleeps until the next forming batch is due (never, without one).
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }

@@ -9,6 +9,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::AMQPValue;
 use tracing::Instrument;
 
+use super::batch::Unsettled;
 use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::DeliveryError;
@@ -39,6 +40,8 @@ pub(super) struct Context {
     pub(super) consumer: Arc<Consumer>,
     /// Turns `true` when the session stops: retries in place give their delivery back.
     pub(super) stopping: tokio::sync::watch::Receiver<bool>,
+    /// The consumer channel's delivery tags not settled yet.
+    pub(super) unsettled: Unsettled,
 }
 
 pub(super) use crate::amqp::metrics::Outcome as Settled;
@@ -49,6 +52,9 @@ pub(super) struct Done {
     pub(super) settled: Settled,
     pub(super) retried_in_place: u32,
 }
+
+/// How the deliveries of one task ended: one, or a batch's.
+pub(super) type Finished = Vec<Done>;
 
 impl From<Settled> for Done {
     fn from(settled: Settled) -> Self {
@@ -88,7 +94,15 @@ impl ConsumerStats {
 }
 
 impl Context {
-    pub(super) async fn process(self: Arc<Self>, delivery: Delivery) -> Done {
+    /// Runs and settles one delivery; its tag then leaves the unsettled set.
+    pub(super) async fn process(self: Arc<Self>, delivery: Delivery) -> Finished {
+        let tag = delivery.delivery_tag;
+        let done = self.process_one(delivery).await;
+        self.unsettled.settled([tag]);
+        vec![done]
+    }
+
+    async fn process_one(&self, delivery: Delivery) -> Done {
         let attempt = attempt_of(&delivery);
         let envelope = match decode_envelope(&delivery.data) {
             Ok(envelope) => envelope,
@@ -203,7 +217,7 @@ impl Context {
         }
     }
 
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         delivery: Delivery,
         result: Result<bool, DeliveryError>,
