@@ -136,10 +136,6 @@ const RAW_BUILDERS_ALLOWED: &[(&str, &str)] = &[
     ),
     // Owned by other branches while this one is open; switched to `Db::query` at merge.
     (
-        "idempotency/batch.rs",
-        "batch mode, owned by another branch",
-    ),
-    (
         "idempotency/partitions.rs",
         "partitions, owned by another branch",
     ),

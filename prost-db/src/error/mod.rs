@@ -10,6 +10,7 @@ mod transient;
 
 pub(crate) use driver::{Origin, Server};
 pub(crate) use timeout::pg_timeout_millis;
+#[cfg(feature = "amqp")]
 pub(crate) use transient::sqlx_error_is_transient;
 
 /// Everything that can go wrong in prost-db.

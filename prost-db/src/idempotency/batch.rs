@@ -288,7 +288,8 @@ impl<'s> Batch<'s> {
             }
         }
 
-        let claimed: Vec<String> = sqlx::query_scalar(sql(CLAIM_ALL, db))
+        let claimed: Vec<String> = db
+            .query_scalar(sql(CLAIM_ALL, db))
             .bind(&claim_keys)
             .bind(service)
             .bind(action)
@@ -304,7 +305,8 @@ impl<'s> Batch<'s> {
             .collect();
         let mut records: HashMap<String, StoredRecord> = HashMap::new();
         if !taken.is_empty() {
-            let rows: Vec<Row> = sqlx::query_as(sql(SELECT_ALL, db))
+            let rows: Vec<Row> = db
+                .query_as(sql(SELECT_ALL, db))
                 .bind(&taken)
                 .bind(service)
                 .bind(action)
@@ -389,7 +391,7 @@ impl<'s> Batch<'s> {
         }
         let mut held = tx_slot.expect("the batch's transaction is back");
         if !complete_keys.is_empty() {
-            sqlx::query(sql(COMPLETE_ALL, db))
+            db.query(sql(COMPLETE_ALL, db))
                 .bind(&complete_keys)
                 .bind(service)
                 .bind(action)
