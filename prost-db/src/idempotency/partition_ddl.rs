@@ -3,7 +3,9 @@
 use chrono::NaiveDate;
 use sqlx::AssertSqlSafe;
 
-use super::partitions::{OTHER_PARTITION, bound, day_start, partition, qualified, run, sql};
+use super::partitions::{
+    OTHER_PARTITION, PARTITION_PREFIX, bound, day_start, days_of, partition, qualified, run, sql,
+};
 use crate::error::{Error, Result};
 use crate::pool::Db;
 
@@ -80,6 +82,50 @@ pub(super) async fn create_day(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> R
         .await
         .map_err(map)?;
     Ok(moved)
+}
+
+/// Detaches `day`'s partition: catalog rows only, under a brief ACCESS EXCLUSIVE lock on the
+/// parent (and on the default partition, whose implicit range takes the day back).
+pub(super) async fn detach_day(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> Result<()> {
+    let schema = db.schema_ident();
+    let detach = format!(
+        "ALTER TABLE {schema}.idempotency_records DETACH PARTITION {schema}.{}",
+        partition(day)?
+    );
+    sqlx::raw_sql(AssertSqlSafe(detach))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(())
+}
+
+/// The days whose tables [`detach_day`] detached and no [`drop_detached`] dropped yet.
+pub(super) async fn detached_days(tx: &mut super::Tx, db: &Db) -> Result<Vec<NaiveDate>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition \
+           AND starts_with(c.relname::text, $2)",
+    )
+    .bind(db.schema())
+    .bind(PARTITION_PREFIX)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(|e| db.map_err(e))?;
+    Ok(days_of(&names))
+}
+
+/// Drops a detached day's table. Its files go at commit, under a lock on that table only.
+pub(super) async fn drop_detached(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> Result<()> {
+    let drop = format!(
+        "DROP TABLE IF EXISTS {}.{}",
+        db.schema_ident(),
+        partition(day)?
+    );
+    sqlx::raw_sql(AssertSqlSafe(drop))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(())
 }
 
 pub(super) async fn create_empty(tx: &mut super::Tx, db: &Db) -> Result<()> {
