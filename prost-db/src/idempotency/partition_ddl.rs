@@ -3,9 +3,7 @@
 use chrono::NaiveDate;
 use sqlx::AssertSqlSafe;
 
-use super::partitions::{
-    OTHER_PARTITION, PARTITION_PREFIX, bound, day_start, days_of, partition, qualified, run, sql,
-};
+use super::partitions::{OTHER_PARTITION, bound, day_start, partition, qualified, run, sql};
 use crate::error::{Error, Result};
 use crate::pool::Db;
 
@@ -99,28 +97,17 @@ pub(super) async fn detach_day(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> R
     Ok(())
 }
 
-/// The days whose tables [`detach_day`] detached and no [`drop_detached`] dropped yet.
-pub(super) async fn detached_days(tx: &mut super::Tx, db: &Db) -> Result<Vec<NaiveDate>> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition \
-           AND starts_with(c.relname::text, $2)",
-    )
-    .bind(db.schema())
-    .bind(PARTITION_PREFIX)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(|e| db.map_err(e))?;
-    Ok(days_of(&names))
-}
-
-/// Drops a detached day's table. Its files go at commit, under a lock on that table only.
-pub(super) async fn drop_detached(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> Result<()> {
-    let drop = format!(
-        "DROP TABLE IF EXISTS {}.{}",
-        db.schema_ident(),
-        partition(day)?
-    );
+/// Drops the tables of detached `days` in one query. Their files go at commit, under locks
+/// on those tables only.
+pub(super) async fn drop_detached(tx: &mut super::Tx, db: &Db, days: &[NaiveDate]) -> Result<()> {
+    let mut drop = String::new();
+    for &day in days {
+        drop += &format!(
+            "DROP TABLE IF EXISTS {}.{};",
+            db.schema_ident(),
+            partition(day)?
+        );
+    }
     sqlx::raw_sql(AssertSqlSafe(drop))
         .execute(&mut **tx)
         .await

@@ -42,9 +42,7 @@ use crate::error::{Error, Result};
 use crate::ident::{Identifier, IdentifierKind, render};
 use crate::pool::Db;
 
-use super::partition_ddl::{
-    convert_holding, create_day, create_empty, detach_day, detached_days, drop_detached,
-};
+use super::partition_ddl::{convert_holding, create_day, create_empty, detach_day, drop_detached};
 
 /// The default partition: every key outside the day partitions.
 ///
@@ -59,7 +57,7 @@ pub(crate) const EXPIRED_CONSTRAINT: &str = "idempotency_records_expired";
 /// A UUIDv7 in its lower-case hyphenated form, the keys the day partitions hold.
 const V7_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$";
 
-pub(super) const PARTITION_PREFIX: &str = "idempotency_records_p";
+const PARTITION_PREFIX: &str = "idempotency_records_p";
 
 /// What to do with a delivery whose key's day was dropped: its record is gone.
 ///
@@ -338,23 +336,25 @@ impl PartitionedRecords {
         // (tens of milliseconds per 100 MB) under a lock that no handler takes. A day left
         // detached by an interrupted run is dropped by the next.
         let mut tx = self.begin(db).await?;
-        for &day in self.partitioned_days(&mut tx, db).await?.iter() {
-            if day < window_day {
-                detach_day(&mut tx, db, day).await?;
-            }
-        }
-        tx.commit().await.map_err(|e| db.map_err(e))?;
-        let mut tx = self.begin(db).await?;
-        let mut dropped = detached_days(&mut tx, db).await?;
+        let (attached, mut dropped) = self.day_tables(&mut tx, db).await?;
         dropped.retain(|&day| day < window_day);
-        for &day in &dropped {
-            drop_detached(&mut tx, db, day).await?;
+        for &day in attached.iter().filter(|&&day| day < window_day) {
+            detach_day(&mut tx, db, day).await?;
+            dropped.push(day);
         }
         tx.commit().await.map_err(|e| db.map_err(e))?;
+        dropped.sort_unstable();
+        if !dropped.is_empty() {
+            // No advisory lock: these tables are out of the parent, and a replica racing on
+            // one finds it gone (`IF EXISTS`).
+            let mut tx = crate::pool::begin(db, Some(self.lock_timeout)).await?;
+            drop_detached(&mut tx, db, &dropped).await?;
+            tx.commit().await.map_err(|e| db.map_err(e))?;
+        }
 
         // Then the days ahead: parent before default partition, the order handlers lock.
         let mut tx = self.begin(db).await?;
-        let days = self.partitioned_days(&mut tx, db).await?;
+        let (days, _) = self.day_tables(&mut tx, db).await?;
         let start = match (days.iter().max(), first_day) {
             (Some(&last), _) => last + chrono::Days::new(1),
             (None, Some(first)) => first,
@@ -414,23 +414,36 @@ impl PartitionedRecords {
         Ok(tx)
     }
 
-    /// The days of the existing day partitions, after checking the table is partitioned.
-    async fn partitioned_days(&self, tx: &mut super::Tx, db: &Db) -> Result<Vec<NaiveDate>> {
-        if relkind(tx, db).await?.as_deref() != Some("p") {
-            return Err(Error::Config(format!(
-                "{}.idempotency_records is not partitioned; call PartitionedRecords::install first",
-                db.schema()
-            )));
-        }
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = to_regclass($1)",
+    /// The days of the day partitions, and of the day tables detached and not yet dropped,
+    /// in one query, after checking that the table is partitioned.
+    async fn day_tables(
+        &self,
+        tx: &mut super::Tx,
+        db: &Db,
+    ) -> Result<(Vec<NaiveDate>, Vec<NaiveDate>)> {
+        let found: Option<(String, Vec<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT c.relkind::text, \
+                 ARRAY(SELECT p.relname::text FROM pg_inherits i \
+                       JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid), \
+                 ARRAY(SELECT d.relname::text FROM pg_class d \
+                       WHERE d.relnamespace = c.relnamespace AND d.relkind = 'r' \
+                         AND NOT d.relispartition AND starts_with(d.relname::text, $2)) \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
         )
         .bind(qualified(db))
-        .fetch_all(&mut **tx)
+        .bind(PARTITION_PREFIX)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(|e| db.map_err(e))?;
-        Ok(days_of(&names))
+        match found {
+            Some((kind, attached, detached)) if kind == "p" => {
+                Ok((days_of(&attached), days_of(&detached)))
+            }
+            _ => Err(Error::Config(format!(
+                "{}.idempotency_records is not partitioned; call PartitionedRecords::install first",
+                db.schema()
+            ))),
+        }
     }
 
     /// The expired-key constraint on the default partition, replaced only when it changes
@@ -524,7 +537,7 @@ pub(super) fn partition(day: NaiveDate) -> Result<Identifier> {
 }
 
 /// The days of the day tables among `names`, in order.
-pub(super) fn days_of(names: &[String]) -> Vec<NaiveDate> {
+fn days_of(names: &[String]) -> Vec<NaiveDate> {
     let mut days: Vec<NaiveDate> = names
         .iter()
         .filter_map(|name| name.strip_prefix(PARTITION_PREFIX))
