@@ -1,16 +1,20 @@
-//! The idempotent handler against the same body in a bare transaction, side by side, and
-//! the payload fingerprint's canonical form against hashing the serializer's output.
+//! The idempotent handler against the same body in a bare transaction, side by side, each
+//! mode next to its protocol reference, and the payload fingerprint's canonical form against
+//! hashing the serializer's output.
 //!
-//! `cargo bench --bench idempotency` (needs PostgreSQL; see `prost_db::testing`).
-//! Environment: `BENCH_EVENTS` per mode and round (default 2000), `BENCH_ROUNDS` (default 8),
-//! `BENCH_WORKERS` (default 16). The modes alternate in short rounds, so that load from other
-//! processes on the machine hits all of them alike. The table runs twice: on loopback, and
-//! through a TCP proxy in the bench that holds each chunk 0.25 ms per direction (a 0.5 ms
-//! round trip, as across a network). `BENCH_PROXY_SERVE=<port>` runs only that proxy, for
-//! `benches/idempotency_protocol.sh` (`PGPORT=<port>`).
+//! `cargo bench --bench idempotency` (needs PostgreSQL, and pgbench for the reference; see
+//! `prost_db::testing`). Environment: `BENCH_EVENTS` per mode and round (default 2048),
+//! `BENCH_ROUNDS` (default 3), `BENCH_WORKERS` (default 16), `BENCH_PROTOCOL_SECONDS` (seconds
+//! measured per pgbench shape and round, default 3; 0 skips the reference). The modes
+//! alternate in short rounds, so that load from other processes on the machine hits all of
+//! them alike; after each round of the library, `benches/idempotency_protocol.sh` runs one
+//! round of the same shapes through the same port, and the table prints each mode's ratio
+//! to the bare transaction next to its shape's ratio in pgbench. The table runs twice: on
+//! loopback, and through a TCP proxy in the bench that holds each chunk 0.25 ms per
+//! direction (a 0.5 ms round trip, as across a network). `BENCH_PROXY_SERVE=<port>` runs
+//! only that proxy, for the script alone (`PGPORT=<port>`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
@@ -20,6 +24,10 @@ use prost_db::testing::TestDb;
 use prost_db::{Db, idempotent_handler};
 use serde::Serialize;
 use uuid::Uuid;
+
+#[path = "support.rs"]
+mod support;
+use support::{env, load_average, run_workers};
 
 const PRODUCTS: i64 = 1_000;
 
@@ -147,6 +155,77 @@ impl Mode {
     }
 }
 
+impl Mode {
+    /// The shape of `benches/idempotency_protocol.sh` that sends this mode's statements
+    /// without the library; the hand-written row has none.
+    fn shape(self) -> Option<String> {
+        let kind = |data: bool, duplicate: bool| match (data, duplicate) {
+            (true, _) => "_data",
+            (_, true) => "_dup",
+            _ => "",
+        };
+        match self {
+            Mode::Bare => Some("bare".into()),
+            Mode::HandWritten => None,
+            Mode::Handler {
+                chained,
+                data,
+                duplicate,
+            } => Some(format!(
+                "{}{}",
+                if chained { "chained" } else { "claim_first" },
+                kind(data, duplicate)
+            )),
+            Mode::Batch {
+                size,
+                data,
+                duplicate,
+            } => Some(format!("batch{size}{}", kind(data, duplicate))),
+        }
+    }
+}
+
+/// The protocol reference: one round of `benches/idempotency_protocol.sh` for `shapes`,
+/// `seconds` measured each, against the server at `host:port`; events/s by shape.
+async fn protocol(
+    shapes: &[String],
+    seconds: usize,
+    host: &str,
+    port: u16,
+    user: &str,
+) -> Result<HashMap<String, f64>, String> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/idempotency_protocol.sh"
+    );
+    let output = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(seconds.to_string())
+        .arg("1")
+        .env("PGHOST", host)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", user)
+        .env("SHAPES", shapes.join(" "))
+        .output()
+        .await
+        .map_err(|e| format!("bash {script}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let name = fields.next()?;
+            let rate = fields.next()?.parse::<f64>().ok().filter(|&r| r > 0.0)?;
+            Some((name.to_owned(), rate))
+        })
+        .collect())
+}
+
 /// The two pools: transaction mode and chained mode, on one database.
 struct Pools {
     tx: Db,
@@ -159,100 +238,78 @@ async fn run(
     workers: usize,
     mode: Mode,
 ) -> Duration {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (db, chained, events, next) = (
-                pools.tx.clone(),
-                pools.chained.clone(),
-                events.clone(),
-                next.clone(),
-            );
-            tokio::spawn(async move {
-                let store = IdempotencyStore::new(&db);
-                loop {
-                    let take = match mode {
-                        Mode::Batch { size, .. } => size,
-                        _ => 1,
-                    };
-                    let i = next.fetch_add(take, Ordering::Relaxed);
-                    if i >= events.len() {
-                        break;
-                    }
-                    let event = &events[i];
-                    match mode {
-                        Mode::Bare => bare(&db, event).await,
-                        Mode::HandWritten => hand_written(&db, event).await,
-                        Mode::Handler {
-                            chained: on_chain,
-                            data,
-                            duplicate,
-                        } => {
-                            let db = if on_chain { &chained } else { &db };
-                            let was_duplicate = if data {
-                                reserve_stock_data(db, event)
-                                    .await
-                                    .expect("handler")
-                                    .is_duplicate()
-                            } else {
-                                reserve_stock(db, event)
-                                    .await
-                                    .expect("handler")
-                                    .is_duplicate()
-                            };
-                            assert_eq!(was_duplicate, duplicate);
-                        }
-                        Mode::Batch {
-                            size,
-                            data,
-                            duplicate,
-                        } => {
-                            let mut items: Vec<(Uuid, i64)> = events
-                                [i..(i + size).min(events.len())]
-                                .iter()
-                                .map(|e| (e.event_id, e.product_id))
-                                .collect();
-                            // One lock order for the product rows of concurrent batches.
-                            items.sort_by_key(|&(_, product)| product);
-                            let duplicates = if data {
-                                store
-                                    .run_batch(
-                                        "batch_data",
-                                        &items,
-                                        |mut tx, &(_, product)| async move {
-                                            reserve_returning(&mut tx, product).await
-                                        },
-                                    )
-                                    .await
-                                    .into_iter()
-                                    .map(|r| r.expect("batch").is_duplicate())
-                                    .collect::<Vec<_>>()
-                            } else {
-                                store
-                                    .run_batch(
-                                        "batch_unit",
-                                        &items,
-                                        |mut tx, &(_, product)| async move {
-                                            reserve(&mut tx, product).await
-                                        },
-                                    )
-                                    .await
-                                    .into_iter()
-                                    .map(|r| r.expect("batch").is_duplicate())
-                                    .collect::<Vec<_>>()
-                            };
-                            assert!(duplicates.iter().all(|&d| d == duplicate));
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("worker");
+    let step = match mode {
+        Mode::Batch { size, .. } => size,
+        _ => 1,
+    };
+    let (db, chained, count) = (pools.tx.clone(), pools.chained.clone(), events.len());
+    run_workers(workers, count, step, move |i| {
+        let (db, chained, events) = (db.clone(), chained.clone(), events.clone());
+        async move { once(&db, &chained, &events, i, mode).await }
+    })
+    .await
+}
+
+/// One event of `mode` (a batch: the events from `i` on), on the transaction-mode `db` or
+/// the `chained` one.
+async fn once(db: &Db, chained: &Db, events: &[StockReserved], i: usize, mode: Mode) {
+    let event = &events[i];
+    match mode {
+        Mode::Bare => bare(db, event).await,
+        Mode::HandWritten => hand_written(db, event).await,
+        Mode::Handler {
+            chained: on_chain,
+            data,
+            duplicate,
+        } => {
+            let db = if on_chain { chained } else { db };
+            let was_duplicate = if data {
+                reserve_stock_data(db, event)
+                    .await
+                    .expect("handler")
+                    .is_duplicate()
+            } else {
+                reserve_stock(db, event)
+                    .await
+                    .expect("handler")
+                    .is_duplicate()
+            };
+            assert_eq!(was_duplicate, duplicate);
+        }
+        Mode::Batch {
+            size,
+            data,
+            duplicate,
+        } => {
+            let store = IdempotencyStore::new(db);
+            let mut items: Vec<(Uuid, i64)> = events[i..(i + size).min(events.len())]
+                .iter()
+                .map(|e| (e.event_id, e.product_id))
+                .collect();
+            // One lock order for the product rows of concurrent batches.
+            items.sort_by_key(|&(_, product)| product);
+            let duplicates = if data {
+                store
+                    .run_batch("batch_data", &items, |mut tx, &(_, product)| async move {
+                        reserve_returning(&mut tx, product).await
+                    })
+                    .await
+                    .into_iter()
+                    .map(|r| r.expect("batch").is_duplicate())
+                    .collect::<Vec<_>>()
+            } else {
+                store
+                    .run_batch("batch_unit", &items, |mut tx, &(_, product)| async move {
+                        reserve(&mut tx, product).await
+                    })
+                    .await
+                    .into_iter()
+                    .map(|r| r.expect("batch").is_duplicate())
+                    .collect::<Vec<_>>()
+            };
+            assert!(duplicates.iter().all(|&d| d == duplicate));
+        }
     }
-    started.elapsed()
 }
 
 /// A TCP proxy to `target` that holds every chunk `delay` before passing it on, in each
@@ -382,13 +439,6 @@ fn fingerprint_costs() -> (f64, f64, usize) {
     (per(canonical), per(serialized), bytes)
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let delay = Duration::from_micros(250);
@@ -402,8 +452,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let per_round = env("BENCH_EVENTS", 2_048);
-    let rounds = env("BENCH_ROUNDS", 4);
+    let rounds = env("BENCH_ROUNDS", 3);
     let workers = env("BENCH_WORKERS", 16);
+    let protocol_seconds = env("BENCH_PROTOCOL_SECONDS", 3);
 
     let test_db = TestDb::new().await?;
     let options = test_db.config("catalog").get_connect_options().clone();
@@ -458,8 +509,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "idempotency benchmark: {workers} workers, {rounds} rounds x {per_round} events per mode, \
-         body = one UPDATE of a product's stock (-> data: RETURNING stock)"
+         body = one UPDATE of a product's stock (-> data: RETURNING stock), load average {}",
+        load_average()
     );
+    let shapes: Vec<String> = modes.iter().filter_map(|m| m.shape()).collect();
+    let host = options.get_host().to_owned();
+    let user = options.get_username().to_owned();
     let mut fingerprint_base = 0.0;
     for (path, port) in [
         ("loopback", options.get_port()),
@@ -483,6 +538,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             run(&pools, warm, workers, mode).await;
         }
+        let load_before = load_average();
+        let mut reference: HashMap<String, (f64, u32)> = HashMap::new();
+        let mut reference_error: Option<String> = None;
         let mut totals = vec![Duration::ZERO; modes.len()];
         for round in 0..rounds {
             // Each mode its own new events; duplicates replay the `()` run's events. The
@@ -522,19 +580,74 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 totals[m] += run(&pools, batch, workers, mode).await;
             }
+            // The protocol reference after the library's round, through the same port.
+            if protocol_seconds > 0 && reference_error.is_none() {
+                match protocol(&shapes, protocol_seconds, &host, port, &user).await {
+                    Ok(rates) => {
+                        for (shape, rate) in rates {
+                            let entry = reference.entry(shape).or_insert((0.0, 0));
+                            *entry = (entry.0 + rate, entry.1 + 1);
+                        }
+                    }
+                    Err(error) => reference_error = Some(error),
+                }
+            }
         }
         let count = (per_round * rounds) as f64;
         let rate = |d: Duration| count / d.as_secs_f64();
         let bare_rate = rate(totals[0]);
-        println!("\n{path}:");
-        println!("{:<54} {:>10} {:>8}", "mode", "events/s", "ratio");
+        let reference_rate = |mode: &Mode| {
+            let (sum, n) = reference.get(&mode.shape()?)?;
+            Some(sum / f64::from(*n))
+        };
+        let reference_bare = reference_rate(&Mode::Bare);
+        println!(
+            "\n{path} (load average {load_before} before, {} after):",
+            load_average()
+        );
+        println!(
+            "{:<54} {:>10} {:>7} | {:>18} {:>7} | {:>9}",
+            "mode", "events/s", "ratio", "pgbench shape", "ratio", "lib/ref"
+        );
+        let mut misses = Vec::new();
         for (mode, total) in modes.iter().zip(&totals) {
+            let ratio = rate(*total) / bare_rate;
+            let reference = match (reference_rate(mode), reference_bare) {
+                (Some(r), Some(bare)) => {
+                    let of_reference = ratio / (r / bare);
+                    if of_reference < 0.95 {
+                        misses.push(format!("{} {of_reference:.2}x", mode.name()));
+                    }
+                    format!(
+                        "{:>18} {:>6.2}x | {:>8.2}x",
+                        mode.shape().unwrap_or_default(),
+                        r / bare,
+                        of_reference
+                    )
+                }
+                _ => format!("{:>18} {:>7} | {:>9}", "-", "-", "-"),
+            };
             println!(
-                "{:<54} {:>10.0} {:>7.2}x",
+                "{:<54} {:>10.0} {:>6.2}x | {reference}",
                 mode.name(),
                 rate(*total),
-                rate(*total) / bare_rate
+                ratio,
             );
+        }
+        match (&reference_error, reference_bare) {
+            (Some(error), _) => println!("protocol reference not run: {error}"),
+            (None, Some(bare)) => println!(
+                "lib/ref: the mode's ratio to the library's bare transaction over the shape's ratio \
+                 to pgbench's bare one (pgbench's bare: {bare:.0} events/s, the library's {:.2}x of it); \
+                 below 0.95x: {}",
+                bare_rate / bare,
+                if misses.is_empty() {
+                    "none".to_owned()
+                } else {
+                    misses.join(", ")
+                }
+            ),
+            (None, None) => println!("protocol reference not run (BENCH_PROTOCOL_SECONDS=0)"),
         }
         if fingerprint_base == 0.0 {
             fingerprint_base = rate(totals[2]);

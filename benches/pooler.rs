@@ -15,14 +15,16 @@
 //! `postgres://postgres@127.0.0.1:6432`). The sides alternate in short rounds, so that load
 //! from other processes on the machine hits all alike.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost_db::testing::TestDb;
 use prost_db::{Db, DbConfig, Pooler, ServiceRole, provision_service_role};
 use sqlx::Connection;
 use sqlx::postgres::PgConnectOptions;
+
+#[path = "support.rs"]
+mod support;
+use support::{env, load_average, run_workers};
 
 const CONNECTIONS: u32 = 10;
 
@@ -45,33 +47,12 @@ async fn once(db: &Db, persistent: bool, i: usize) {
 }
 
 async fn run(db: &Db, persistent: bool, events: usize, workers: usize) -> Duration {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (db, next) = (db.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= events {
-                        break;
-                    }
-                    once(&db, persistent, i).await;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("worker");
-    }
-    started.elapsed()
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    let db = db.clone();
+    run_workers(workers, events, 1, move |i| {
+        let db = db.clone();
+        async move { once(&db, persistent, i).await }
+    })
+    .await
 }
 
 #[tokio::main]
@@ -156,7 +137,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rate = |d: Duration| count / d.as_secs_f64();
     let baseline = rate(totals[0]);
     println!(
-        "pooler benchmark: {workers} workers, {CONNECTIONS} connections, {rounds} rounds x {per_round} transactions per side"
+        "pooler benchmark: {workers} workers, {CONNECTIONS} connections, {rounds} rounds x {per_round} transactions per side, load average {}",
+        load_average()
     );
     println!(
         "{:<44} {:>14} {:>8}",

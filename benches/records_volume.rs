@@ -5,12 +5,14 @@
 //!
 //! `cargo bench --bench records_volume` (needs PostgreSQL; see `prost_db::testing`).
 //! Environment: `BENCH_SIZES` (records per table, default `1000000,10000000`), and for the
-//! throughput part `BENCH_EVENTS` per layout and round (default 2000), `BENCH_ROUNDS`
-//! (default 6), `BENCH_WORKERS` (default 16). Each table holds 10 days of records, made with
-//! `generate_series` in one statement per day, then vacuumed.
+//! throughput part `BENCH_EVENTS` per layout and round (default 4000), `BENCH_ROUNDS`
+//! (default 8), `BENCH_WORKERS` (default 16). Each table holds 10 days of records, made with
+//! `generate_series` in one statement per day, then vacuumed and checkpointed. While each
+//! expiry runs, a probe runs a handler every 2 ms and reports the longest run: how long
+//! the expiry held handlers up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
@@ -19,6 +21,10 @@ use prost_db::testing::TestDb;
 use prost_db::{Db, idempotent_handler};
 use serde::Serialize;
 use uuid::Uuid;
+
+#[path = "support.rs"]
+mod support;
+use support::{env, load_average, run_workers};
 
 const DAYS: u64 = 10;
 const PRODUCTS: i64 = 1_000;
@@ -54,8 +60,62 @@ async fn fill(db: &Db, total: i64) -> prost_db::Result<()> {
     Ok(())
 }
 
+/// What one expiry cost: its wall time, what it removed, and the longest a handler run
+/// took meanwhile.
+struct Expiry {
+    took: Duration,
+    removed: u64,
+    longest_handler_run: Duration,
+    handler_runs: u64,
+}
+
+/// Runs `expire` while a probe runs a handler (a claim of a new UUIDv7 key of today, an
+/// empty body, the commit) on `db` every 2 ms, and returns what it cost. The table is
+/// checkpointed first, as a day expired after two weeks has long been written out.
+async fn measured<F, Fut>(db: &Db, expire: F) -> prost_db::Result<Expiry>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = prost_db::Result<u64>>,
+{
+    sqlx::raw_sql("CHECKPOINT").execute(db.pool()).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = {
+        let (store, stop) = (IdempotencyStore::new(db), stop.clone());
+        tokio::spawn(async move {
+            let (mut longest, mut runs) = (Duration::ZERO, 0_u64);
+            while !stop.load(Ordering::Relaxed) {
+                let key = Uuid::now_v7().to_string();
+                let started = Instant::now();
+                let outcome = store
+                    .run("probe", &key, &key, |_tx| async {
+                        Ok::<(), sqlx::Error>(())
+                    })
+                    .await
+                    .expect("probe");
+                assert!(!outcome.is_duplicate());
+                longest = longest.max(started.elapsed());
+                runs += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (longest, runs)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let removed = expire().await?;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (longest_handler_run, handler_runs) = probe.await.expect("probe");
+    Ok(Expiry {
+        took,
+        removed,
+        longest_handler_run,
+        handler_runs,
+    })
+}
+
 /// One day of records expired by today's `DELETE`: the oldest of the `DAYS` days.
-async fn expire_by_delete(test_db: &TestDb, size: i64) -> prost_db::Result<(Duration, u64)> {
+async fn expire_by_delete(test_db: &TestDb, size: i64) -> prost_db::Result<Expiry> {
     let db = test_db.db(&format!("plain_{size}")).await?;
     IdempotencyStore::install(&db).await?;
     fill(&db, size).await?;
@@ -64,18 +124,20 @@ async fn expire_by_delete(test_db: &TestDb, size: i64) -> prost_db::Result<(Dura
         .and_hms_opt(0, 0, 0)
         .expect("midnight")
         .and_utc();
-    let started = Instant::now();
-    let horizon = (Utc::now() - keep_from).to_std().expect("in the past");
-    // Whole milliseconds: PostgreSQL's interval holds microseconds, and sqlx refuses more.
-    let horizon = Duration::from_millis(u64::try_from(horizon.as_millis()).expect("fits"));
-    let deleted = store.purge_older_than(horizon).await?;
-    let elapsed = started.elapsed();
+    let expiry = measured(&db, || async {
+        let horizon = (Utc::now() - keep_from).to_std().expect("in the past");
+        // Whole milliseconds: PostgreSQL's interval holds microseconds, and sqlx refuses more.
+        let horizon = Duration::from_millis(u64::try_from(horizon.as_millis()).expect("fits"));
+        store.purge_older_than(horizon).await
+    })
+    .await?;
     db.close().await;
-    Ok((elapsed, deleted))
+    Ok(expiry)
 }
 
-/// The same day expired by the partitioned layout's maintenance: one `DROP TABLE`.
-async fn expire_by_drop(test_db: &TestDb, size: i64) -> prost_db::Result<(Duration, usize)> {
+/// The same day expired by the partitioned layout's maintenance: the day detached, then
+/// dropped whole.
+async fn expire_by_drop(test_db: &TestDb, size: i64) -> prost_db::Result<Expiry> {
     let db = test_db.db(&format!("parted_{size}")).await?;
     IdempotencyStore::install(&db).await?;
     let now = Utc::now();
@@ -85,12 +147,14 @@ async fn expire_by_drop(test_db: &TestDb, size: i64) -> prost_db::Result<(Durati
         .await?;
     fill(&db, size).await?;
     let records = PartitionedRecords::new(DAYS as u32 - 1)?.days_ahead(0);
-    let started = Instant::now();
-    let done = records.maintain_at(&db, now).await?;
-    let elapsed = started.elapsed();
-    assert_eq!(done.dropped.len(), 1, "{done:?}");
+    let expiry = measured(&db, || async {
+        let done = records.maintain_at(&db, now).await?;
+        assert_eq!(done.dropped.len(), 1, "{done:?}");
+        Ok(done.dropped.len() as u64)
+    })
+    .await?;
     db.close().await;
-    Ok((elapsed, done.dropped.len()))
+    Ok(expiry)
 }
 
 #[derive(Clone, Serialize)]
@@ -132,32 +196,15 @@ async fn handler_db(test_db: &TestDb, service: &str, workers: u32) -> prost_db::
 }
 
 async fn run(db: &Db, events: Arc<Vec<StockReserved>>, workers: usize) -> Duration {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (db, events, next) = (db.clone(), events.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(event) = events.get(i) else { break };
-                    let outcome = reserve(&db, event).await.expect("handler");
-                    assert!(!outcome.is_duplicate());
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("worker");
-    }
-    started.elapsed()
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    let (db, count) = (db.clone(), events.len());
+    run_workers(workers, count, 1, move |i| {
+        let (db, events) = (db.clone(), events.clone());
+        async move {
+            let outcome = reserve(&db, &events[i]).await.expect("handler");
+            assert!(!outcome.is_duplicate());
+        }
+    })
+    .await
 }
 
 #[tokio::main]
@@ -171,24 +218,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .expect("BENCH_SIZES: comma-separated record counts")
         })
         .collect();
-    let per_round = env("BENCH_EVENTS", 2_000);
-    let rounds = env("BENCH_ROUNDS", 6);
+    let per_round = env("BENCH_EVENTS", 4_000);
+    let rounds = env("BENCH_ROUNDS", 8);
     let workers = env("BENCH_WORKERS", 16);
 
     let test_db = TestDb::new().await?;
-    println!("records volume benchmark: {DAYS} days of records per table, expiring the oldest day");
     println!(
-        "{:>12} {:>26} {:>26} {:>8}",
-        "records", "DELETE (purge_older_than)", "DROP (maintain)", "ratio"
+        "records volume benchmark: {DAYS} days of records per table, expiring the oldest day, \
+         load average {}",
+        load_average()
+    );
+    println!(
+        "{:>12} {:>26} {:>16} | {:>16} {:>16} | {:>6}",
+        "records",
+        "DELETE (purge_older_than)",
+        "longest handler",
+        "DROP (maintain)",
+        "longest handler",
+        "ratio"
     );
     for &size in &sizes {
-        let (deleted_in, deleted) = expire_by_delete(&test_db, size).await?;
-        let (dropped_in, _) = expire_by_drop(&test_db, size).await?;
+        let deleted = expire_by_delete(&test_db, size).await?;
+        let dropped = expire_by_drop(&test_db, size).await?;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{size:>12} {:>17.1} ms {deleted:>6} {:>23.1} ms {:>7.0}x",
-            deleted_in.as_secs_f64() * 1e3,
-            dropped_in.as_secs_f64() * 1e3,
-            deleted_in.as_secs_f64() / dropped_in.as_secs_f64()
+            "{size:>12} {:>14.1} ms {:>8} {:>13.1} ms | {:>13.1} ms {:>13.1} ms | {:>5.0}x",
+            ms(deleted.took),
+            deleted.removed,
+            ms(deleted.longest_handler_run),
+            ms(dropped.took),
+            ms(dropped.longest_handler_run),
+            deleted.took.as_secs_f64() / dropped.took.as_secs_f64()
+        );
+        println!(
+            "{:>12} (probe: {} and {} handler runs during the expiries; load average {})",
+            "",
+            deleted.handler_runs,
+            dropped.handler_runs,
+            load_average()
         );
     }
 
@@ -226,7 +293,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = (per_round * rounds) as f64;
     let rate = |d: Duration| count / d.as_secs_f64();
     println!(
-        "handler throughput: {workers} workers, {rounds} rounds x {per_round} new UUIDv7 events per layout"
+        "handler throughput: {workers} workers, {rounds} rounds x {per_round} new UUIDv7 events per layout, \
+         load average {}",
+        load_average()
     );
     println!("{:<44} {:>10} {:>8}", "layout", "events/s", "ratio");
     for (name, total) in [

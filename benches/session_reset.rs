@@ -12,15 +12,17 @@
 //! 8), `BENCH_WORKERS` (default 16). The modes alternate in short rounds, so that load from
 //! other processes on the machine hits both alike.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost_db::Db;
 use prost_db::idempotency::IdempotencyStore;
 use prost_db::testing::TestDb;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+#[path = "support.rs"]
+mod support;
+use support::{env, load_average, run_workers};
 
 /// One side of a comparison: a plain sqlx pool, or a `Db` (and its idempotency store).
 #[derive(Clone)]
@@ -67,33 +69,12 @@ async fn once(side: &Side, work: Work, i: usize) {
 }
 
 async fn run(side: &Side, events: usize, workers: usize, work: Work) -> Duration {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (side, next) = (side.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= events {
-                        break;
-                    }
-                    once(&side, work, i).await;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("worker");
-    }
-    started.elapsed()
-}
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    let side = side.clone();
+    run_workers(workers, events, 1, move |i| {
+        let side = side.clone();
+        async move { once(&side, work, i).await }
+    })
+    .await
 }
 
 #[tokio::main]
@@ -152,7 +133,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count = (per_round * rounds) as f64;
     let rate = |d: Duration| count / d.as_secs_f64();
     println!(
-        "session reset benchmark: {workers} workers, {rounds} rounds x {per_round} acquisitions per mode"
+        "session reset benchmark: {workers} workers, {rounds} rounds x {per_round} acquisitions per mode, load average {}",
+        load_average()
     );
     println!(
         "{:<52} {:>14} {:>14} {:>8}",

@@ -82,6 +82,39 @@ pub(super) async fn create_day(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> R
     Ok(moved)
 }
 
+/// Detaches `day`'s partition: catalog rows only, under a brief ACCESS EXCLUSIVE lock on the
+/// parent (and on the default partition, whose implicit range takes the day back).
+pub(super) async fn detach_day(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> Result<()> {
+    let schema = db.schema_ident();
+    let detach = format!(
+        "ALTER TABLE {schema}.idempotency_records DETACH PARTITION {schema}.{}",
+        partition(day)?
+    );
+    sqlx::raw_sql(AssertSqlSafe(detach))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(())
+}
+
+/// Drops the tables of detached `days` in one query. Their files go at commit, under locks
+/// on those tables only.
+pub(super) async fn drop_detached(tx: &mut super::Tx, db: &Db, days: &[NaiveDate]) -> Result<()> {
+    let mut drop = String::new();
+    for &day in days {
+        drop += &format!(
+            "DROP TABLE IF EXISTS {}.{};",
+            db.schema_ident(),
+            partition(day)?
+        );
+    }
+    sqlx::raw_sql(AssertSqlSafe(drop))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| db.map_err(e))?;
+    Ok(())
+}
+
 pub(super) async fn create_empty(tx: &mut super::Tx, db: &Db) -> Result<()> {
     run(tx, db, PARENT).await?;
     run(tx, db, DEFAULT_PARTITION).await

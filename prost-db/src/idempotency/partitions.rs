@@ -22,8 +22,10 @@
 //!
 //! # Expiry
 //!
-//! [`PartitionedRecords::maintain`] drops every day older than the retention window with
-//! one `DROP TABLE` each, whatever the day holds, and creates the days ahead. A duplicate
+//! [`PartitionedRecords::maintain`] expires every day older than the retention window
+//! whole, whatever it holds: `DETACH PARTITION` (catalog rows only, the one moment handlers
+//! wait), then `DROP TABLE` of the detached day, whose files go under a lock no handler
+//! takes. It also creates the days ahead. A duplicate
 //! that arrives after its day was dropped finds no record: with [`ExpiredKeys::Reprocess`]
 //! it is processed again (its record goes to the default partition); with
 //! [`ExpiredKeys::Reject`] a check constraint on the default partition refuses UUIDv7 keys
@@ -40,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::ident::{Identifier, IdentifierKind, render};
 use crate::pool::Db;
 
-use super::partition_ddl::{convert_holding, create_day, create_empty};
+use super::partition_ddl::{convert_holding, create_day, create_empty, detach_day, drop_detached};
 
 /// The default partition: every key outside the day partitions.
 ///
@@ -113,7 +115,7 @@ pub struct PartitionedRecords {
 pub struct Maintenance {
     /// The days whose partitions were created.
     pub created: Vec<NaiveDate>,
-    /// The days whose partitions were dropped, one `DROP TABLE` each.
+    /// The days whose partitions were dropped: each detached, then dropped whole.
     pub dropped: Vec<NaiveDate>,
     /// Records moved from the default partition into a day created after they arrived.
     pub moved: u64,
@@ -180,8 +182,8 @@ impl PartitionedRecords {
         self
     }
 
-    /// How long maintenance waits for a table lock (a `DROP TABLE` of a day waits for the
-    /// handler transactions in flight on the table, and new ones queue behind it).
+    /// How long maintenance waits for a table lock (the `DETACH PARTITION` of a day waits
+    /// for the handler transactions in flight on the table, and new ones queue behind it).
     ///
     /// ```
     /// # use prost_db::idempotency::PartitionedRecords;
@@ -283,7 +285,7 @@ impl PartitionedRecords {
         self.maintain_from(db, now, first_day).await
     }
 
-    /// Drops the days older than the window (one `DROP TABLE` each), creates the days up to
+    /// Drops the days older than the window (each detached, then dropped), creates the days up to
     /// `days_ahead` after today, sets the expired-key policy on the default partition and
     /// purges it by `created_at`. Each part is its own short transaction with the lock
     /// timeout; runs from several replicas are serialized. Run it at least daily.
@@ -328,23 +330,31 @@ impl PartitionedRecords {
         let window_day = today - chrono::Days::new(u64::from(self.retention_days));
         let window_start = day_start(window_day);
 
-        // Drops first, each an ACCESS EXCLUSIVE lock on the parent for one statement.
+        // Expiry in two steps, so that no handler waits while a day's files are removed:
+        // each old day is detached (catalog rows only, under a brief ACCESS EXCLUSIVE lock on
+        // the parent), then dropped as a table of its own, whose commit removes the files
+        // (about 100 ms per 200 MB on the project's machine) under a lock no handler takes.
+        // A day left detached by an interrupted run is dropped by the next.
         let mut tx = self.begin(db).await?;
-        let days = self.partitioned_days(&mut tx, db).await?;
-        let mut dropped = Vec::new();
-        for &day in days.iter().filter(|&&day| day < window_day) {
-            let drop = format!("DROP TABLE {}.{}", db.schema_ident(), partition(day)?);
-            sqlx::raw_sql(AssertSqlSafe(drop))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db.map_err(e))?;
+        let (attached, mut dropped) = self.day_tables(&mut tx, db).await?;
+        dropped.retain(|&day| day < window_day);
+        for &day in attached.iter().filter(|&&day| day < window_day) {
+            detach_day(&mut tx, db, day).await?;
             dropped.push(day);
         }
         tx.commit().await.map_err(|e| db.map_err(e))?;
+        dropped.sort_unstable();
+        if !dropped.is_empty() {
+            // No advisory lock: these tables are out of the parent, and a replica racing on
+            // one finds it gone (`IF EXISTS`).
+            let mut tx = crate::pool::begin(db, Some(self.lock_timeout)).await?;
+            drop_detached(&mut tx, db, &dropped).await?;
+            tx.commit().await.map_err(|e| db.map_err(e))?;
+        }
 
         // Then the days ahead: parent before default partition, the order handlers lock.
         let mut tx = self.begin(db).await?;
-        let days = self.partitioned_days(&mut tx, db).await?;
+        let (days, _) = self.day_tables(&mut tx, db).await?;
         let start = match (days.iter().max(), first_day) {
             (Some(&last), _) => last + chrono::Days::new(1),
             (None, Some(first)) => first,
@@ -404,29 +414,36 @@ impl PartitionedRecords {
         Ok(tx)
     }
 
-    /// The days of the existing day partitions, after checking the table is partitioned.
-    async fn partitioned_days(&self, tx: &mut super::Tx, db: &Db) -> Result<Vec<NaiveDate>> {
-        if relkind(tx, db).await?.as_deref() != Some("p") {
-            return Err(Error::Config(format!(
-                "{}.idempotency_records is not partitioned; call PartitionedRecords::install first",
-                db.schema()
-            )));
-        }
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = to_regclass($1)",
+    /// The days of the day partitions, and of the day tables detached and not yet dropped,
+    /// in one query, after checking that the table is partitioned.
+    async fn day_tables(
+        &self,
+        tx: &mut super::Tx,
+        db: &Db,
+    ) -> Result<(Vec<NaiveDate>, Vec<NaiveDate>)> {
+        let found: Option<(String, Vec<String>, Vec<String>)> = sqlx::query_as(
+            "SELECT c.relkind::text, \
+                 ARRAY(SELECT p.relname::text FROM pg_inherits i \
+                       JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid), \
+                 ARRAY(SELECT d.relname::text FROM pg_class d \
+                       WHERE d.relnamespace = c.relnamespace AND d.relkind = 'r' \
+                         AND NOT d.relispartition AND starts_with(d.relname::text, $2)) \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
         )
         .bind(qualified(db))
-        .fetch_all(&mut **tx)
+        .bind(PARTITION_PREFIX)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(|e| db.map_err(e))?;
-        let mut days: Vec<NaiveDate> = names
-            .iter()
-            .filter_map(|name| name.strip_prefix(PARTITION_PREFIX))
-            .filter_map(|day| NaiveDate::parse_from_str(day, "%Y%m%d").ok())
-            .collect();
-        days.sort_unstable();
-        Ok(days)
+        match found {
+            Some((kind, attached, detached)) if kind == "p" => {
+                Ok((days_of(&attached), days_of(&detached)))
+            }
+            _ => Err(Error::Config(format!(
+                "{}.idempotency_records is not partitioned; call PartitionedRecords::install first",
+                db.schema()
+            ))),
+        }
     }
 
     /// The expired-key constraint on the default partition, replaced only when it changes
@@ -517,6 +534,17 @@ pub(super) fn partition(day: NaiveDate) -> Result<Identifier> {
         IdentifierKind::Table,
         &format!("{PARTITION_PREFIX}{}", day.format("%Y%m%d")),
     )
+}
+
+/// The days of the day tables among `names`, in order.
+fn days_of(names: &[String]) -> Vec<NaiveDate> {
+    let mut days: Vec<NaiveDate> = names
+        .iter()
+        .filter_map(|name| name.strip_prefix(PARTITION_PREFIX))
+        .filter_map(|day| NaiveDate::parse_from_str(day, "%Y%m%d").ok())
+        .collect();
+    days.sort_unstable();
+    days
 }
 
 async fn relkind(tx: &mut super::Tx, db: &Db) -> Result<Option<String>> {

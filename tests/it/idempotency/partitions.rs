@@ -296,3 +296,52 @@ async fn maintenance_drops_each_expired_day_whole_and_keeps_the_window() -> Test
     test_db.close().await?;
     Ok(())
 }
+
+/// Expiry detaches a day, then drops it in a transaction of its own (so that handlers never
+/// wait on the removal of its files). A run stopped in between leaves the day's table
+/// detached: the next run drops it, and keeps the days of the window.
+#[tokio::test]
+async fn a_day_left_detached_by_an_interrupted_maintenance_is_dropped_by_the_next() -> TestResult {
+    let test_db = TestDb::new().await?;
+    let db = setup(&test_db, "billing").await?;
+    let now = Utc::now();
+    let day = |back: u64| (now - Days::new(back)).date_naive();
+    let records = PartitionedRecords::new(2)?.days_ahead(3);
+    records.install_at(&db, now - Days::new(3)).await?;
+    for back in 0..=3 {
+        load_day(&db, day(back), 1_000).await?;
+    }
+    // What a run stopped after its detach leaves: the day's table, outside the parent.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE idempotency_records DETACH PARTITION {}",
+        day_partition(day(3))
+    )))
+    .execute(db.pool())
+    .await?;
+    assert_eq!(
+        records_of(&db, day(3)).await?,
+        0,
+        "detached: out of the table"
+    );
+
+    let done = records.maintain_at(&db, now).await?;
+    assert_eq!(done.dropped, vec![day(3)], "{done:?}");
+    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(day_partition(day(3)))
+        .fetch_one(db.pool())
+        .await?;
+    assert_eq!(left, None, "the detached day's table is dropped");
+    for back in 0..=2 {
+        assert_eq!(
+            records_of(&db, day(back)).await?,
+            1_000,
+            "{} kept",
+            day(back)
+        );
+    }
+    let again = records.maintain_at(&db, now).await?;
+    assert!(again.dropped.is_empty(), "{again:?}");
+    db.close().await;
+    test_db.close().await?;
+    Ok(())
+}
