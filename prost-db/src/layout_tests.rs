@@ -134,15 +134,6 @@ const RAW_BUILDERS_ALLOWED: &[(&str, &str)] = &[
         "testing.rs",
         "test databases: direct connections to the server",
     ),
-    // Owned by other branches while this one is open; switched to `Db::query` at merge.
-    (
-        "idempotency/partitions.rs",
-        "partitions, owned by another branch",
-    ),
-    (
-        "idempotency/partition_ddl.rs",
-        "partitions, owned by another branch",
-    ),
 ];
 
 /// Every place in `code` (comments and the test module cut) that builds a sqlx statement

@@ -68,7 +68,8 @@ pub(super) async fn create_day(tx: &mut super::Tx, db: &Db, day: NaiveDate) -> R
         .execute(&mut **tx)
         .await
         .map_err(map)?;
-    let moved = sqlx::query(AssertSqlSafe(move_rows))
+    let moved = db
+        .query(AssertSqlSafe(move_rows))
         .bind(&low)
         .bind(&high)
         .execute(&mut **tx)
@@ -126,7 +127,7 @@ pub(super) async fn convert_holding(tx: &mut super::Tx, db: &Db) -> Result<()> {
     run(tx, db, PLAIN_TO_DEFAULT).await?;
     run(tx, db, PARENT).await?;
     run(tx, db, ATTACH_DEFAULT).await?;
-    sqlx::query(sql(
+    db.query(sql(
         "SELECT setval(pg_get_serial_sequence($1, 'id'), \
              (SELECT coalesce(max(id), 0) + 1 FROM {schema}.idempotency_records), false)",
         db,
@@ -142,12 +143,15 @@ pub(super) async fn convert_holding(tx: &mut super::Tx, db: &Db) -> Result<()> {
 /// guard: its batched `DELETE` finds rows by `ctid`, which is unique only within one
 /// partition, so on the partitioned layout it could delete live records of other days.
 pub(super) async fn refuse_partitioned(db: &Db) -> Result<()> {
-    let kind: Option<String> =
-        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
-            .bind(qualified(db))
-            .fetch_optional(db.pool())
-            .await
-            .map_err(|e| db.map_err(e))?;
+    // Outside a transaction: behind a pooler, in one of its own (see `Db::autocommit`).
+    let kind: Option<String> = db
+        .autocommit(async |conn| {
+            db.query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
+                .bind(qualified(db))
+                .fetch_optional(conn)
+                .await
+        })
+        .await?;
     if kind.as_deref() == Some("p") {
         return Err(Error::Config(format!(
             "{}.idempotency_records is partitioned: expire its records with PartitionedRecords::maintain, not purge_older_than",

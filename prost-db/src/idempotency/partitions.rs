@@ -254,13 +254,14 @@ impl PartitionedRecords {
         let first_day = match relkind(&mut tx, db).await?.as_deref() {
             Some("p") => None,
             Some("r") => {
-                let held: bool = sqlx::query_scalar(sql(
-                    "SELECT EXISTS (SELECT FROM {schema}.idempotency_records)",
-                    db,
-                ))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| db.map_err(e))?;
+                let held: bool = db
+                    .query_scalar(sql(
+                        "SELECT EXISTS (SELECT FROM {schema}.idempotency_records)",
+                        db,
+                    ))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| db.map_err(e))?;
                 if held {
                     convert_holding(&mut tx, db).await?;
                     Some(now.date_naive() + chrono::Days::new(1))
@@ -404,7 +405,7 @@ impl PartitionedRecords {
 
     async fn begin(&self, db: &Db) -> Result<super::Tx> {
         let mut tx = crate::pool::begin(db, Some(self.lock_timeout)).await?;
-        sqlx::query(
+        db.query(
             "SELECT pg_advisory_xact_lock(hashtext('prost_db.idempotency_records'), hashtext($1))",
         )
         .bind(db.schema())
@@ -421,20 +422,21 @@ impl PartitionedRecords {
         tx: &mut super::Tx,
         db: &Db,
     ) -> Result<(Vec<NaiveDate>, Vec<NaiveDate>)> {
-        let found: Option<(String, Vec<String>, Vec<String>)> = sqlx::query_as(
-            "SELECT c.relkind::text, \
+        let found: Option<(String, Vec<String>, Vec<String>)> = db
+            .query_as(
+                "SELECT c.relkind::text, \
                  ARRAY(SELECT p.relname::text FROM pg_inherits i \
                        JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid), \
                  ARRAY(SELECT d.relname::text FROM pg_class d \
                        WHERE d.relnamespace = c.relnamespace AND d.relkind = 'r' \
                          AND NOT d.relispartition AND starts_with(d.relname::text, $2)) \
              FROM pg_class c WHERE c.oid = to_regclass($1)",
-        )
-        .bind(qualified(db))
-        .bind(PARTITION_PREFIX)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| db.map_err(e))?;
+            )
+            .bind(qualified(db))
+            .bind(PARTITION_PREFIX)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| db.map_err(e))?;
         match found {
             Some((kind, attached, detached)) if kind == "p" => {
                 Ok((days_of(&attached), days_of(&detached)))
@@ -454,15 +456,16 @@ impl PartitionedRecords {
         db: &Db,
         window_start: DateTime<Utc>,
     ) -> Result<()> {
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+        let current: Option<String> = db
+            .query_scalar(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
              WHERE conrelid = to_regclass($1) AND conname = $2",
-        )
-        .bind(format!("{}.{OTHER_PARTITION}", db.schema_ident()))
-        .bind(EXPIRED_CONSTRAINT)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| db.map_err(e))?;
+            )
+            .bind(format!("{}.{OTHER_PARTITION}", db.schema_ident()))
+            .bind(EXPIRED_CONSTRAINT)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| db.map_err(e))?;
         let statement = match self.expired {
             ExpiredKeys::Reprocess if current.is_none() => return Ok(()),
             ExpiredKeys::Reprocess => format!(
@@ -548,7 +551,7 @@ fn days_of(names: &[String]) -> Vec<NaiveDate> {
 }
 
 async fn relkind(tx: &mut super::Tx, db: &Db) -> Result<Option<String>> {
-    sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
+    db.query_scalar("SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)")
         .bind(qualified(db))
         .fetch_optional(&mut **tx)
         .await
