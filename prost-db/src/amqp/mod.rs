@@ -19,7 +19,9 @@
 //! receives is an error ([`Error::PublishReturned`](crate::Error::PublishReturned)), never a
 //! confirmed delivery. [`OrderedQueues`] keeps each aggregate's events in order across
 //! consumers. [`Consumer::on_batch`] runs the deliveries of one event type in batches, one
-//! transaction and one commit per batch, settled after it.
+//! transaction and one commit per batch, settled after it;
+//! [`Consumer::on_batch_prepared`] adds a step that locks what the batch touches, in one
+//! order, before its bodies run.
 //!
 //! ## Metrics
 //!
