@@ -282,8 +282,10 @@ impl Catalog {
     /// The consumer of the catalog's queue with this handler's body on `OrderCreated` in
     /// batch mode ([`Consumer::on_batch`]): up to `batching.max()` events per transaction,
     /// recorded under the same action as [`reserve_stock`], so either mode sees the
-    /// other's events as duplicates. The crash after commit is rolled per event of a
-    /// committed batch, before any of it is acked.
+    /// other's events as duplicates. Each batch first locks every product its orders name,
+    /// in id order ([`lock_batch_products`]), so two workers' batches cannot deadlock. The
+    /// crash after commit is rolled per event of a committed batch, before any of it is
+    /// acked.
     pub fn batch_consumer(self, spec: QueueSpec, batching: Batching) -> Consumer {
         let store = IdempotencyStore::new(&self.db);
         let after_commit = self.crashes.after_commit;
@@ -294,10 +296,13 @@ impl Catalog {
                     crash(after_commit, "after commit, before ack");
                 }
             })
-            .on_batch(
+            .on_batch_prepared(
                 store,
                 "reserve_stock",
                 batching,
+                |mut tx, events: Vec<Arc<Event<OrderCreated>>>| async move {
+                    lock_batch_products(&mut tx, &events).await
+                },
                 move |mut tx, event: Arc<Event<OrderCreated>>| {
                     let catalog = Arc::clone(&catalog);
                     async move {
@@ -366,4 +371,29 @@ impl Orders {
             async move { orders.handle_stock_reserved(&event).await.map(handled) }
         })
     }
+}
+
+/// The prepare step of the catalog's `OrderCreated` batches: locks every product the
+/// batch's orders name, in id order, before any order's body runs, so that two batches
+/// sharing products wait for each other instead of deadlocking (their bodies would lock
+/// them in the orders' arrival order).
+///
+/// ```no_run
+/// # async fn f(tx: &mut sqlx::PgConnection, events: Vec<std::sync::Arc<prost_db::events::Event<prost_shop::events::OrderCreated>>>) -> Result<(), prost_shop::error::ShopError> {
+/// prost_shop::handlers::lock_batch_products(tx, &events).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The database error (the batch rolls back and runs one order at a time).
+pub async fn lock_batch_products(
+    tx: &mut sqlx::PgConnection,
+    events: &[Arc<Event<OrderCreated>>],
+) -> Result<(), ShopError> {
+    let ids: Vec<i64> = events
+        .iter()
+        .flat_map(|event| event.payload.items.iter().map(|item| item.product_id))
+        .collect();
+    crate::catalog::lock_products(tx, &ids).await.map(drop)
 }

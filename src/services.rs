@@ -135,8 +135,8 @@ pub struct ServiceConfig {
     /// Prefetch per consumer.
     pub prefetch: u16,
     /// Batch mode for the catalog's `OrderCreated` step (prost-db shape): up to this many
-    /// events per transaction ([`Consumer::on_batch`], 5 ms wait); the prefetch is raised
-    /// to it.
+    /// events per transaction ([`Consumer::on_batch_prepared`], 5 ms wait, each batch's
+    /// products locked in id order first); the prefetch is raised to it.
     pub batch: Option<usize>,
     /// Faults injected into its deliveries.
     pub faults: Faults,
@@ -714,10 +714,13 @@ fn batch_order_created(
                 crash(after_commit, "after commit, before ack");
             }
         })
-        .on_batch(
+        .on_batch_prepared(
             store,
             "catalog.reserve_stock",
             Batching::new(n, Duration::from_millis(5)),
+            |mut tx, events: Vec<Arc<Event<OrderCreated>>>| async move {
+                crate::handlers::lock_batch_products(&mut tx, &events).await
+            },
             move |mut tx, event: Arc<Event<OrderCreated>>| {
                 let (ctx, injector) = (Arc::clone(&ctx), injector.clone());
                 async move {

@@ -581,3 +581,245 @@ async fn control_a_naive_multiple_ack_loses_the_delivery_another_handler_was_run
         "the multiple ack acked the running delivery too: it never came back"
     );
 }
+
+/// Sixteen accounts, and two queues (each on its exchange) for two consumers' batches.
+async fn two_queue_fixture() -> (TestDb, Db, Broker) {
+    let test_db = TestDb::new().await.unwrap();
+    let db = test_db.db("ledger").await.unwrap();
+    IdempotencyStore::install(&db).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE applied (event_id UUID NOT NULL, kind TEXT NOT NULL, n INT NOT NULL,
+             txid BIGINT NOT NULL DEFAULT txid_current());
+         CREATE TABLE accounts (id INT PRIMARY KEY, balance INT NOT NULL DEFAULT 0);
+         INSERT INTO accounts (id) SELECT generate_series(1, 16);",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let mut topology = Topology::new();
+    for side in ["up", "down"] {
+        let exchange = format!("{prefix}{side}");
+        topology = topology.exchange(exchange.clone()).queue(
+            QueueSpec::new(format!("{prefix}ledger.{side}"))
+                .bind(exchange, "account.#")
+                .retry_delays([Duration::from_millis(50)]),
+        );
+    }
+    (test_db, db, Broker::with(topology, prefix).await)
+}
+
+/// Credits account `n` (one row lock), holding it a little so that two batches overlap.
+async fn credit_account(tx: &mut Tx, event: &Event<Credit>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE accounts SET balance = balance + 1 WHERE id = $1")
+        .bind(event.payload.n)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT pg_sleep(0.02)")
+        .execute(&mut **tx)
+        .await?;
+    apply(tx, "credit", event.envelope.event_id, event.payload.n).await?;
+    Ok(())
+}
+
+/// The batch prepare step of [`credit_account`]: the batch's accounts, locked in id order.
+async fn lock_accounts(tx: &mut Tx, events: &[Arc<Event<Credit>>]) -> Result<(), sqlx::Error> {
+    let ids: Vec<i32> = events.iter().map(|event| event.payload.n).collect();
+    sqlx::query("SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Two consumers, one per queue, each given one batch of 16 credits of accounts 1..=16:
+/// ascending on one queue, descending on the other. Returns the batches that fell back,
+/// the body runs, and the transactions the 32 applied credits committed in.
+async fn opposite_batches(prepare: bool) -> (u64, usize, i64) {
+    let recorder = MemoryRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (test_db, db, broker) = two_queue_fixture().await;
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    for (side, order) in [
+        ("up", (1..=16).collect::<Vec<i32>>()),
+        ("down", (1..=16).rev().collect()),
+    ] {
+        for n in order {
+            let event = Event::new(format!("a{n}"), "c", Credit { n });
+            let exchange = format!("{}{side}", broker.prefix);
+            publisher.publish(&exchange, &event).await.unwrap();
+        }
+    }
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let consumer = |spec: QueueSpec| {
+        let consumer = Consumer::new(spec).prefetch(16);
+        let store = IdempotencyStore::new(&db);
+        let batching = Batching::new(16, Duration::from_secs(5));
+        let runs = Arc::clone(&runs);
+        let body = move |mut tx: prost_db::idempotency::TxLease, event: Arc<Event<Credit>>| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { credit_account(&mut tx, &event).await }
+        };
+        if prepare {
+            consumer.on_batch_prepared(
+                store,
+                "credit",
+                batching,
+                |mut tx, events: Vec<Arc<Event<Credit>>>| async move {
+                    lock_accounts(&mut tx, &events).await
+                },
+                body,
+            )
+        } else {
+            consumer.on_batch(store, "credit", batching, body)
+        }
+    };
+    let (up, down) = (consumer(broker.spec(0)), consumer(broker.spec(1)));
+    let done = || async { count(&db, "SELECT count(*) FROM applied").await == 32 };
+    let (up, down) = tokio::join!(run_until(up, done), run_until(down, done));
+    assert_eq!(up.acked + down.acked, 32, "{up:?} {down:?}");
+    assert_eq!(
+        up.retried + down.retried + up.dead_lettered + down.dead_lettered,
+        0
+    );
+
+    // Every credit applied once, whatever the batches did.
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT event_id) FROM applied").await,
+        32
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM accounts WHERE balance = 2").await,
+        16,
+        "every account credited once from each queue"
+    );
+    let transactions = count(&db, "SELECT count(DISTINCT txid) FROM applied").await;
+    let fallbacks = [0, 1]
+        .iter()
+        .map(|&i| {
+            let queue = broker.spec(i).queue();
+            recorder.counter(
+                "prost_db_consumer_batch_fallbacks_total",
+                &[("queue", &queue), ("event_type", "Credit")],
+            )
+        })
+        .sum();
+    let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "opposite batches (prepare: {prepare}): {fallbacks} fallbacks, {runs} body runs, \
+         {transactions} transactions"
+    );
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+    (fallbacks, runs, transactions)
+}
+
+#[tokio::test]
+async fn batches_locking_in_prepare_never_deadlock_on_rows_their_events_touch_in_opposite_orders() {
+    let (fallbacks, runs, transactions) = opposite_batches(true).await;
+    assert_eq!(fallbacks, 0, "no batch fell back");
+    assert_eq!(runs, 32, "every body ran once");
+    assert_eq!(transactions, 2, "each batch committed in one transaction");
+}
+
+#[tokio::test]
+async fn control_batches_locking_in_arrival_order_deadlock_and_fall_back() {
+    let (fallbacks, runs, transactions) = opposite_batches(false).await;
+    assert!(fallbacks >= 1, "a batch fell back");
+    assert!(runs > 32, "a rolled-back batch's bodies ran again: {runs}");
+    assert!(
+        transactions > 2,
+        "the fallen-back batch's events committed one by one: {transactions}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_prepare_falls_back_and_prepare_sees_only_the_claimed_events() {
+    let recorder = MemoryRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (test_db, db, broker) = fixture().await;
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let events: Vec<Event<Credit>> = (0..8).map(|n| Event::new("a", "c", Credit { n })).collect();
+    // Credits 0..4 applied before: duplicates in the batch.
+    let store = IdempotencyStore::new(&db);
+    let early: Vec<_> = store
+        .run_batch_events("credit", &events[..4], |mut tx, event| async move {
+            apply(&mut tx, "credit", event.envelope.event_id, event.payload.n).await
+        })
+        .await;
+    assert!(early.iter().all(Result::is_ok));
+    for event in &events {
+        publisher.publish(&exchange(&broker), event).await.unwrap();
+    }
+
+    let seen: Arc<Mutex<Vec<Vec<i32>>>> = Arc::default();
+    let consumer = Consumer::new(broker.spec(0))
+        .prefetch(16)
+        .on_batch_prepared(
+            IdempotencyStore::new(&db),
+            "credit",
+            Batching::new(8, Duration::from_secs(5)),
+            {
+                let seen = Arc::clone(&seen);
+                move |mut tx, events: Vec<Arc<Event<Credit>>>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        seen.lock()
+                            .unwrap()
+                            .push(events.iter().map(|e| e.payload.n).collect());
+                        // A write the rollback must undo, then a failure.
+                        apply(&mut tx, "prepare", Uuid::new_v4(), -1).await?;
+                        Err::<(), _>(DeliveryError::transient("the accounts are busy"))
+                    }
+                }
+            },
+            |mut tx, event: Arc<Event<Credit>>| async move {
+                apply(&mut tx, "credit", event.envelope.event_id, event.payload.n).await
+            },
+        );
+    let stats = run_until(consumer, || async {
+        count(&db, "SELECT count(*) FROM applied WHERE kind = 'credit'").await == 8
+    })
+    .await;
+    assert_eq!((stats.acked, stats.duplicates), (8, 4), "{stats:?}");
+    assert_eq!(stats.retried + stats.dead_lettered, 0, "{stats:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![vec![4, 5, 6, 7]],
+        "prepare ran once, with the claimed events only"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM applied WHERE kind = 'prepare'").await,
+        0,
+        "the failed prepare's batch rolled back"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT n) FROM applied WHERE kind = 'credit'"
+        )
+        .await,
+        8
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT txid) FROM applied WHERE kind = 'credit' AND n >= 4"
+        )
+        .await,
+        4,
+        "the batch's new events ran one at a time"
+    );
+    assert_eq!(
+        recorder.counter(
+            "prost_db_consumer_batch_fallbacks_total",
+            &[("queue", &queue), ("event_type", "Credit")],
+        ),
+        1
+    );
+    broker.cleanup().await;
+    db.close().await;
+    test_db.close().await.unwrap();
+}

@@ -8,6 +8,7 @@ pub(crate) const DELIVERIES: &str = "prost_db_consumer_deliveries_total";
 pub(crate) const HANDLER_SECONDS: &str = "prost_db_consumer_handler_seconds";
 pub(crate) const BATCH_SIZE: &str = "prost_db_consumer_batch_size";
 pub(crate) const BATCH_ACKS: &str = "prost_db_consumer_batch_acks_total";
+pub(crate) const BATCH_FALLBACKS: &str = "prost_db_consumer_batch_fallbacks_total";
 pub(crate) const CONSUMER_RECONNECTS: &str = "prost_db_consumer_reconnects_total";
 pub(crate) const PUBLISH_RETURNED: &str = "prost_db_publish_returned_total";
 pub(crate) const OUTBOX_PUBLISHED: &str = "prost_db_outbox_published_total";
@@ -96,6 +97,15 @@ pub(crate) fn batch_size(queue: &str, event_type: &str, size: usize) {
         "event_type" => event_type.to_owned()
     )
     .record(size as f64);
+}
+
+pub(crate) fn batch_fallback(queue: &str, event_type: &str) {
+    metrics::counter!(
+        BATCH_FALLBACKS,
+        "queue" => queue.to_owned(),
+        "event_type" => event_type.to_owned()
+    )
+    .increment(1);
 }
 
 pub(crate) fn batch_ack(queue: &str, multiple: bool) {

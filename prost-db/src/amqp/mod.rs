@@ -19,7 +19,9 @@
 //! receives is an error ([`Error::PublishReturned`](crate::Error::PublishReturned)), never a
 //! confirmed delivery. [`OrderedQueues`] keeps each aggregate's events in order across
 //! consumers. [`Consumer::on_batch`] runs the deliveries of one event type in batches, one
-//! transaction and one commit per batch, settled after it.
+//! transaction and one commit per batch, settled after it;
+//! [`Consumer::on_batch_prepared`] adds a step that locks what the batch touches, in one
+//! order, before its bodies run.
 //!
 //! ## Metrics
 //!
@@ -33,6 +35,7 @@
 //! | `prost_db_consumer_handler_seconds` | histogram | `queue`, `event_type` | handler run time (in batch mode, one sample per delivery: its batch's run time) |
 //! | `prost_db_consumer_batch_size` | histogram | `queue`, `event_type` | deliveries per batch of a [`Consumer::on_batch`] handler |
 //! | `prost_db_consumer_batch_acks_total` | counter | `queue`, `multiple` | `basic.ack`s sent for batches' successes: `multiple` is `true` for one that settled many, `false` for one delivery's |
+//! | `prost_db_consumer_batch_fallbacks_total` | counter | `queue`, `event_type` | batches that rolled back (a body, the prepare step or the batch's statements failed: a deadlock, a lock timeout) and ran their events one at a time |
 //! | `prost_db_consumer_reconnects_total` | counter | `queue` | reconnections of [`Consumer::run_reconnecting`] |
 //! | `prost_db_publish_returned_total` | counter | `exchange`, `routing_key` | publishes the broker returned because no queue was bound |
 //! | `prost_db_outbox_published_total` | counter | `schema` | outbox events published and marked |

@@ -95,8 +95,9 @@ impl IdempotencyStore {
     {
         let keys = items.iter().map(|(k, _)| k.to_key().to_string()).collect();
         let fingerprints = items.iter().map(|(_, p)| Fingerprint::of(p)).collect();
-        self.run_keyed(action, items, keys, fingerprints, body)
+        self.run_keyed(action, items, keys, fingerprints, no_prepare(), body)
             .await
+            .results
     }
 
     /// Runs `body` once per event of `events` (events of one action), in one transaction,
@@ -135,25 +136,118 @@ impl IdempotencyStore {
         F: FnMut(TxLease, &'a V) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.run_batch_events_reporting(action, events, no_prepare(), body)
+            .await
+            .results
+    }
+
+    /// Runs a batch of `events` as [`run_batch_events`](Self::run_batch_events) does, with
+    /// one step more: `prepare` runs once on the batch's transaction, right after the claim
+    /// and before any body, with the events claimed now (in the order of `events`; not the
+    /// duplicates, nor a repeat of a key within the batch). It is where a batch takes its
+    /// locks in one order: bodies that lock rows in the order their events arrived make two
+    /// concurrent batches deadlock (and fall back to one event at a time), and a consumer's
+    /// batch arrives in the broker's order, not one the service chose. Lock every row the
+    /// batch's bodies will touch, sorted, and the bodies' own locks are then held already.
+    ///
+    /// If `prepare` fails, the batch rolls back and its events run one at a time, as for a
+    /// failing body. It does not run when no event is claimed (all duplicates), nor for a
+    /// batch of one or the one-at-a-time runs after a rollback, which run as
+    /// [`run`](Self::run) runs an event: so it may only take locks or read ahead, never
+    /// write what a body relies on.
+    ///
+    /// ```no_run
+    /// use prost_db::events::Event;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderShipped { order_id: i64 }
+    /// # async fn f(store: &prost_db::idempotency::IdempotencyStore, events: Vec<Event<OrderShipped>>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let outcomes = store
+    ///     .run_batch_events_prepared(
+    ///         "ship",
+    ///         &events,
+    ///         |mut tx, claimed| async move {
+    ///             let tx: &mut prost_db::idempotency::Tx = &mut tx;
+    ///             let ids: Vec<i64> = claimed.iter().map(|e| e.payload.order_id).collect();
+    ///             sqlx::query("SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    ///                 .bind(&ids)
+    ///                 .execute(&mut **tx)
+    ///                 .await
+    ///                 .map(drop)
+    ///         },
+    ///         |mut tx, event| async move {
+    ///             let tx: &mut prost_db::idempotency::Tx = &mut tx;
+    ///             sqlx::query("UPDATE orders SET shipped = true WHERE id = $1")
+    ///                 .bind(event.payload.order_id)
+    ///                 .execute(&mut **tx)
+    ///                 .await
+    ///                 .map(|done| done.rows_affected())
+    ///         },
+    ///     )
+    ///     .await;
+    /// assert_eq!(outcomes.len(), events.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_batch_events_prepared<'a, V, Pr, PFut, PE, T, E, F, Fut>(
+        &self,
+        action: &str,
+        events: &'a [V],
+        prepare: Pr,
+        body: F,
+    ) -> Vec<Result<Outcome<T>, HandlerError<E>>>
+    where
+        V: EventId,
+        Pr: FnOnce(TxLease, Vec<&'a V>) -> PFut,
+        PFut: Future<Output = Result<(), PE>>,
+        PE: std::fmt::Display,
+        T: Serialize + DeserializeOwned,
+        F: FnMut(TxLease, &'a V) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run_batch_events_reporting(action, events, Some(prepare), body)
+            .await
+            .results
+    }
+
+    /// [`run_batch_events_prepared`](Self::run_batch_events_prepared), also saying whether
+    /// the batch fell back to one event at a time (for the consumer's metric).
+    pub(crate) async fn run_batch_events_reporting<'a, V, Pr, PFut, PE, T, E, F, Fut>(
+        &self,
+        action: &str,
+        events: &'a [V],
+        prepare: Option<Pr>,
+        body: F,
+    ) -> BatchRun<T, E>
+    where
+        V: EventId,
+        Pr: FnOnce(TxLease, Vec<&'a V>) -> PFut,
+        PFut: Future<Output = Result<(), PE>>,
+        PE: std::fmt::Display,
+        T: Serialize + DeserializeOwned,
+        F: FnMut(TxLease, &'a V) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let keys = events
             .iter()
             .map(|event| event.event_id().to_key().into_owned())
             .collect();
         let fingerprints = events.iter().map(EventId::fingerprint).collect();
-        self.run_keyed(action, events, keys, fingerprints, body)
+        self.run_keyed(action, events, keys, fingerprints, prepare, body)
             .await
     }
 
     /// The batch of `items`, the key and fingerprint of each given.
-    async fn run_keyed<'a, I, T, E, F, Fut>(
+    async fn run_keyed<'a, I, Pr, PFut, PE, T, E, F, Fut>(
         &self,
         action: &str,
         items: &'a [I],
         keys: Vec<String>,
         fingerprints: Vec<std::result::Result<Fingerprint, serde_json::Error>>,
+        prepare: Option<Pr>,
         mut body: F,
-    ) -> Vec<Result<Outcome<T>, HandlerError<E>>>
+    ) -> BatchRun<T, E>
     where
+        Pr: FnOnce(TxLease, Vec<&'a I>) -> PFut,
+        PFut: Future<Output = Result<(), PE>>,
+        PE: std::fmt::Display,
         T: Serialize + DeserializeOwned,
         F: FnMut(TxLease, &'a I) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -184,9 +278,13 @@ impl IdempotencyStore {
             let job = batch.job(i, Some(fingerprint));
             let item = &items[i];
             results[i] = Some(execute(job, |lease| body(lease, item)).await);
-            return results.into_iter().flatten().collect();
+            return BatchRun {
+                results: results.into_iter().flatten().collect(),
+                fell_back: false,
+            };
         }
-        let outcome = batch.attempt(&ready, items, &mut body).await;
+        let outcome = batch.attempt(&ready, items, prepare, &mut body).await;
+        let fell_back = outcome.is_err();
         match outcome {
             Ok(done) => {
                 for (i, result) in done {
@@ -205,8 +303,23 @@ impl IdempotencyStore {
         // Every item has a result: its codec error, its batch's, or its own run's.
         let results: Vec<_> = results.into_iter().flatten().collect();
         debug_assert_eq!(results.len(), items.len());
-        results
+        BatchRun { results, fell_back }
     }
+}
+
+/// A batch's results, in the order of its items, and whether it rolled back and ran its
+/// items one at a time.
+pub(crate) struct BatchRun<T, E> {
+    pub(crate) results: Vec<Result<Outcome<T>, HandlerError<E>>>,
+    pub(crate) fell_back: bool,
+}
+
+/// The type of "no prepare step".
+type NoPrepare<'a, I> =
+    fn(TxLease, Vec<&'a I>) -> std::future::Ready<Result<(), std::convert::Infallible>>;
+
+fn no_prepare<'a, I>() -> Option<NoPrepare<'a, I>> {
+    None
 }
 
 /// One batch of one action of one store.
@@ -219,6 +332,7 @@ struct Batch<'s> {
 /// Why a batch is retried one event at a time.
 enum Abandoned {
     Database(Error),
+    Prepare(String),
     Body,
 }
 
@@ -226,6 +340,7 @@ impl std::fmt::Display for Abandoned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Abandoned::Database(error) => error.fmt(f),
+            Abandoned::Prepare(error) => write!(f, "the batch's prepare step failed: {error}"),
             Abandoned::Body => f.write_str("a body failed"),
         }
     }
@@ -260,13 +375,17 @@ impl<'s> Batch<'s> {
     }
 
     /// The batch in one transaction; `Err` if it rolled back.
-    async fn attempt<'a, I, T, E, F, Fut>(
+    async fn attempt<'a, I, Pr, PFut, PE, T, E, F, Fut>(
         &self,
         ready: &[(usize, Fingerprint)],
         items: &'a [I],
+        prepare: Option<Pr>,
         body: &mut F,
     ) -> std::result::Result<Done<T, E>, Abandoned>
     where
+        Pr: FnOnce(TxLease, Vec<&'a I>) -> PFut,
+        PFut: Future<Output = std::result::Result<(), PE>>,
+        PE: std::fmt::Display,
         T: Serialize + DeserializeOwned,
         F: FnMut(TxLease, &'a I) -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
@@ -323,6 +442,29 @@ impl<'s> Batch<'s> {
                         row.created_at,
                     ),
                 );
+            }
+        }
+
+        if let Some(prepare) = prepare {
+            let leaders: Vec<&'a I> = claim_keys
+                .iter()
+                .filter(|key| claimed.contains(*key))
+                .map(|key| &items[first[key.as_str()]])
+                .collect();
+            if !leaders.is_empty() {
+                let (tx, parked) = held.park();
+                let (lease, returned) = TxLease::lend(tx);
+                let prepared = prepare(lease, leaders).await;
+                let Some(tx) = returned.take() else {
+                    return Err(Abandoned::Database(Error::Config(
+                        "the batch's prepare step kept its transaction".to_owned(),
+                    )));
+                };
+                held = parked.resume(tx);
+                if let Err(error) = prepared {
+                    held.rollback(db).await;
+                    return Err(Abandoned::Prepare(error.to_string()));
+                }
             }
         }
 

@@ -73,9 +73,19 @@ impl Batching {
     }
 }
 
-/// A batch run: per delivery, in order, `Ok(true)` for a duplicate.
-pub(super) type BatchFuture =
-    Pin<Box<dyn Future<Output = Vec<std::result::Result<bool, DeliveryError>>> + Send>>;
+/// A batch run: per delivery, in order, `Ok(true)` for a duplicate; and whether the
+/// batch rolled back and ran its events one at a time.
+pub(super) type BatchFuture = Pin<Box<dyn Future<Output = BatchResults> + Send>>;
+
+/// What a batch run returns.
+pub(super) struct BatchResults {
+    pub(super) results: Vec<std::result::Result<bool, DeliveryError>>,
+    pub(super) fell_back: bool,
+}
+
+/// The type of a batch handler without a prepare step.
+type NoPrepare<P> =
+    fn(TxLease, Vec<Arc<Event<P>>>) -> std::future::Ready<std::result::Result<(), DeliveryError>>;
 
 /// One event type's batch handler.
 pub(super) struct BatchHandler {
@@ -165,7 +175,7 @@ impl Consumer {
     /// ```
     #[must_use]
     pub fn on_batch<P, F, Fut, T, E>(
-        mut self,
+        self,
         store: IdempotencyStore,
         action: impl Into<String>,
         batching: Batching,
@@ -178,12 +188,124 @@ impl Consumer {
         T: Serialize + DeserializeOwned + Send + 'static,
         E: Into<DeliveryError> + Send + 'static,
     {
+        self.register_batch(store, action.into(), batching, None::<NoPrepare<P>>, body)
+    }
+
+    /// Routes events of type `P` to `body` in batches, as [`on_batch`](Self::on_batch)
+    /// does, with a prepare step: `prepare` runs once per batch on the batch's
+    /// transaction, right after the claim and before any body, with the batch's claimed
+    /// events (in delivery order; not its duplicates). A consumer's batch holds its events
+    /// in the broker's order, so bodies that lock shared rows one event at a time lock them
+    /// in an order nobody chose, and two consumers' batches deadlock: PostgreSQL aborts one
+    /// after `deadlock_timeout` (1 s by default), and it runs again one event at a time.
+    /// Lock, in `prepare`, every row the batch's bodies will touch in one order
+    /// (`... WHERE id = ANY($1) ORDER BY id FOR UPDATE`) and concurrent batches queue on
+    /// their first shared row instead.
+    ///
+    /// A failing `prepare` rolls the batch back and its events run one at a time, as for a
+    /// failing body (its error is logged, not settled: only the bodies' errors settle a
+    /// delivery). It does not run for a batch of one, nor when every event was a
+    /// duplicate, nor on the one-at-a-time runs: those run as [`on`](Self::on) runs an
+    /// event, so `prepare` may take locks or read ahead but must not write anything a body
+    /// relies on. The counter `prost_db_consumer_batch_fallbacks_total` (`queue`,
+    /// `event_type`) counts the batches that fell back, with a prepare step or without.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use prost_db::amqp::{Batching, Consumer, QueueSpec};
+    /// use prost_db::events::{Event, EventPayload};
+    /// use prost_db::idempotency::{IdempotencyStore, Tx};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct OrderCreated { product_ids: Vec<i64> }
+    /// impl EventPayload for OrderCreated {
+    ///     const EVENT_TYPE: &'static str = "OrderCreated";
+    ///     const AGGREGATE_TYPE: &'static str = "order";
+    ///     const ROUTING_KEY: &'static str = "order.created";
+    /// }
+    ///
+    /// # fn consumer(db: prost_db::Db) -> Consumer {
+    /// Consumer::new(QueueSpec::new("catalog.events"))
+    ///     .prefetch(64)
+    ///     .on_batch_prepared(
+    ///         IdempotencyStore::new(&db),
+    ///         "reserve_stock",
+    ///         Batching::new(32, Duration::from_millis(5)),
+    ///         // Every product of the batch, locked in id order, before any body runs.
+    ///         |mut tx, events: Vec<Arc<Event<OrderCreated>>>| async move {
+    ///             let tx: &mut Tx = &mut tx;
+    ///             let mut ids: Vec<i64> =
+    ///                 events.iter().flat_map(|e| e.payload.product_ids.clone()).collect();
+    ///             ids.sort_unstable();
+    ///             ids.dedup();
+    ///             sqlx::query("SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    ///                 .bind(&ids)
+    ///                 .execute(&mut **tx)
+    ///                 .await?;
+    ///             Ok::<(), sqlx::Error>(())
+    ///         },
+    ///         |mut tx, event: Arc<Event<OrderCreated>>| async move {
+    ///             let tx: &mut Tx = &mut tx;
+    ///             for id in &event.payload.product_ids {
+    ///                 sqlx::query("UPDATE products SET stock = stock - 1 WHERE id = $1")
+    ///                     .bind(id)
+    ///                     .execute(&mut **tx)
+    ///                     .await?;
+    ///             }
+    ///             Ok::<(), sqlx::Error>(())
+    ///         },
+    ///     )
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_batch_prepared<P, Pr, PFut, PE, F, Fut, T, E>(
+        self,
+        store: IdempotencyStore,
+        action: impl Into<String>,
+        batching: Batching,
+        prepare: Pr,
+        body: F,
+    ) -> Self
+    where
+        P: EventPayload,
+        Pr: Fn(TxLease, Vec<Arc<Event<P>>>) -> PFut + Send + Sync + 'static,
+        PFut: Future<Output = std::result::Result<(), PE>> + Send + 'static,
+        PE: Into<DeliveryError> + Send + 'static,
+        F: Fn(TxLease, Arc<Event<P>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<DeliveryError> + Send + 'static,
+    {
+        self.register_batch(store, action.into(), batching, Some(prepare), body)
+    }
+
+    fn register_batch<P, Pr, PFut, PE, F, Fut, T, E>(
+        mut self,
+        store: IdempotencyStore,
+        action: String,
+        batching: Batching,
+        prepare: Option<Pr>,
+        body: F,
+    ) -> Self
+    where
+        P: EventPayload,
+        Pr: Fn(TxLease, Vec<Arc<Event<P>>>) -> PFut + Send + Sync + 'static,
+        PFut: Future<Output = std::result::Result<(), PE>> + Send + 'static,
+        PE: Into<DeliveryError> + Send + 'static,
+        F: Fn(TxLease, Arc<Event<P>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<DeliveryError> + Send + 'static,
+    {
         let body = Arc::new(body);
-        let action: Arc<str> = action.into().into();
+        let prepare = prepare.map(Arc::new);
+        let action: Arc<str> = action.into();
         let store = Arc::new(store);
         let run = move |delivered: Vec<Delivered>| -> BatchFuture {
             let (store, action, body) =
                 (Arc::clone(&store), Arc::clone(&action), Arc::clone(&body));
+            let prepare = prepare.clone();
             Box::pin(async move {
                 let mut results: Vec<Option<std::result::Result<bool, DeliveryError>>> =
                     Vec::with_capacity(delivered.len());
@@ -198,24 +320,35 @@ impl Consumer {
                         Err(error) => results.push(Some(Err(error))),
                     }
                 }
-                let outcomes = store
-                    .run_batch_events(&action, &events, |lease, event| {
+                let prepare = prepare.map(|prepare| {
+                    move |lease: TxLease, claimed: Vec<&Arc<Event<P>>>| {
+                        let claimed = claimed.into_iter().map(Arc::clone).collect();
+                        let prepared = prepare(lease, claimed);
+                        async move { prepared.await.map_err(Into::<DeliveryError>::into) }
+                    }
+                });
+                let run = store
+                    .run_batch_events_reporting(&action, &events, prepare, |lease, event| {
                         body(lease, Arc::clone(event))
                     })
                     .await;
-                for (i, outcome) in at.into_iter().zip(outcomes) {
+                for (i, outcome) in at.into_iter().zip(run.results) {
                     results[i] = Some(
                         outcome
                             .map(|outcome| outcome.is_duplicate())
                             .map_err(DeliveryError::from_handler),
                     );
                 }
-                results
+                let results = results
                     .into_iter()
                     .map(|result| {
                         result.unwrap_or_else(|| Err(DeliveryError::permanent("no batch result")))
                     })
-                    .collect()
+                    .collect();
+                BatchResults {
+                    results,
+                    fell_back: run.fell_back,
+                }
             })
         };
         self.handlers.remove(P::EVENT_TYPE);

@@ -11,7 +11,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use tracing::Instrument;
 
-use super::batch::{Batch, BatchHandler};
+use super::batch::{Batch, BatchHandler, BatchResults};
 use super::delivery::{Delivered, attempt_of};
 use super::settle::{Context, Done, Finished, Settled};
 use crate::amqp::DeliveryError;
@@ -79,9 +79,12 @@ impl Context {
         }
         let size = items.len();
         let started = std::time::Instant::now();
-        let results = run_guarded(handler, delivered).await;
+        let BatchResults { results, fell_back } = run_guarded(handler, delivered).await;
         let elapsed = started.elapsed();
         metrics::batch_size(&self.queue, event_type, size);
+        if fell_back {
+            metrics::batch_fallback(&self.queue, event_type);
+        }
         for _ in 0..size {
             metrics::handler_latency(&self.queue, event_type, elapsed);
         }
@@ -183,10 +186,7 @@ fn outcome(success: &Success, acked: bool) -> Settled {
 
 /// The batch's results; if its body panicked, each delivery again on its own, so that the
 /// one that panics is dead-lettered alone.
-async fn run_guarded(
-    handler: &BatchHandler,
-    delivered: Vec<Delivered>,
-) -> Vec<Result<bool, DeliveryError>> {
+async fn run_guarded(handler: &BatchHandler, delivered: Vec<Delivered>) -> BatchResults {
     let panicked = || DeliveryError::permanent("handler panicked");
     if let Ok(results) = AssertUnwindSafe((handler.run)(delivered.clone()))
         .catch_unwind()
@@ -195,7 +195,10 @@ async fn run_guarded(
         return results;
     }
     if delivered.len() == 1 {
-        return vec![Err(panicked())];
+        return BatchResults {
+            results: vec![Err(panicked())],
+            fell_back: false,
+        };
     }
     tracing::warn!("a batch's body panicked; running its events one at a time");
     let mut results = Vec::with_capacity(delivered.len());
@@ -204,10 +207,13 @@ async fn run_guarded(
             .catch_unwind()
             .await
         {
-            Ok(mut result) => result.pop().unwrap_or_else(|| Err(panicked())),
+            Ok(mut result) => result.results.pop().unwrap_or_else(|| Err(panicked())),
             Err(_) => Err(panicked()),
         };
         results.push(result);
     }
-    results
+    BatchResults {
+        results,
+        fell_back: true,
+    }
 }
