@@ -41,7 +41,7 @@ pub enum TypeKind {
     /// `citext`, `ltree`, `hstore`).
     Base,
     /// A user enum (`CREATE TYPE ... AS ENUM`), with its schema; its labels are in
-    /// [`Catalog::enum_type`](super::Catalog::enum_type).
+    /// [`Catalog::user_type`](super::Catalog::user_type).
     Enum {
         /// The schema the enum lives in.
         schema: String,

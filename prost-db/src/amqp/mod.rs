@@ -16,7 +16,7 @@
 //! duplicate and is acked without running the body again. Work queues are quorum queues
 //! with a delivery limit and a dead-letter exchange, so a message that kills its consumer
 //! every time ends in the dead-letter queue. Every publish is mandatory: a message no queue
-//! receives is an error ([`Error::PublishReturned`](crate::Error::PublishReturned)), never a
+//! receives is an error ([`Error::PublishReturned`]), never a
 //! confirmed delivery. [`OrderedQueues`] keeps each aggregate's events in order across
 //! consumers. [`Consumer::on_batch`] runs the deliveries of one event type in batches, one
 //! transaction and one commit per batch, settled after it;

@@ -172,7 +172,7 @@ impl QueueSpec {
     /// broker dead-letters such a message with `x-first-death-reason: delivery_limit` to the
     /// family's dead-letter exchange, which is always declared: RabbitMQ 4 drops a message
     /// past the limit when a queue has none. A queue's type and arguments cannot change
-    /// once declared (see [`Topology::declare`]).
+    /// once declared (see [`Topology::declare`](crate::amqp::Topology::declare)).
     ///
     /// ```
     /// let spec = prost_db::amqp::QueueSpec::new("orders.events").quorum(5);

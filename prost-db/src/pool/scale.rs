@@ -28,7 +28,7 @@ impl DbConfig {
     }
 
     /// In [`HandlerMode::Chained`], how long a kept connection may sit idle before it goes
-    /// back to the pool ([`CHAINED_IDLE`] by default).
+    /// back to the pool ([`CHAINED_IDLE`](crate::idempotency::CHAINED_IDLE) by default).
     ///
     /// ```
     /// # use std::time::Duration;

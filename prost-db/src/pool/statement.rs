@@ -56,7 +56,7 @@ impl Statements {
         self.named
     }
 
-    /// [`sqlx::query`] with this kind of statement.
+    /// [`sqlx::query()`] with this kind of statement.
     ///
     /// ```
     /// let query = prost_db::Statements::UNNAMED.query("DELETE FROM t WHERE id = $1").bind(1_i64);
@@ -115,7 +115,7 @@ impl Db {
         }
     }
 
-    /// [`sqlx::query`] as this pool must send it ([`Db::statements`]): run it in a
+    /// [`sqlx::query()`] as this pool must send it ([`Db::statements`]): run it in a
     /// transaction ([`Db::begin`]) or through [`Db::autocommit`], which holds behind a
     /// transaction pooler too.
     ///
