@@ -292,7 +292,7 @@ impl IdempotencyStore {
                 }
             }
             Err(error) => {
-                tracing::debug!(%error, items = ready.len(), "batch rolled back; running its events one at a time");
+                tracing::warn!(%error, items = ready.len(), "batch rolled back; running its events one at a time");
                 for &(i, fingerprint) in &ready {
                     let job = batch.job(i, Some(fingerprint));
                     let item = &items[i];
