@@ -1747,3 +1747,140 @@ async fn control_competing_consumers_apply_an_aggregates_events_out_of_order() {
     eprintln!("competing: {state:?}, killed {victim}");
     assert!(state.violations > 0, "{state:?}");
 }
+
+/// lapin answers `Ok(false)` to an ack it did not send (the channel is gone): the consumer
+/// counts such a delivery unsettled, not acked, and the broker delivers it again. Control:
+/// counting lapin's `Ok(_)` as acked reports this run as `acked: 2, unsettled: 0`.
+#[tokio::test]
+async fn an_ack_lapin_did_not_send_counts_as_unsettled_and_the_delivery_comes_back() {
+    let broker = ping_broker().await;
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let event = Event::new("p-\"quoted\"-é", "c", Ping { n: 7 });
+    publisher
+        .publish(&format!("{}pings", broker.prefix), &event)
+        .await
+        .unwrap();
+    // Each call's `redelivered` flag; the first call holds until the connection is cut.
+    let calls: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let consumer = Consumer::new(broker.spec(0)).handler("Ping", {
+        let calls = Arc::clone(&calls);
+        move |delivered: amqp::Delivered| {
+            let first = {
+                let mut calls = calls.lock().unwrap();
+                calls.push(delivered.redelivered);
+                calls.len() == 1
+            };
+            let mut released = released.clone();
+            async move {
+                if first {
+                    let _ = released.wait_for(|go| *go).await;
+                }
+                Ok::<(), DeliveryError>(())
+            }
+        }
+    });
+    let proxy = Proxy::start().await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn({
+        let url = proxy.url.clone();
+        async move {
+            consumer
+                .run_reconnecting(&url, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    let calls_now = || calls.lock().unwrap().clone();
+    assert!(wait_until(Duration::from_secs(10), || async { calls_now().len() == 1 }).await);
+    proxy.cut();
+    // Let lapin see the cut (it poisons the channel's ackers), then let the handler succeed
+    // well inside the consumer's grace for handlers of a lost connection.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    release.send(true).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || async { calls_now().len() == 2 }).await,
+        "the delivery came back after the reconnect: {:?}",
+        calls_now()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            broker.depth(&queue).await == 0
+        })
+        .await
+    );
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(
+        calls_now(),
+        [false, true],
+        "first delivery, then the redelivery"
+    );
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    assert_eq!((stats.acked, stats.unsettled), (1, 1), "{stats:?}");
+    assert!(
+        broker
+            .drain(&broker.spec(0).dead_letter_queue())
+            .await
+            .is_empty()
+    );
+    broker.cleanup().await;
+}
+
+/// A retry in place cut short by shutdown gives its delivery back with a nack: reported as
+/// requeued (before: as unsettled, as if the broker had not been told), and the message is
+/// back in the work queue, marked redelivered.
+#[tokio::test]
+async fn a_retry_in_place_cut_short_by_shutdown_is_reported_requeued_and_the_message_is_back() {
+    let broker = ping_broker_with(|spec| spec.retry_delays([Duration::from_secs(60)])).await;
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let big = "ü".repeat(2048);
+    let event = Event::new(big.as_str(), "c", Ping { n: 3 });
+    publisher
+        .publish(&format!("{}pings", broker.prefix), &event)
+        .await
+        .unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let consumer = Consumer::new(broker.spec(0))
+        .serialize_by_aggregate()
+        .max_attempts(5)
+        .handler("Ping", {
+            let calls = Arc::clone(&calls);
+            move |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Err::<(), _>(DeliveryError::transient("database is restarting")) }
+            }
+        });
+    let stats = run_until(&broker, consumer, || {
+        let calls = Arc::clone(&calls);
+        async move { calls.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+    })
+    .await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stats.requeued, 1, "{stats:?}");
+    assert_eq!(
+        stats.retried, 1,
+        "the retry in place that was started: {stats:?}"
+    );
+    assert_eq!(
+        stats.unsettled + stats.acked + stats.dead_lettered,
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(broker.retry_depth(&broker.spec(0)).await, 0);
+    let back = broker
+        .channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message is back in the work queue");
+    assert!(back.delivery.redelivered);
+    assert_eq!(
+        serde_json::from_slice::<Event<Ping>>(&back.delivery.data).unwrap(),
+        event
+    );
+    broker.cleanup().await;
+}
