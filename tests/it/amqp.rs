@@ -31,6 +31,7 @@ impl Broker {
     }
 
     pub async fn with(topology: Topology, prefix: String) -> Broker {
+        expire_unused_test_queues();
         let connection = amqp::connect(&amqp::url_from_env()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         topology.declare(&channel).await.unwrap();
@@ -90,6 +91,30 @@ impl Broker {
         self.topology.delete(&self.channel).await.unwrap();
         let _ = self.connection.close(200, "done".into()).await;
     }
+}
+
+/// The broker policy that deletes test queues (`t<32 hex digits>.*`, the prefix every test
+/// topology uses) after [`TEST_QUEUE_EXPIRY_MS`] without consumers or use: those of a killed
+/// run vanish by themselves. A policy, unlike an `x-expires` argument, also covers the
+/// queues a test declares through the shop's own topology, and the leftovers of earlier runs.
+pub(crate) const TEST_QUEUE_POLICY: &str = "prost-db-test-queues";
+const TEST_QUEUE_PATTERN: &str = r"^t[0-9a-f]{32}\.";
+const TEST_QUEUE_EXPIRY_MS: u64 = 30 * 60 * 1000;
+
+/// Sets [`TEST_QUEUE_POLICY`] once per process (best effort: without `rabbitmqctl`, test
+/// queues of killed runs stay until deleted by hand).
+pub(crate) fn expire_unused_test_queues() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        let definition = format!(r#"{{"expires":{TEST_QUEUE_EXPIRY_MS}}}"#);
+        let set = std::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", "--priority", "0"])
+            .args([TEST_QUEUE_POLICY, TEST_QUEUE_PATTERN, definition.as_str()])
+            .output();
+        if !set.as_ref().is_ok_and(|out| out.status.success()) {
+            eprintln!("could not set the {TEST_QUEUE_POLICY} policy: {set:?}");
+        }
+    });
 }
 
 pub(crate) fn header(
@@ -1882,5 +1907,51 @@ async fn a_retry_in_place_cut_short_by_shutdown_is_reported_requeued_and_the_mes
         serde_json::from_slice::<Event<Ping>>(&back.delivery.data).unwrap(),
         event
     );
+    broker.cleanup().await;
+}
+
+/// Test queues carry the expiry policy: a killed run's queues are deleted by the broker once
+/// unused for 30 minutes. Control: a queue outside the test prefix does not.
+#[tokio::test]
+async fn test_queues_expire_when_unused_and_other_queues_do_not() {
+    let broker = ping_broker().await;
+    let queue = broker.spec(0).queue();
+    let other = format!("not-a-test-{}", Uuid::new_v4().simple());
+    broker
+        .channel
+        .queue_declare(
+            other.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let listed = rabbitmqctl(&["list_queues", "--no-table-headers", "name", "policy"]);
+    let policy_of = |name: &str| {
+        listed
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('\t'))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+            .to_owned()
+    };
+    assert_eq!(policy_of(&queue), TEST_QUEUE_POLICY);
+    assert_eq!(
+        policy_of(&broker.spec(0).dead_letter_queue()),
+        TEST_QUEUE_POLICY
+    );
+    assert_eq!(policy_of(&other), "", "control");
+    let definition = rabbitmqctl(&["list_policies", "--no-table-headers"]);
+    assert!(
+        definition
+            .lines()
+            .any(|line| line.contains(TEST_QUEUE_POLICY) && line.contains(r#""expires":1800000"#)),
+        "{definition}"
+    );
+    broker
+        .channel
+        .queue_delete(other.as_str().into(), Default::default())
+        .await
+        .unwrap();
     broker.cleanup().await;
 }
