@@ -10,7 +10,9 @@ use lapin::types::AMQPValue;
 use tracing::Instrument;
 
 use super::batch::Unsettled;
-use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
+use super::delivery::{
+    ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, handle_span, headers_of,
+};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::DeliveryError;
 use crate::amqp::metrics::{self, DeadLetter};
@@ -115,13 +117,7 @@ impl Context {
                     .into();
             }
         };
-        let span = tracing::info_span!(
-            "prost_db.handle",
-            event_id = %envelope.event_id,
-            event_type = %envelope.event_type,
-            attempt,
-            outcome = tracing::field::Empty,
-        );
+        let span = handle_span(&envelope, attempt);
         self.handle(delivery, envelope, attempt, span.clone())
             .instrument(span)
             .await

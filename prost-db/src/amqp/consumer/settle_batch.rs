@@ -12,7 +12,7 @@ use lapin::options::BasicAckOptions;
 use tracing::Instrument;
 
 use super::batch::{Batch, BatchHandler, BatchResults};
-use super::delivery::{Delivered, attempt_of};
+use super::delivery::{Delivered, attempt_of, handle_span};
 use super::settle::{Context, Done, Finished, Settled, settlement};
 use crate::amqp::DeliveryError;
 use crate::amqp::metrics;
@@ -61,13 +61,7 @@ impl Context {
         let mut delivered = Vec::with_capacity(deliveries.len());
         for (delivery, envelope) in deliveries {
             let attempt = attempt_of(&delivery);
-            let span = tracing::info_span!(
-                "prost_db.handle",
-                event_id = %envelope.event_id,
-                event_type = %envelope.event_type,
-                attempt,
-                outcome = tracing::field::Empty,
-            );
+            let span = handle_span(&envelope, attempt);
             delivered.push(Delivered {
                 envelope,
                 body: delivery.data.as_slice().into(),
