@@ -87,6 +87,30 @@ impl Broker {
         depth
     }
 
+    /// Asserts that nothing reached the dead-letter queue of queue family `i`.
+    pub async fn assert_no_dead_letters(&self, i: usize) {
+        let dead = self.drain(&self.spec(i).dead_letter_queue()).await;
+        assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    }
+
+    /// Waits until `queue` is empty, then stops the consumer task behind `stop` and returns
+    /// its stats.
+    pub async fn stop_once_drained(
+        &self,
+        queue: &str,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<prost_db::Result<prost_db::amqp::ConsumerStats>>,
+    ) -> prost_db::amqp::ConsumerStats {
+        let drained = wait_until(Duration::from_secs(10), || async {
+            self.depth(queue).await == 0
+        })
+        .await;
+        let _ = stop.send(());
+        let stats = task.await.unwrap().unwrap();
+        assert!(drained, "{queue} is not empty: {stats:?}");
+        stats
+    }
+
     pub async fn cleanup(self) {
         self.topology.delete(&self.channel).await.unwrap();
         let _ = self.connection.close(200, "done".into()).await;
@@ -631,6 +655,25 @@ impl Drop for Proxy {
     }
 }
 
+/// Runs `consumer.run_reconnecting(url)` on a task of its own until the sender fires.
+fn reconnecting_until_stopped(
+    consumer: Consumer,
+    url: String,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<prost_db::Result<prost_db::amqp::ConsumerStats>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        consumer
+            .run_reconnecting(&url, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
+
 #[tokio::test]
 async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     let broker = ping_broker().await;
@@ -694,40 +737,18 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     assert!(count() < 600);
 
     // `run_reconnecting` through the same proxy, cut twice, still consumes everything.
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let url = proxy.url.clone();
-        async move {
-            consumer
-                .run_reconnecting(&url, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = reconnecting_until_stopped(consumer, proxy.url.clone());
     cut_after_progress(2).await;
     cut_after_progress(3).await;
     assert!(
         wait_until(Duration::from_secs(60), || async { count() == 600 }).await,
         "every message is consumed despite the cuts"
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            broker.depth(&queue).await == 0
-        })
-        .await
-    );
-    let _ = stop.send(());
-    let stats = task.await.unwrap().unwrap();
+    let stats = broker.stop_once_drained(&queue, stop, task).await;
     assert_eq!(stats.reconnects, 2, "{stats:?}");
     assert_eq!(proxy.accepted(), 4, "the control's connection, then three");
     assert_eq!(stats.dead_lettered, 0, "{stats:?}");
-    assert!(
-        broker
-            .drain(&broker.spec(0).dead_letter_queue())
-            .await
-            .is_empty()
-    );
+    broker.assert_no_dead_letters(0).await;
     broker.cleanup().await;
 }
 
@@ -1807,17 +1828,7 @@ async fn an_ack_lapin_did_not_send_counts_as_unsettled_and_the_delivery_comes_ba
         }
     });
     let proxy = Proxy::start().await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let url = proxy.url.clone();
-        async move {
-            consumer
-                .run_reconnecting(&url, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = reconnecting_until_stopped(consumer, proxy.url.clone());
     let calls_now = || calls.lock().unwrap().clone();
     assert!(wait_until(Duration::from_secs(10), || async { calls_now().len() == 1 }).await);
     proxy.cut();
@@ -1830,14 +1841,7 @@ async fn an_ack_lapin_did_not_send_counts_as_unsettled_and_the_delivery_comes_ba
         "the delivery came back after the reconnect: {:?}",
         calls_now()
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            broker.depth(&queue).await == 0
-        })
-        .await
-    );
-    let _ = stop.send(());
-    let stats = task.await.unwrap().unwrap();
+    let stats = broker.stop_once_drained(&queue, stop, task).await;
     assert_eq!(
         calls_now(),
         [false, true],
@@ -1845,12 +1849,7 @@ async fn an_ack_lapin_did_not_send_counts_as_unsettled_and_the_delivery_comes_ba
     );
     assert_eq!(stats.reconnects, 1, "{stats:?}");
     assert_eq!((stats.acked, stats.unsettled), (1, 1), "{stats:?}");
-    assert!(
-        broker
-            .drain(&broker.spec(0).dead_letter_queue())
-            .await
-            .is_empty()
-    );
+    broker.assert_no_dead_letters(0).await;
     broker.cleanup().await;
 }
 
