@@ -168,9 +168,21 @@ impl FaultInjector {
             return Ok(());
         }
         let body = event.to_json()?;
-        let copy = Message::new("", &self.queue, &body)
+        self.publish_copies(&body, id, &event.envelope.event_type)
+            .await
+    }
+
+    /// The injected network failure: `redeliveries` copies of `body` straight to the work
+    /// queue, counted as one failure and that many duplicates.
+    async fn publish_copies(
+        &self,
+        body: &[u8],
+        id: Uuid,
+        event_type: &str,
+    ) -> Result<(), DeliveryError> {
+        let copy = Message::new("", &self.queue, body)
             .message_id(&id.to_string())
-            .event_type(&event.envelope.event_type);
+            .event_type(event_type);
         let copies = vec![copy; self.faults.redeliveries as usize];
         for outcome in self
             .publisher
@@ -197,23 +209,8 @@ impl FaultInjector {
         let original = delivered.routing_key != self.queue;
         let id = delivered.envelope.event_id;
         if original && self.faults.redeliveries > 0 && hit(id, self.faults.duplicate_rate) {
-            let id_text = id.to_string();
-            let copy = Message::new("", &self.queue, &delivered.body)
-                .message_id(&id_text)
-                .event_type(&delivered.envelope.event_type);
-            let copies = vec![copy; self.faults.redeliveries as usize];
-            for outcome in self
-                .publisher
-                .publish_all(&copies)
-                .await
-                .map_err(DeliveryError::transient)?
-            {
-                outcome.map_err(DeliveryError::transient)?;
-            }
-            self.counts.failures.fetch_add(1, Ordering::Relaxed);
-            self.counts
-                .duplicates
-                .fetch_add(u64::from(self.faults.redeliveries), Ordering::Relaxed);
+            self.publish_copies(&delivered.body, id, &delivered.envelope.event_type)
+                .await?;
         }
         if let Some(window) = self.faults.delay_short_holds
             && delivered.envelope.event_type == StockReserved::EVENT_TYPE

@@ -828,6 +828,7 @@ pub async fn run(
                 sum.retried += stats.retried;
                 sum.dead_lettered += stats.dead_lettered;
                 sum.ignored += stats.ignored;
+                sum.requeued += stats.requeued;
                 sum.unsettled += stats.unsettled;
                 sum.reconnects += stats.reconnects;
             }

@@ -135,6 +135,7 @@ impl TestDb {
         SWEPT
             .get_or_try_init(|| async {
                 sweep(&mut guard).await?;
+                sweep_roles(&mut guard).await?;
                 Ok::<(), Error>(())
             })
             .await?;
@@ -164,6 +165,20 @@ impl TestDb {
     /// ```
     pub fn name(&self) -> &str {
         self.name.as_str()
+    }
+
+    /// A role name for this test: `<word>_<pid>_<time>_<n>`, carrying the database's
+    /// suffix, so that [`sweep_leaked_roles`] drops it once a killed run left it behind.
+    ///
+    /// ```no_run
+    /// # async fn run(test_db: prost_db::testing::TestDb) {
+    /// let role = test_db.role_name("catalog");
+    /// assert!(role.starts_with("catalog_"));
+    /// # }
+    /// ```
+    pub fn role_name(&self, word: &str) -> String {
+        let suffix = self.name.as_str().trim_start_matches(TEST_DATABASE_PREFIX);
+        format!("{word}_{suffix}")
     }
 
     /// Connect options for this database.
@@ -421,32 +436,83 @@ async fn sweep(conn: &mut PgConnection) -> Result<Vec<String>> {
     Ok(dropped_names)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
+/// Drops the roles that dead test runs left behind, and returns their names.
+///
+/// A test role is named after its [`TestDb`] ([`TestDb::role_name`]: `<word>_<pid>_<time>_<n>`
+/// for the database `prost_test_<pid>_<time>_<n>`). One is dropped only when it is provably a
+/// leftover: its database is gone, the session that marks that database's owner alive is
+/// gone (so its test ended, or was killed), and no session is logged in as the role. A live
+/// test's roles, in this process or any other, are never touched. [`TestDb::new`] runs this
+/// once per process, after the database sweep.
+///
+/// ```no_run
+/// # async fn run() -> prost_db::Result<()> {
+/// let dropped = prost_db::testing::sweep_leaked_roles().await?;
+/// println!("dropped {dropped:?}");
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Connect`] if the server is unreachable.
+pub async fn sweep_leaked_roles() -> Result<Vec<String>> {
+    sweep_leaked_roles_on(&server_url()).await
+}
 
-    #[test]
-    fn test_url_replaces_only_the_database() {
-        for (server, expected) in [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "postgres://postgres@127.0.0.1:5432/t1",
-            ),
-            ("postgres://u:pw@db:5432", "postgres://u:pw@db:5432/t1"),
-            (
-                "postgres://u@db/prost?sslmode=verify-full&sslrootcert=/etc/ca.pem",
-                "postgres://u@db/t1?sslmode=verify-full&sslrootcert=/etc/ca.pem",
-            ),
-            (
-                "postgresql://u@db?sslrootcert=/etc/ca.pem",
-                "postgresql://u@db/t1?sslrootcert=/etc/ca.pem",
-            ),
-            (
-                "postgres:///prost?host=/var/run/postgresql",
-                "postgres:///t1?host=/var/run/postgresql",
-            ),
-        ] {
-            assert_eq!(with_database(server, "t1"), expected, "{server}");
+/// [`sweep_leaked_roles`] through the maintenance database of `url`.
+///
+/// ```no_run
+/// # async fn run() -> prost_db::Result<()> {
+/// prost_db::testing::sweep_leaked_roles_on("postgres://postgres@127.0.0.1:5432/postgres").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Config`] for a URL that does not parse; [`Error::Connect`] if the server is
+/// unreachable.
+pub async fn sweep_leaked_roles_on(url: &str) -> Result<Vec<String>> {
+    let server = server_options(url)?;
+    let mut conn = maintenance_connection(&server).await?;
+    let dropped = sweep_roles(&mut conn).await;
+    conn.close().await.ok();
+    dropped
+}
+
+async fn sweep_roles(conn: &mut PgConnection) -> Result<Vec<String>> {
+    // One statement, as for databases: a role it lists was created after its test's owner
+    // session started, so that session, if alive, is in the same view of the cluster.
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT r.rolname::text FROM ( \
+             SELECT rolname, rolsuper, \
+                    $2 || substring(rolname FROM '_([0-9]+_[0-9]+_[0-9]+)$') AS db \
+             FROM pg_catalog.pg_roles) r \
+         WHERE r.rolname ~ '^[a-z][a-z0-9_]*_[0-9]+_[0-9]+_[0-9]+$' AND NOT r.rolsuper \
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = r.db) \
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
+             WHERE a.application_name = left($1 || r.db, 63) OR a.usename = r.rolname)",
+    )
+    .bind(OWNER_PREFIX)
+    .bind(TEST_DATABASE_PREFIX)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut dropped = Vec::new();
+    for name in names {
+        let Ok(role) = Identifier::new(IdentifierKind::Role, &name) else {
+            continue;
+        };
+        let sql = format!("DROP ROLE IF EXISTS {role}");
+        match sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await {
+            Ok(_) => {
+                tracing::info!(role = name.as_str(), "dropped leaked test role");
+                dropped.push(name);
+            }
+            // Still owning something, or dropped meanwhile by a parallel sweep.
+            Err(error) => tracing::warn!(role = name.as_str(), %error, "leaked test role kept"),
         }
     }
+    Ok(dropped)
 }
+
+#[cfg(test)]
+mod tests;

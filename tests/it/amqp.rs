@@ -31,6 +31,7 @@ impl Broker {
     }
 
     pub async fn with(topology: Topology, prefix: String) -> Broker {
+        expire_unused_test_queues();
         let connection = amqp::connect(&amqp::url_from_env()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         topology.declare(&channel).await.unwrap();
@@ -86,10 +87,58 @@ impl Broker {
         depth
     }
 
+    /// Asserts that nothing reached the dead-letter queue of queue family `i`.
+    pub async fn assert_no_dead_letters(&self, i: usize) {
+        let dead = self.drain(&self.spec(i).dead_letter_queue()).await;
+        assert!(dead.is_empty(), "dead-lettered: {dead:?}");
+    }
+
+    /// Waits until `queue` is empty, then stops the consumer task behind `stop` and returns
+    /// its stats.
+    pub async fn stop_once_drained(
+        &self,
+        queue: &str,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<prost_db::Result<prost_db::amqp::ConsumerStats>>,
+    ) -> prost_db::amqp::ConsumerStats {
+        let drained = wait_until(Duration::from_secs(10), || async {
+            self.depth(queue).await == 0
+        })
+        .await;
+        let _ = stop.send(());
+        let stats = task.await.unwrap().unwrap();
+        assert!(drained, "{queue} is not empty: {stats:?}");
+        stats
+    }
+
     pub async fn cleanup(self) {
         self.topology.delete(&self.channel).await.unwrap();
         let _ = self.connection.close(200, "done".into()).await;
     }
+}
+
+/// The broker policy that deletes test queues (`t<32 hex digits>.*`, the prefix every test
+/// topology uses) after [`TEST_QUEUE_EXPIRY_MS`] without consumers or use: those of a killed
+/// run vanish by themselves. A policy, unlike an `x-expires` argument, also covers the
+/// queues a test declares through the shop's own topology, and the leftovers of earlier runs.
+pub(crate) const TEST_QUEUE_POLICY: &str = "prost-db-test-queues";
+const TEST_QUEUE_PATTERN: &str = r"^t[0-9a-f]{32}\.";
+const TEST_QUEUE_EXPIRY_MS: u64 = 30 * 60 * 1000;
+
+/// Sets [`TEST_QUEUE_POLICY`] once per process (best effort: without `rabbitmqctl`, test
+/// queues of killed runs stay until deleted by hand).
+pub(crate) fn expire_unused_test_queues() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        let definition = format!(r#"{{"expires":{TEST_QUEUE_EXPIRY_MS}}}"#);
+        let set = std::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", "--priority", "0"])
+            .args([TEST_QUEUE_POLICY, TEST_QUEUE_PATTERN, definition.as_str()])
+            .output();
+        if !set.as_ref().is_ok_and(|out| out.status.success()) {
+            eprintln!("could not set the {TEST_QUEUE_POLICY} policy: {set:?}");
+        }
+    });
 }
 
 pub(crate) fn header(
@@ -606,6 +655,25 @@ impl Drop for Proxy {
     }
 }
 
+/// Runs `consumer.run_reconnecting(url)` on a task of its own until the sender fires.
+fn reconnecting_until_stopped(
+    consumer: Consumer,
+    url: String,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<prost_db::Result<prost_db::amqp::ConsumerStats>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        consumer
+            .run_reconnecting(&url, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
+
 #[tokio::test]
 async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     let broker = ping_broker().await;
@@ -669,40 +737,18 @@ async fn run_reconnecting_rides_out_cut_connections_where_run_stops() {
     assert!(count() < 600);
 
     // `run_reconnecting` through the same proxy, cut twice, still consumes everything.
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn({
-        let url = proxy.url.clone();
-        async move {
-            consumer
-                .run_reconnecting(&url, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (stop, task) = reconnecting_until_stopped(consumer, proxy.url.clone());
     cut_after_progress(2).await;
     cut_after_progress(3).await;
     assert!(
         wait_until(Duration::from_secs(60), || async { count() == 600 }).await,
         "every message is consumed despite the cuts"
     );
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            broker.depth(&queue).await == 0
-        })
-        .await
-    );
-    let _ = stop.send(());
-    let stats = task.await.unwrap().unwrap();
+    let stats = broker.stop_once_drained(&queue, stop, task).await;
     assert_eq!(stats.reconnects, 2, "{stats:?}");
     assert_eq!(proxy.accepted(), 4, "the control's connection, then three");
     assert_eq!(stats.dead_lettered, 0, "{stats:?}");
-    assert!(
-        broker
-            .drain(&broker.spec(0).dead_letter_queue())
-            .await
-            .is_empty()
-    );
+    broker.assert_no_dead_letters(0).await;
     broker.cleanup().await;
 }
 
@@ -1746,4 +1792,165 @@ async fn control_competing_consumers_apply_an_aggregates_events_out_of_order() {
     let (state, victim) = ledger_run("competing", 50, 20, 250).await;
     eprintln!("competing: {state:?}, killed {victim}");
     assert!(state.violations > 0, "{state:?}");
+}
+
+/// lapin answers `Ok(false)` to an ack it did not send (the channel is gone): the consumer
+/// counts such a delivery unsettled, not acked, and the broker delivers it again. Control:
+/// counting lapin's `Ok(_)` as acked reports this run as `acked: 2, unsettled: 0`.
+#[tokio::test]
+async fn an_ack_lapin_did_not_send_counts_as_unsettled_and_the_delivery_comes_back() {
+    let broker = ping_broker().await;
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let event = Event::new("p-\"quoted\"-é", "c", Ping { n: 7 });
+    publisher
+        .publish(&format!("{}pings", broker.prefix), &event)
+        .await
+        .unwrap();
+    // Each call's `redelivered` flag; the first call holds until the connection is cut.
+    let calls: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let consumer = Consumer::new(broker.spec(0)).handler("Ping", {
+        let calls = Arc::clone(&calls);
+        move |delivered: amqp::Delivered| {
+            let first = {
+                let mut calls = calls.lock().unwrap();
+                calls.push(delivered.redelivered);
+                calls.len() == 1
+            };
+            let mut released = released.clone();
+            async move {
+                if first {
+                    let _ = released.wait_for(|go| *go).await;
+                }
+                Ok::<(), DeliveryError>(())
+            }
+        }
+    });
+    let proxy = Proxy::start().await;
+    let (stop, task) = reconnecting_until_stopped(consumer, proxy.url.clone());
+    let calls_now = || calls.lock().unwrap().clone();
+    assert!(wait_until(Duration::from_secs(10), || async { calls_now().len() == 1 }).await);
+    proxy.cut();
+    // Let lapin see the cut (it poisons the channel's ackers), then let the handler succeed
+    // well inside the consumer's grace for handlers of a lost connection.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    release.send(true).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || async { calls_now().len() == 2 }).await,
+        "the delivery came back after the reconnect: {:?}",
+        calls_now()
+    );
+    let stats = broker.stop_once_drained(&queue, stop, task).await;
+    assert_eq!(
+        calls_now(),
+        [false, true],
+        "first delivery, then the redelivery"
+    );
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    assert_eq!((stats.acked, stats.unsettled), (1, 1), "{stats:?}");
+    broker.assert_no_dead_letters(0).await;
+    broker.cleanup().await;
+}
+
+/// A retry in place cut short by shutdown gives its delivery back with a nack: reported as
+/// requeued (before: as unsettled, as if the broker had not been told), and the message is
+/// back in the work queue, marked redelivered.
+#[tokio::test]
+async fn a_retry_in_place_cut_short_by_shutdown_is_reported_requeued_and_the_message_is_back() {
+    let broker = ping_broker_with(|spec| spec.retry_delays([Duration::from_secs(60)])).await;
+    let queue = broker.spec(0).queue();
+    let publisher = Publisher::new(&broker.connection).await.unwrap();
+    let big = "ü".repeat(2048);
+    let event = Event::new(big.as_str(), "c", Ping { n: 3 });
+    publisher
+        .publish(&format!("{}pings", broker.prefix), &event)
+        .await
+        .unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let consumer = Consumer::new(broker.spec(0))
+        .serialize_by_aggregate()
+        .max_attempts(5)
+        .handler("Ping", {
+            let calls = Arc::clone(&calls);
+            move |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Err::<(), _>(DeliveryError::transient("database is restarting")) }
+            }
+        });
+    let stats = run_until(&broker, consumer, || {
+        let calls = Arc::clone(&calls);
+        async move { calls.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+    })
+    .await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stats.requeued, 1, "{stats:?}");
+    assert_eq!(
+        stats.retried, 1,
+        "the retry in place that was started: {stats:?}"
+    );
+    assert_eq!(
+        stats.unsettled + stats.acked + stats.dead_lettered,
+        0,
+        "{stats:?}"
+    );
+    assert_eq!(broker.retry_depth(&broker.spec(0)).await, 0);
+    let back = broker
+        .channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message is back in the work queue");
+    assert!(back.delivery.redelivered);
+    assert_eq!(
+        serde_json::from_slice::<Event<Ping>>(&back.delivery.data).unwrap(),
+        event
+    );
+    broker.cleanup().await;
+}
+
+/// Test queues carry the expiry policy: a killed run's queues are deleted by the broker once
+/// unused for 30 minutes. Control: a queue outside the test prefix does not.
+#[tokio::test]
+async fn test_queues_expire_when_unused_and_other_queues_do_not() {
+    let broker = ping_broker().await;
+    let queue = broker.spec(0).queue();
+    let other = format!("not-a-test-{}", Uuid::new_v4().simple());
+    broker
+        .channel
+        .queue_declare(
+            other.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let listed = rabbitmqctl(&["list_queues", "--no-table-headers", "name", "policy"]);
+    let policy_of = |name: &str| {
+        listed
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('\t'))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+            .to_owned()
+    };
+    assert_eq!(policy_of(&queue), TEST_QUEUE_POLICY);
+    assert_eq!(
+        policy_of(&broker.spec(0).dead_letter_queue()),
+        TEST_QUEUE_POLICY
+    );
+    assert_eq!(policy_of(&other), "", "control");
+    let definition = rabbitmqctl(&["list_policies", "--no-table-headers"]);
+    assert!(
+        definition
+            .lines()
+            .any(|line| line.contains(TEST_QUEUE_POLICY) && line.contains(r#""expires":1800000"#)),
+        "{definition}"
+    );
+    broker
+        .channel
+        .queue_delete(other.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    broker.cleanup().await;
 }

@@ -41,7 +41,8 @@ fn pgbouncer() -> PgConnectOptions {
     options
 }
 
-/// A test database with a service role `<prefix>_<db suffix>` provisioned for `schema`.
+/// A test database with a service role `<prefix>_<db suffix>` ([`TestDb::role_name`], so a
+/// killed run's role is swept) provisioned for `schema`.
 struct Service {
     test_db: TestDb,
     role: String,
@@ -50,14 +51,25 @@ struct Service {
 impl Service {
     async fn new(prefix: &str, schema: &str) -> Result<Service, Box<dyn std::error::Error>> {
         let test_db = TestDb::new().await?;
-        let role = format!(
-            "{prefix}_{}",
-            test_db.name().trim_start_matches("prost_test_")
-        );
+        let role = test_db.role_name(prefix);
         let admin = test_db.pool().await?;
         provision_service_role(&admin, &ServiceRole::new(&role, schema)).await?;
         admin.close().await;
         Ok(Service { test_db, role })
+    }
+
+    /// Changes the role's default (`setting`: `SET search_path = orders`, `RESET
+    /// search_path`) under a running service, and ends its server connections, so that
+    /// PgBouncer opens new ones with it.
+    async fn set_role_default(&self, admin: &sqlx::PgPool, setting: &str) -> TestResult {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE \"{role}\" {setting}; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+            role = self.role
+        )))
+        .execute(admin)
+        .await?;
+        Ok(())
     }
 
     /// Connect options through PgBouncer, as the service role, to the test database.
@@ -117,13 +129,9 @@ async fn the_role_default_binds_the_schema_and_every_transaction_checks_it() -> 
 
     // The role's default changes under the running service (a re-provisioning for another
     // schema), and PgBouncer opens new server connections with it.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE \"{role}\" SET search_path = orders; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
-        role = service.role
-    )))
-    .execute(&admin)
-    .await?;
+    service
+        .set_role_default(&admin, "SET search_path = orders")
+        .await?;
 
     let err = loop {
         match checked.begin().await {
@@ -166,13 +174,9 @@ async fn the_role_default_binds_the_schema_and_every_transaction_checks_it() -> 
     assert_eq!(in_catalog, 1, "only the first, checked write is in catalog");
 
     // Put right, the same service goes on: a failed check left no transaction open.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE \"{role}\" SET search_path = catalog; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
-        role = service.role
-    )))
-    .execute(&admin)
-    .await?;
+    service
+        .set_role_default(&admin, "SET search_path = catalog")
+        .await?;
     for _ in 0..8 {
         let mut tx = loop {
             match checked.begin().await {

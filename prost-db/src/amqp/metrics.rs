@@ -25,6 +25,8 @@ pub(crate) enum Outcome {
     Retried,
     DeadLettered(DeadLetter),
     Ignored,
+    /// Given back to the broker with a requeueing nack, to be delivered again.
+    Requeued,
     Unsettled,
 }
 
@@ -60,6 +62,7 @@ impl Outcome {
                 },
             ),
             Outcome::Ignored => ("ignored", ""),
+            Outcome::Requeued => ("requeued", ""),
             Outcome::Unsettled => ("unsettled", ""),
         }
     }

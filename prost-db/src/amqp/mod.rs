@@ -31,7 +31,7 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `prost_db_consumer_deliveries_total` | counter | `queue`, `outcome`, `reason` | settled deliveries; `outcome` is `processed`, `duplicate`, `retried`, `dead_lettered`, `ignored` or `unsettled`; `dead_lettered` carries `reason`: `poison`, `permanent`, `attempts_exhausted`, `retry_unroutable`, `no_handler` |
+//! | `prost_db_consumer_deliveries_total` | counter | `queue`, `outcome`, `reason` | settled deliveries; `outcome` is `processed`, `duplicate`, `retried`, `dead_lettered`, `ignored`, `requeued` (given back to the queue with a nack) or `unsettled` (the broker was not told: it redelivers); `dead_lettered` carries `reason`: `poison`, `permanent`, `attempts_exhausted`, `retry_unroutable`, `no_handler` |
 //! | `prost_db_consumer_handler_seconds` | histogram | `queue`, `event_type` | handler run time (in batch mode, one sample per delivery: its batch's run time) |
 //! | `prost_db_consumer_batch_size` | histogram | `queue`, `event_type` | deliveries per batch of a [`Consumer::on_batch`] handler |
 //! | `prost_db_consumer_batch_acks_total` | counter | `queue`, `multiple` | `basic.ack`s sent for batches' successes: `multiple` is `true` for one that settled many, `false` for one delivery's |

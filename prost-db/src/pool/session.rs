@@ -80,25 +80,43 @@ pub(crate) fn begin_statement(
         None => "BEGIN",
         Some(_) => "BEGIN ISOLATION LEVEL READ COMMITTED",
     };
-    let mut sql = match pooled {
-        None => format!("{begin}; {RESTORE_SESSION}"),
-        Some(pooled) => {
-            let mut sql = format!("{RESTORE_SESSION}; ");
-            if let Some(check) = &pooled.schema_check {
-                sql.push_str(check);
-                sql.push_str("; ");
-            }
-            sql.push_str(begin);
-            if let Some(millis) = pooled.statement_timeout {
-                sql.push_str(&format!("; SET LOCAL statement_timeout = {millis}"));
-            }
-            sql
-        }
-    };
+    let mut sql = opening(begin, pooled, Scope::Transaction);
     if let Some(millis) = lock_millis {
         sql.push_str(&format!("; SET LOCAL lock_timeout = {millis}"));
     }
     Ok(sql)
+}
+
+/// How long the settings of an opening statement last.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// `SET LOCAL`: until the transaction ends ([`begin_statement`]).
+    Transaction,
+    /// `SET`: for the session, across every `COMMIT AND CHAIN` ([`chained_statement`]).
+    Session,
+}
+
+/// The opening both `BEGIN` paths share: `begin` and the session restored; behind a pooler,
+/// the reset and the schema check first, then `begin` and the pooler's statement timeout
+/// set in `scope`.
+fn opening(begin: &str, pooled: Option<&Pooled>, scope: Scope) -> String {
+    let Some(pooled) = pooled else {
+        return format!("{begin}; {RESTORE_SESSION}");
+    };
+    let mut sql = format!("{RESTORE_SESSION}; ");
+    if let Some(check) = &pooled.schema_check {
+        sql.push_str(check);
+        sql.push_str("; ");
+    }
+    sql.push_str(begin);
+    if let Some(millis) = pooled.statement_timeout {
+        let set = match scope {
+            Scope::Transaction => "SET LOCAL",
+            Scope::Session => "SET",
+        };
+        sql.push_str(&format!("; {set} statement_timeout = {millis}"));
+    }
+    sql
 }
 
 /// Starts a transaction on a connection of `pool` with [`begin_statement`].
@@ -145,21 +163,7 @@ pub(super) async fn begin_on(
 pub(crate) fn chained_statement(lock_timeout: Duration, pooled: Option<&Pooled>) -> Result<String> {
     let millis = pg_timeout_millis("lock_timeout", lock_timeout)?.max(1);
     let begin = "BEGIN ISOLATION LEVEL READ COMMITTED";
-    let mut sql = match pooled {
-        None => format!("{begin}; {RESTORE_SESSION}"),
-        Some(pooled) => {
-            let mut sql = format!("{RESTORE_SESSION}; ");
-            if let Some(check) = &pooled.schema_check {
-                sql.push_str(check);
-                sql.push_str("; ");
-            }
-            sql.push_str(begin);
-            if let Some(statement_ms) = pooled.statement_timeout {
-                sql.push_str(&format!("; SET statement_timeout = {statement_ms}"));
-            }
-            sql
-        }
-    };
+    let mut sql = opening(begin, pooled, Scope::Session);
     sql.push_str(&format!("; SET lock_timeout = {millis}; COMMIT AND CHAIN"));
     Ok(sql)
 }

@@ -190,13 +190,9 @@ async fn a_pooler_dropping_the_schema_option_is_detected_and_auto_goes_through_i
 
     // Without the role's default, Auto cannot bind the schema either, and says what to set.
     let admin = service.test_db.pool().await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE \"{role}\" RESET search_path; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
-        role = service.role
-    )))
-    .execute(&admin)
-    .await?;
+    service
+        .set_role_default(&admin, "RESET search_path")
+        .await?;
     admin.close().await;
     let err = loop {
         match Db::connect(config().pooler(Pooler::Auto)).await {

@@ -193,13 +193,9 @@ async fn chained_mode_checks_the_schema_when_it_opens_and_reopens_a_connection()
 
     // The role's default changes under the running service, and its server connections
     // (the kept slots among them) are replaced.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ALTER ROLE \"{role}\" SET search_path = orders; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
-        role = service.role
-    )))
-    .execute(&admin)
-    .await?;
+    service
+        .set_role_default(&admin, "SET search_path = orders")
+        .await?;
 
     let err = deliver(&checked, 2).await.unwrap_err();
     match &err {

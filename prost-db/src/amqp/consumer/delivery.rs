@@ -88,6 +88,18 @@ impl Delivered {
     }
 }
 
+/// The `prost_db.handle` span of one delivery's handling; `outcome` is recorded on
+/// settlement.
+pub(super) fn handle_span(envelope: &Envelope, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "prost_db.handle",
+        event_id = %envelope.event_id,
+        event_type = %envelope.event_type,
+        attempt,
+        outcome = tracing::field::Empty,
+    )
+}
+
 pub(super) fn headers_of(delivery: &Delivery) -> FieldTable {
     delivery.properties.headers().clone().unwrap_or_default()
 }

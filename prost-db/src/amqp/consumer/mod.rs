@@ -74,7 +74,11 @@ pub struct ConsumerStats {
     pub dead_lettered: u64,
     /// Deliveries of an event type without a handler, acked and ignored.
     pub ignored: u64,
-    /// Deliveries whose settlement failed (channel gone); the broker redelivers them.
+    /// Deliveries given back to the queue with a requeueing nack (the session stopped during a
+    /// retry in place, or a retry or dead-letter copy went nowhere); the broker redelivers them.
+    pub requeued: u64,
+    /// Deliveries whose settlement did not reach the broker (an ack that failed, or that lapin
+    /// did not send because the channel was gone); the broker redelivers them.
     pub unsettled: u64,
     /// Times [`Consumer::run_reconnecting`] re-established a lost connection.
     pub reconnects: u64,

@@ -10,7 +10,9 @@ use lapin::types::AMQPValue;
 use tracing::Instrument;
 
 use super::batch::Unsettled;
-use super::delivery::{ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, headers_of};
+use super::delivery::{
+    ATTEMPT_HEADER, Delivered, attempt_of, decode_envelope, handle_span, headers_of,
+};
 use super::{Consumer, ConsumerStats};
 use crate::amqp::DeliveryError;
 use crate::amqp::metrics::{self, DeadLetter};
@@ -66,7 +68,7 @@ impl From<Settled> for Done {
 }
 
 impl ConsumerStats {
-    /// Deliveries settled one way or another.
+    /// Deliveries settled one way or another (a requeue gives a delivery back: not progress).
     pub(super) fn settled(&self) -> u64 {
         self.acked + self.retried + self.dead_lettered + self.ignored
     }
@@ -87,6 +89,7 @@ impl ConsumerStats {
             Settled::Retried => self.retried += 1,
             Settled::DeadLettered(_) => self.dead_lettered += 1,
             Settled::Ignored => self.ignored += 1,
+            Settled::Requeued => self.requeued += 1,
             Settled::Unsettled => self.unsettled += 1,
         }
         metrics::delivery(queue, settled);
@@ -114,13 +117,7 @@ impl Context {
                     .into();
             }
         };
-        let span = tracing::info_span!(
-            "prost_db.handle",
-            event_id = %envelope.event_id,
-            event_type = %envelope.event_type,
-            attempt,
-            outcome = tracing::field::Empty,
-        );
+        let span = handle_span(&envelope, attempt);
         self.handle(delivery, envelope, attempt, span.clone())
             .instrument(span)
             .await
@@ -141,20 +138,14 @@ impl Context {
                     .await
                     .into();
             }
-            return match delivery.acker.ack(BasicAckOptions::default()).await {
-                Ok(_) => Settled::Ignored,
-                Err(_) => Settled::Unsettled,
-            }
-            .into();
+            let acked = delivery.acker.ack(BasicAckOptions::default()).await;
+            return settlement(acked, "ack", Settled::Ignored).into();
         };
-        if self.consumer.ack_before_handling
-            && delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .is_err()
-        {
-            return Settled::Unsettled.into();
+        if self.consumer.ack_before_handling {
+            let acked = delivery.acker.ack(BasicAckOptions::default()).await;
+            if settlement(acked, "ack", Settled::Processed) == Settled::Unsettled {
+                return Settled::Unsettled.into();
+            }
         }
 
         let event_type = envelope.event_type.clone();
@@ -231,14 +222,13 @@ impl Context {
             Ok(duplicate) => {
                 span.record("outcome", if duplicate { "duplicate" } else { "acked" });
                 // If the ack is lost, the redelivery is a duplicate the handler skips.
-                match delivery.acker.ack(BasicAckOptions::default()).await {
-                    Ok(_) if duplicate => Settled::Duplicate,
-                    Ok(_) => Settled::Processed,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ack failed; the broker will redeliver");
-                        Settled::Unsettled
-                    }
-                }
+                let acked = delivery.acker.ack(BasicAckOptions::default()).await;
+                let settled = if duplicate {
+                    Settled::Duplicate
+                } else {
+                    Settled::Processed
+                };
+                settlement(acked, "ack", settled)
             }
             Err(error @ DeliveryError::Transient(_)) if attempt < self.consumer.max_attempts => {
                 span.record("outcome", "retry");
@@ -284,10 +274,10 @@ impl Context {
         // may have brought from its publisher.
         let copy = Message::new("", &tier, &delivery.data).with_properties(properties);
         match self.publisher.publish_one(copy).await {
-            Ok(()) => match delivery.acker.ack(BasicAckOptions::default()).await {
-                Ok(_) => Settled::Retried,
-                Err(_) => Settled::Unsettled,
-            },
+            Ok(()) => {
+                let acked = delivery.acker.ack(BasicAckOptions::default()).await;
+                settlement(acked, "ack", Settled::Retried)
+            }
             Err(returned @ Error::PublishReturned { .. }) => {
                 tracing::error!(error = %returned, "retry copy returned: no retry queue");
                 let reason = format!(
@@ -332,8 +322,8 @@ impl Context {
             &delivery.data,
         )
         .with_properties(properties);
-        let settled = match self.publisher.publish_one(copy).await {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+        let (answer, what) = match self.publisher.publish_one(copy).await {
+            Ok(()) => (delivery.acker.ack(BasicAckOptions::default()).await, "ack"),
             Err(returned @ Error::PublishReturned { .. }) => {
                 tracing::error!(
                     error = %returned,
@@ -344,16 +334,11 @@ impl Context {
                 return requeue(delivery).await;
             }
             Err(_) => {
-                delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
+                let rejected = delivery.acker.reject(BasicRejectOptions { requeue: false });
+                (rejected.await, "reject")
             }
         };
-        match settled {
-            Ok(_) => Settled::DeadLettered(why),
-            Err(_) => Settled::Unsettled,
-        }
+        settlement(answer, what, Settled::DeadLettered(why))
     }
 }
 
@@ -367,6 +352,24 @@ async fn requeue(delivery: Delivery) -> Settled {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    let _ = delivery.acker.nack(requeue).await;
-    Settled::Unsettled
+    let nacked = delivery.acker.nack(requeue).await;
+    settlement(nacked, "requeueing nack", Settled::Requeued)
+}
+
+/// How a delivery settled, from lapin's answer to its ack, nack or reject (`what`):
+/// `settled` if the broker was told, [`Settled::Unsettled`] if the call failed or lapin did
+/// not send it (`Ok(false)`: the acker was used already, or its channel is closed). Either
+/// way the broker redelivers an unsettled delivery.
+pub(super) fn settlement(answer: lapin::Result<bool>, what: &str, settled: Settled) -> Settled {
+    match answer {
+        Ok(true) => settled,
+        Ok(false) => {
+            tracing::warn!("{what} not sent: the channel is closed; the broker will redeliver");
+            Settled::Unsettled
+        }
+        Err(error) => {
+            tracing::warn!(%error, "{what} failed; the broker will redeliver");
+            Settled::Unsettled
+        }
+    }
 }

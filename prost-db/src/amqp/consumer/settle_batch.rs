@@ -12,8 +12,8 @@ use lapin::options::BasicAckOptions;
 use tracing::Instrument;
 
 use super::batch::{Batch, BatchHandler, BatchResults};
-use super::delivery::{Delivered, attempt_of};
-use super::settle::{Context, Done, Finished, Settled};
+use super::delivery::{Delivered, attempt_of, handle_span};
+use super::settle::{Context, Done, Finished, Settled, settlement};
 use crate::amqp::DeliveryError;
 use crate::amqp::metrics;
 
@@ -61,13 +61,7 @@ impl Context {
         let mut delivered = Vec::with_capacity(deliveries.len());
         for (delivery, envelope) in deliveries {
             let attempt = attempt_of(&delivery);
-            let span = tracing::info_span!(
-                "prost_db.handle",
-                event_id = %envelope.event_id,
-                event_type = %envelope.event_type,
-                attempt,
-                outcome = tracing::field::Empty,
-            );
+            let span = handle_span(&envelope, attempt);
             delivered.push(Delivered {
                 envelope,
                 body: delivery.data.as_slice().into(),
@@ -144,33 +138,29 @@ impl Context {
                 .max_by_key(|s| s.delivery.delivery_tag)
                 .expect("two or more");
             let options = BasicAckOptions { multiple: true };
-            let acked = last.delivery.acker.ack(options).await;
+            let answer = last.delivery.acker.ack(options).await;
             metrics::batch_ack(&self.queue, true);
-            if let Err(error) = &acked {
-                tracing::warn!(%error, "multiple ack failed; the broker will redeliver");
-            }
+            let acked = settlement(answer, "multiple ack", Settled::Processed);
             for success in covered {
-                settled.push((success.index, outcome(&success, acked.is_ok())));
+                settled.push((success.index, outcome(&success, acked)));
             }
         } else {
             one_by_one.extend(covered);
         }
         one_by_one.sort_by_key(|s| s.delivery.delivery_tag);
         for success in one_by_one {
-            let acked = success.delivery.acker.ack(BasicAckOptions::default()).await;
+            let answer = success.delivery.acker.ack(BasicAckOptions::default()).await;
             metrics::batch_ack(&self.queue, false);
-            if let Err(error) = &acked {
-                tracing::warn!(%error, "ack failed; the broker will redeliver");
-            }
-            settled.push((success.index, outcome(&success, acked.is_ok())));
+            let acked = settlement(answer, "ack", Settled::Processed);
+            settled.push((success.index, outcome(&success, acked)));
         }
         settled
     }
 }
 
-/// How an acked success settled, recorded on its span.
-fn outcome(success: &Success, acked: bool) -> Settled {
-    if !acked {
+/// How a success settled, given its ack's [`settlement`], recorded on its span.
+fn outcome(success: &Success, acked: Settled) -> Settled {
+    if acked == Settled::Unsettled {
         return Settled::Unsettled;
     }
     let duplicate = success.duplicate;
