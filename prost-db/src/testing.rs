@@ -46,6 +46,14 @@ use crate::pool::{Db, DbConfig};
 /// Prefix of every database made by [`TestDb`].
 pub const TEST_DATABASE_PREFIX: &str = "prost_test_";
 
+/// The prefix of every role a test names with [`TestDb::role_name`]: the only roles
+/// [`sweep_leaked_roles`] may drop.
+///
+/// ```
+/// assert_eq!(prost_db::testing::TEST_ROLE_PREFIX, "prost_test_role_");
+/// ```
+pub const TEST_ROLE_PREFIX: &str = "prost_test_role_";
+
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The `application_name` of the session that marks `database` as owned.
@@ -167,18 +175,20 @@ impl TestDb {
         self.name.as_str()
     }
 
-    /// A role name for this test: `<word>_<pid>_<time>_<n>`, carrying the database's
-    /// suffix, so that [`sweep_leaked_roles`] drops it once a killed run left it behind.
+    /// A role name for this test: `prost_test_role_<word>_<pid>_<time>_<n>`, carrying the
+    /// database's suffix, so that [`sweep_leaked_roles`] drops it once a killed run left it
+    /// behind. The prefix ([`TEST_ROLE_PREFIX`]) keeps the sweep off every role that a test
+    /// did not name this way, on whatever server the tests run against.
     ///
     /// ```no_run
     /// # async fn run(test_db: prost_db::testing::TestDb) {
     /// let role = test_db.role_name("catalog");
-    /// assert!(role.starts_with("catalog_"));
+    /// assert!(role.starts_with("prost_test_role_catalog_"));
     /// # }
     /// ```
     pub fn role_name(&self, word: &str) -> String {
         let suffix = self.name.as_str().trim_start_matches(TEST_DATABASE_PREFIX);
-        format!("{word}_{suffix}")
+        format!("{TEST_ROLE_PREFIX}{word}_{suffix}")
     }
 
     /// Connect options for this database.
@@ -438,8 +448,9 @@ async fn sweep(conn: &mut PgConnection) -> Result<Vec<String>> {
 
 /// Drops the roles that dead test runs left behind, and returns their names.
 ///
-/// A test role is named after its [`TestDb`] ([`TestDb::role_name`]: `<word>_<pid>_<time>_<n>`
-/// for the database `prost_test_<pid>_<time>_<n>`). One is dropped only when it is provably a
+/// A test role is named after its [`TestDb`] ([`TestDb::role_name`]:
+/// `prost_test_role_<word>_<pid>_<time>_<n>` for the database `prost_test_<pid>_<time>_<n>`);
+/// a role without the [`TEST_ROLE_PREFIX`] is never looked at. One is dropped only when it is provably a
 /// leftover: its database is gone, the session that marks that database's owner alive is
 /// gone (so its test ended, or was killed), and no session is logged in as the role. A live
 /// test's roles, in this process or any other, are never touched. [`TestDb::new`] runs this
@@ -487,13 +498,15 @@ async fn sweep_roles(conn: &mut PgConnection) -> Result<Vec<String>> {
              SELECT rolname, rolsuper, \
                     $2 || substring(rolname FROM '_([0-9]+_[0-9]+_[0-9]+)$') AS db \
              FROM pg_catalog.pg_roles) r \
-         WHERE r.rolname ~ '^[a-z][a-z0-9_]*_[0-9]+_[0-9]+_[0-9]+$' AND NOT r.rolsuper \
+         WHERE starts_with(r.rolname, $3) \
+         AND r.rolname ~ '^[a-z0-9_]+_[0-9]+_[0-9]+_[0-9]+$' AND NOT r.rolsuper \
          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_database d WHERE d.datname = r.db) \
          AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a \
              WHERE a.application_name = left($1 || r.db, 63) OR a.usename = r.rolname)",
     )
     .bind(OWNER_PREFIX)
     .bind(TEST_DATABASE_PREFIX)
+    .bind(TEST_ROLE_PREFIX)
     .fetch_all(&mut *conn)
     .await?;
     let mut dropped = Vec::new();

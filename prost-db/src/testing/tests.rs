@@ -41,12 +41,22 @@ async fn the_role_sweep_drops_a_dead_runs_roles_and_never_a_live_tests() -> Resu
         role_exists(&mut admin, &stale).await,
         "control: the leftover exists"
     );
+    // An application's role shaped like a test's, on a shared server, without the prefix:
+    // its "database" is gone and nobody is logged in as it, and it stays.
+    let foreign = stale.trim_start_matches(TEST_ROLE_PREFIX).to_owned();
+    create_role(&mut admin, &foreign).await;
 
     sweep_roles(&mut admin).await?;
     assert!(
         !role_exists(&mut admin, &stale).await,
         "the leftover is dropped"
     );
+    let kept = role_exists(&mut admin, &foreign).await;
+    let foreign = Identifier::new(IdentifierKind::Role, &foreign)?;
+    sqlx::query(AssertSqlSafe(format!("DROP ROLE {foreign}")))
+        .execute(&mut admin)
+        .await?;
+    assert!(kept, "a role without the test prefix stays");
     assert!(
         role_exists(&mut admin, &fresh).await,
         "a live test's role stays"
