@@ -12,7 +12,12 @@
 //! to the bare transaction next to its shape's ratio in pgbench. The table runs twice: on
 //! loopback, and through a TCP proxy in the bench that holds each chunk 0.25 ms per
 //! direction (a 0.5 ms round trip, as across a network). `BENCH_PROXY_SERVE=<port>` runs
-//! only that proxy, for the script alone (`PGPORT=<port>`).
+//! only that proxy, for the script alone (`PGPORT=<port>`). `BENCH_MODES="batch of 128;
+//! hand-written batch"` runs only the modes whose names start so (and the bare transaction),
+//! `BENCH_PROXY=0` only the loopback table, and `BENCH_SSLMODE` (default `prefer`) sets the
+//! TLS mode of the library's connections and of pgbench's alike. The hand-written batch rows
+//! send the batch's statements with sqlx alone, so that batch rows show the library, sqlx
+//! without it and pgbench side by side.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,6 +105,87 @@ async fn reserve_returning(tx: &mut Tx, product_id: i64) -> Result<i64, sqlx::Er
         .await
 }
 
+/// A batch's statements written out by hand with sqlx, no library: the batch's `BEGIN`, one
+/// claim of every key (`unnest`, as the library's), the bodies (none for duplicates), one
+/// `SELECT` of the records of duplicates, one `UPDATE` of the results (data), `COMMIT`. What
+/// sqlx's client costs for the batch's statements; the library's batch adds its own work
+/// (fingerprints, keys, results encoded as JSON, the lease of the transaction) to this.
+async fn hand_batch(db: &Db, items: &[(Uuid, i64)], data: bool, duplicate: bool) {
+    let action = if data {
+        "hand_batch_data"
+    } else {
+        "hand_batch"
+    };
+    let mut tx = db
+        .pool()
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = 30000")
+        .await
+        .expect("begin");
+    let keys: Vec<String> = items.iter().map(|(k, _)| k.to_string()).collect();
+    let hashes = vec![vec![0_u8; 33]; keys.len()];
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_records (event_id, service_name, action, payload_hash) \
+         SELECT k, $2, $3, h FROM unnest($1::text[], $4::bytea[]) AS t(k, h) ORDER BY k \
+         ON CONFLICT (event_id, service_name, action) DO NOTHING RETURNING event_id",
+    )
+    .bind(&keys)
+    .bind("catalog")
+    .bind(action)
+    .bind(&hashes)
+    .execute(&mut *tx)
+    .await
+    .expect("claim");
+    if duplicate {
+        assert_eq!(claimed.rows_affected(), 0);
+        type Record = (
+            String,
+            Option<Vec<u8>>,
+            Option<sqlx::types::JsonValue>,
+            bool,
+            chrono::DateTime<chrono::Utc>,
+        );
+        let records: Vec<Record> = sqlx::query_as(
+            "SELECT event_id, payload_hash, result, permanent_error, created_at \
+             FROM idempotency_records \
+             WHERE event_id = ANY($1::text[]) AND service_name = $2 AND action = $3",
+        )
+        .bind(&keys)
+        .bind("catalog")
+        .bind(action)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("select");
+        assert_eq!(records.len(), keys.len());
+        tx.commit().await.expect("commit");
+        return;
+    }
+    assert_eq!(claimed.rows_affected(), keys.len() as u64);
+    let mut results = Vec::new();
+    for &(_, product) in items {
+        if data {
+            let stock = reserve_returning(&mut tx, product).await.expect("update");
+            results.push(stock.to_string());
+        } else {
+            reserve(&mut tx, product).await.expect("update");
+        }
+    }
+    if data {
+        sqlx::query(
+            "UPDATE idempotency_records AS r SET result = t.v::jsonb, permanent_error = false \
+             FROM unnest($1::text[], $4::text[]) AS t(k, v) \
+             WHERE r.event_id = t.k AND r.service_name = $2 AND r.action = $3",
+        )
+        .bind(&keys)
+        .bind("catalog")
+        .bind(action)
+        .bind(&results)
+        .execute(&mut *tx)
+        .await
+        .expect("complete");
+    }
+    tx.commit().await.expect("commit");
+}
+
 /// What a row of the table runs: the shape, and whether its body returns data.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -113,6 +199,12 @@ enum Mode {
     },
     /// `IdempotencyStore::run_batch` with batches of this many events.
     Batch {
+        size: usize,
+        data: bool,
+        duplicate: bool,
+    },
+    /// The same batches by hand with sqlx ([`hand_batch`]), no library.
+    HandBatch {
         size: usize,
         data: bool,
         duplicate: bool,
@@ -151,6 +243,15 @@ impl Mode {
                     body(data)
                 )
             }
+            Mode::HandBatch {
+                size,
+                data,
+                duplicate,
+            } => format!(
+                "hand-written batch of {size}, {}, body -> {}",
+                events(duplicate),
+                body(data)
+            ),
         }
     }
 }
@@ -180,6 +281,11 @@ impl Mode {
                 size,
                 data,
                 duplicate,
+            }
+            | Mode::HandBatch {
+                size,
+                data,
+                duplicate,
             } => Some(format!("batch{size}{}", kind(data, duplicate))),
         }
     }
@@ -205,6 +311,7 @@ async fn protocol(
         .env("PGHOST", host)
         .env("PGPORT", port.to_string())
         .env("PGUSER", user)
+        .env("PGSSLMODE", ssl_mode())
         .env("SHAPES", shapes.join(" "))
         .output()
         .await
@@ -226,6 +333,13 @@ async fn protocol(
         .collect())
 }
 
+/// `BENCH_SSLMODE` (`prefer` unless set; `disable`, `require`): the same TLS setting for
+/// the library's connections and pgbench's (`PGSSLMODE`). Both default to `prefer`, which
+/// is TLS against a server with `ssl = on`, loopback or not.
+fn ssl_mode() -> String {
+    std::env::var("BENCH_SSLMODE").unwrap_or_else(|_| "prefer".to_owned())
+}
+
 /// The two pools: transaction mode and chained mode, on one database.
 struct Pools {
     tx: Db,
@@ -239,7 +353,7 @@ async fn run(
     mode: Mode,
 ) -> Duration {
     let step = match mode {
-        Mode::Batch { size, .. } => size,
+        Mode::Batch { size, .. } | Mode::HandBatch { size, .. } => size,
         _ => 1,
     };
     let (db, chained, count) = (pools.tx.clone(), pools.chained.clone(), events.len());
@@ -308,6 +422,18 @@ async fn once(db: &Db, chained: &Db, events: &[StockReserved], i: usize, mode: M
                     .collect::<Vec<_>>()
             };
             assert!(duplicates.iter().all(|&d| d == duplicate));
+        }
+        Mode::HandBatch {
+            size,
+            data,
+            duplicate,
+        } => {
+            let mut items: Vec<(Uuid, i64)> = events[i..(i + size).min(events.len())]
+                .iter()
+                .map(|e| (e.event_id, e.product_id))
+                .collect();
+            items.sort_by_key(|&(_, product)| product);
+            hand_batch(db, &items, data, duplicate).await;
         }
     }
 }
@@ -457,7 +583,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protocol_seconds = env("BENCH_PROTOCOL_SECONDS", 3);
 
     let test_db = TestDb::new().await?;
-    let options = test_db.config("catalog").get_connect_options().clone();
+    let options = test_db
+        .config("catalog")
+        .get_connect_options()
+        .clone()
+        .ssl_mode(ssl_mode().parse()?);
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], options.get_port()));
     let proxy = spawn_delay_proxy(target, delay)?;
     let connect = |mode: HandlerMode, port: u16| {
@@ -506,20 +636,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 duplicate,
             });
         }
+        for (data, duplicate) in [(false, false), (true, false), (false, true)] {
+            modes.push(Mode::HandBatch {
+                size,
+                data,
+                duplicate,
+            });
+        }
+    }
+    // `BENCH_MODES="batch of 128;hand-written batch"`: only the modes whose names start
+    // with one of these (and the bare transaction, the base of every ratio); keep a mode's
+    // duplicates with its new events, which they replay.
+    if let Ok(only) = std::env::var("BENCH_MODES") {
+        let prefixes: Vec<&str> = only.split(';').map(str::trim).collect();
+        modes.retain(|m| *m == Mode::Bare || prefixes.iter().any(|p| m.name().starts_with(p)));
     }
     println!(
         "idempotency benchmark: {workers} workers, {rounds} rounds x {per_round} events per mode, \
-         body = one UPDATE of a product's stock (-> data: RETURNING stock), load average {}",
+         body = one UPDATE of a product's stock (-> data: RETURNING stock), sslmode {} for \
+         the library and pgbench, load average {}",
+        ssl_mode(),
         load_average()
     );
-    let shapes: Vec<String> = modes.iter().filter_map(|m| m.shape()).collect();
+    let mut shapes: Vec<String> = modes.iter().filter_map(|m| m.shape()).collect();
+    shapes.sort();
+    shapes.dedup();
     let host = options.get_host().to_owned();
     let user = options.get_username().to_owned();
     let mut fingerprint_base = 0.0;
-    for (path, port) in [
+    // `BENCH_PROXY=0`: loopback only.
+    let paths = [
         ("loopback", options.get_port()),
         ("through a 0.25 ms/direction delay proxy", proxy),
-    ] {
+    ];
+    for (path, port) in paths.into_iter().take(1 + env("BENCH_PROXY", 1).min(1)) {
         let pools = Pools {
             tx: Db::connect(connect(HandlerMode::Transaction, port)).await?,
             chained: Db::connect(connect(HandlerMode::Chained, port)).await?,
@@ -531,6 +681,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 duplicate: true, ..
             }
             | Mode::Batch {
+                duplicate: true, ..
+            }
+            | Mode::HandBatch {
                 duplicate: true, ..
             } = mode
             {
@@ -559,6 +712,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         } | Mode::Batch {
                             duplicate: true,
                             ..
+                        } | Mode::HandBatch {
+                            duplicate: true,
+                            ..
                         }
                     )
                 });
@@ -570,6 +726,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         duplicate: true, ..
                     }
                     | Mode::Batch {
+                        duplicate: true, ..
+                    }
+                    | Mode::HandBatch {
                         duplicate: true, ..
                     } => fresh[&(m - 2)].clone(),
                     _ => {
@@ -649,22 +808,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
             (None, None) => println!("protocol reference not run (BENCH_PROTOCOL_SECONDS=0)"),
         }
-        if fingerprint_base == 0.0 {
-            fingerprint_base = rate(totals[2]);
+        let claim_first = Mode::Handler {
+            chained: false,
+            data: false,
+            duplicate: false,
+        };
+        if let (0.0, Some(m)) = (
+            fingerprint_base,
+            modes.iter().position(|&m| m == claim_first),
+        ) {
+            fingerprint_base = rate(totals[m]);
         }
         pools.tx.close().await;
         pools.chained.close().await;
     }
 
-    let (canonical, serialized, bytes) = fingerprint_costs();
-    let handler_us = 1e6 / fingerprint_base * workers as f64;
-    println!(
-        "\nfingerprint of a {bytes}-byte order event with maps: canonical {canonical:.1} us, \
-         hash of the serializer's output {serialized:.1} us ({:.2}x); the canonical form is \
-         {:.1}% of a new event's handler run on loopback ({handler_us:.0} us of one worker's time)",
-        canonical / serialized,
-        100.0 * canonical / handler_us
-    );
+    if fingerprint_base > 0.0 {
+        let (canonical, serialized, bytes) = fingerprint_costs();
+        let handler_us = 1e6 / fingerprint_base * workers as f64;
+        println!(
+            "\nfingerprint of a {bytes}-byte order event with maps: canonical {canonical:.1} us, \
+             hash of the serializer's output {serialized:.1} us ({:.2}x); the canonical form is \
+             {:.1}% of a new event's handler run on loopback ({handler_us:.0} us of one worker's time)",
+            canonical / serialized,
+            100.0 * canonical / handler_us
+        );
+    }
 
     test_db.close().await?;
     Ok(())

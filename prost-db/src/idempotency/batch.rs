@@ -1,12 +1,14 @@
 //! Batch mode: many events of one action in one transaction, claimed by one statement.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::types::Json;
 
+mod claims;
+
+use self::claims::Claims;
 use super::chained::Held;
 use super::key::{EventId, IdempotencyKey};
 use super::record::{Entry, StoredRecord, sql};
@@ -93,7 +95,7 @@ impl IdempotencyStore {
         F: FnMut(TxLease, &'a (K, P)) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let keys = items.iter().map(|(k, _)| k.to_key().to_string()).collect();
+        let keys = items.iter().map(|(k, _)| k.to_key().into_owned()).collect();
         let fingerprints = items.iter().map(|(_, p)| Fingerprint::of(p)).collect();
         self.run_keyed(action, items, keys, fingerprints, no_prepare(), body)
             .await
@@ -393,36 +395,31 @@ impl<'s> Batch<'s> {
         let db = self.store.db();
         let (service, action) = (self.store.service(), self.action);
         let mut held = Held::begin(db, self.store.lock_timeout()).await?;
+        let claims = Claims::new(self.keys, ready);
 
-        // The first item of each key leads; the others replay it.
-        let mut first: HashMap<&str, usize> = HashMap::new();
-        let mut claim_keys = Vec::new();
-        let mut claim_hashes = Vec::new();
-        for &(i, fingerprint) in ready {
-            let key = self.keys[i].as_str();
-            if !first.contains_key(key) {
-                first.insert(key, i);
-                claim_keys.push(key.to_owned());
-                claim_hashes.push(fingerprint.to_stored());
-            }
-        }
-
-        let claimed: Vec<String> = db
+        let rows: Vec<String> = db
             .query_scalar(sql(CLAIM_ALL, db))
-            .bind(&claim_keys)
+            .bind(&claims.keys)
             .bind(service)
             .bind(action)
-            .bind(&claim_hashes)
+            .bind(&claims.hashes)
             .fetch_all(&mut **held.tx())
             .await
             .map_err(|e| db.map_err(e))?;
-        let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
-        let taken: Vec<String> = claim_keys
+        let mut claimed = vec![false; claims.keys.len()];
+        for key in &rows {
+            if let Some(k) = claims.find(key) {
+                claimed[k] = true;
+            }
+        }
+        let mut records: Vec<Option<StoredRecord>> = vec![None; claims.keys.len()];
+        let taken: Vec<&str> = claims
+            .keys
             .iter()
-            .filter(|k| !claimed.contains(*k))
-            .cloned()
+            .zip(&claimed)
+            .filter(|&(_, &claimed)| !claimed)
+            .map(|(&key, _)| key)
             .collect();
-        let mut records: HashMap<String, StoredRecord> = HashMap::new();
         if !taken.is_empty() {
             let rows: Vec<Row> = db
                 .query_as(sql(SELECT_ALL, db))
@@ -433,34 +430,32 @@ impl<'s> Batch<'s> {
                 .await
                 .map_err(|e| db.map_err(e))?;
             for row in rows {
-                records.insert(
-                    row.event_id,
-                    stored(
+                if let Some(k) = claims.find(&row.event_id) {
+                    records[k] = Some(stored(
                         row.payload_hash,
                         row.result,
                         row.permanent_error,
                         row.created_at,
-                    ),
-                );
+                    ));
+                }
             }
         }
 
         if let Some(prepare) = prepare {
-            let leaders: Vec<&'a I> = claim_keys
-                .iter()
-                .filter(|key| claimed.contains(*key))
-                .map(|key| &items[first[key.as_str()]])
+            // The leaders claimed now, in the order of `items`.
+            let leaders: Vec<&'a I> = (0..ready.len())
+                .filter(|&r| {
+                    let k = claims.slot[r];
+                    claimed[k] && claims.leader[k] == r
+                })
+                .map(|r| &items[ready[r].0])
                 .collect();
             if !leaders.is_empty() {
-                let (tx, parked) = held.park();
-                let (lease, returned) = TxLease::lend(tx);
-                let prepared = prepare(lease, leaders).await;
-                let Some(tx) = returned.take() else {
-                    return Err(Abandoned::Database(Error::Config(
-                        "the batch's prepare step kept its transaction".to_owned(),
-                    )));
-                };
-                held = parked.resume(tx);
+                let prepared;
+                (held, prepared) = lend(held, "the batch's prepare step", |lease| {
+                    prepare(lease, leaders)
+                })
+                .await?;
                 if let Err(error) = prepared {
                     held.rollback(db).await;
                     return Err(Abandoned::Prepare(error.to_string()));
@@ -468,30 +463,32 @@ impl<'s> Batch<'s> {
             }
         }
 
-        let mut done: Done<T, E> = Vec::new();
-        let mut fresh: HashMap<usize, serde_json::Value> = HashMap::new();
-        let mut complete_keys = Vec::new();
-        let mut complete_values = Vec::new();
+        let mut done: Done<T, E> = Vec::with_capacity(ready.len());
+        // The result of a leader whose key repeats later in the batch, for the repeats.
+        let mut fresh: Vec<Option<serde_json::Value>> = vec![None; claims.keys.len()];
+        let mut complete_keys: Vec<&str> = Vec::new();
+        let mut complete_values: Vec<String> = Vec::new();
         let mut tx_slot = Some(held);
-        for &(i, fingerprint) in ready {
-            let key = self.keys[i].as_str();
+        for (r, &(i, fingerprint)) in ready.iter().enumerate() {
+            let k = claims.slot[r];
             let job = self.job::<T, E>(i, Some(fingerprint));
-            let leader = first[key];
-            if !claimed.contains(key) {
-                let record = records
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| job.entry.vanished())?;
-                done.push((i, job.replay(record)));
+            if !claimed[k] {
+                let record = if claims.repeated[k] {
+                    records[k].clone()
+                } else {
+                    records[k].take()
+                };
+                done.push((i, job.replay(record.ok_or_else(|| job.entry.vanished())?)));
                 continue;
             }
-            if leader != i {
+            let leader = claims.leader[k];
+            if leader != r {
                 // A repeat within the batch: the leader's record, as a duplicate reads it.
-                let Some(json) = fresh.get(&leader) else {
+                let Some(json) = &fresh[k] else {
                     return Err(Abandoned::Body);
                 };
                 let record = stored(
-                    Some(ready_fingerprint(ready, leader).to_stored()),
+                    Some(ready[leader].1.to_stored()),
                     Some(Json(json.clone())),
                     false,
                     chrono::Utc::now(),
@@ -500,34 +497,23 @@ impl<'s> Batch<'s> {
                 continue;
             }
             let held = tx_slot.take().expect("the batch's transaction is back");
-            let (tx, parked) = held.park();
-            let (lease, returned) = TxLease::lend(tx);
-            let result = body(lease, &items[i]).await;
-            let Some(tx) = returned.take() else {
-                return Err(Abandoned::Database(Error::Config(
-                    "the handler's body kept its transaction".to_owned(),
-                )));
+            let (held, result) =
+                lend(held, "the handler's body", |lease| body(lease, &items[i])).await?;
+            let Ok(value) = result else {
+                held.rollback(db).await;
+                return Err(Abandoned::Body);
             };
-            let held = parked.resume(tx);
-            let value = match result {
-                Ok(value) => value,
-                Err(_) => {
-                    held.rollback(db).await;
-                    return Err(Abandoned::Body);
-                }
-            };
-            let json = match job.encode(&value) {
-                Ok(json) => json,
-                Err(_) => {
-                    held.rollback(db).await;
-                    return Err(Abandoned::Body);
-                }
+            let Ok(json) = job.encode(&value) else {
+                held.rollback(db).await;
+                return Err(Abandoned::Body);
             };
             if !json.is_null() {
-                complete_keys.push(key.to_owned());
+                complete_keys.push(claims.keys[k]);
                 complete_values.push(json.to_string());
             }
-            fresh.insert(i, json);
+            if claims.repeated[k] {
+                fresh[k] = Some(json);
+            }
             done.push((i, Ok(Outcome::Processed(value))));
             tx_slot = Some(held);
         }
@@ -547,12 +533,22 @@ impl<'s> Batch<'s> {
     }
 }
 
-fn ready_fingerprint(ready: &[(usize, Fingerprint)], i: usize) -> Fingerprint {
-    ready
-        .iter()
-        .find(|(at, _)| *at == i)
-        .map(|(_, fingerprint)| *fingerprint)
-        .expect("the leader is ready")
+/// Lends the batch's transaction to `f` (a body, or the prepare step: `what`), and takes it
+/// back when `f`'s lease is dropped.
+async fn lend<R, Fut: Future<Output = R>>(
+    held: Held,
+    what: &str,
+    f: impl FnOnce(TxLease) -> Fut,
+) -> std::result::Result<(Held, R), Abandoned> {
+    let (tx, parked) = held.park();
+    let (lease, returned) = TxLease::lend(tx);
+    let result = f(lease).await;
+    let Some(tx) = returned.take() else {
+        return Err(Abandoned::Database(Error::Config(format!(
+            "{what} kept its transaction"
+        ))));
+    };
+    Ok((parked.resume(tx), result))
 }
 
 fn stored(

@@ -78,9 +78,14 @@ impl Fingerprint {
 
     /// The `payload_hash` column's value: the version byte, then the hash.
     pub(crate) fn to_stored(self) -> Vec<u8> {
-        let mut stored = Vec::with_capacity(33);
-        stored.push(VERSION);
-        stored.extend_from_slice(&self.0);
+        self.stored_bytes().to_vec()
+    }
+
+    /// [`to_stored`](Self::to_stored) in an array, for a batch's claim (no allocation per
+    /// key).
+    pub(crate) fn stored_bytes(self) -> [u8; 33] {
+        let mut stored = [VERSION; 33];
+        stored[1..].copy_from_slice(&self.0);
         stored
     }
 
