@@ -17,10 +17,10 @@ use crate::pool::Db;
 /// so every `#[idempotent_handler]`, [`IdempotencyStore::run`](super::IdempotencyStore::run)
 /// and the RabbitMQ consumer's handlers use it without code changes.
 ///
-/// | mode | statements per new event (body with one statement, result `()`) | connections |
-/// |---|---|---|
-/// | `Transaction` | `BEGIN ...`, claim, body, `COMMIT`: 4 round trips | taken from the pool per run |
-/// | `Chained` | claim, body, `COMMIT AND CHAIN`: 3 round trips, like a bare transaction | one kept per concurrent run |
+/// | mode | statements per new event (body with one statement) | round trips: result `()`, data | connections |
+/// |---|---|---|---|
+/// | `Transaction` | `BEGIN ...`, claim, body, result `UPDATE` (data only), `COMMIT` | 4, 5 | taken from the pool per run |
+/// | `Chained` | claim, body, `COMMIT AND CHAIN` (with data: the result `UPDATE` and it in one message) | 3, 3: a bare transaction's | one kept per concurrent run |
 ///
 /// **Transaction** (the default) begins a transaction per run:
 /// `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
@@ -31,11 +31,18 @@ use crate::pool::Db;
 /// open. It is opened once with `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION
 /// AUTHORIZATION DEFAULT; RESET ALL; SET lock_timeout = <ms>; COMMIT AND CHAIN` (the
 /// `lock_timeout` is a session setting, committed, so it survives every chain; `SET LOCAL`
-/// would not). Per event: the claim, the body, the result `UPDATE` if any, then
-/// `COMMIT AND CHAIN`, which commits and begins the next READ COMMITTED transaction in the
-/// same round trip; a failed body sends `ROLLBACK AND CHAIN`, a duplicate too (after the
-/// claim and the `SELECT` of the record). Every event still gets its own commit, so the
-/// guarantees of [the module docs](super) hold unchanged.
+/// would not). Per event: the claim, the body, then `COMMIT AND CHAIN`, which commits and
+/// begins the next READ COMMITTED transaction in the same round trip; a result that is not
+/// `null` is written in the same message, one simple query `WITH completed AS (UPDATE ...
+/// SET result = <hex>::jsonb ... RETURNING 1) SELECT 1 / count(*)::int FROM completed;
+/// COMMIT AND CHAIN`, in which every value from data (the result, the key, the service, the
+/// action) is `convert_from(decode('<hex>', 'hex'), 'UTF8')`: only hex digits, so nothing
+/// in the data can end a literal. A record the body deleted fails the `SELECT`
+/// ([`Error::IdempotencyRecordVanished`]), a result jsonb refuses fails the `UPDATE`; either
+/// way the server skips the commit, the slot sends `ROLLBACK AND CHAIN` and is kept. A failed
+/// body sends `ROLLBACK AND CHAIN`, a duplicate too (after the claim and the `SELECT` of the
+/// record). Every event still gets its own commit, so the guarantees of
+/// [the module docs](super) hold unchanged.
 ///
 /// Between events such a connection is *idle in transaction*: the transaction has no
 /// snapshot and holds no lock (each event's statements took theirs, and its commit released
