@@ -5,7 +5,9 @@
 //! `cargo bench --bench idempotency` (needs PostgreSQL, and pgbench for the reference; see
 //! `prost_db::testing`). Environment: `BENCH_EVENTS` per mode and round (default 2048),
 //! `BENCH_ROUNDS` (default 3), `BENCH_WORKERS` (default 16), `BENCH_PROTOCOL_SECONDS` (seconds
-//! measured per pgbench shape and round, default 3; 0 skips the reference). The modes
+//! measured per pgbench shape and round, default 3; 0 skips the reference), `BENCH_SHAPES`
+//! (the modes of these protocol shapes only, and the bare one, e.g. `"chained chained_data"`;
+//! default all). The modes
 //! alternate in short rounds, so that load from other processes on the machine hits all of
 //! them alike; after each round of the library, `benches/idempotency_protocol.sh` runs one
 //! round of the same shapes through the same port, and the table prints each mode's ratio
@@ -650,6 +652,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(only) = std::env::var("BENCH_MODES") {
         let prefixes: Vec<&str> = only.split(';').map(str::trim).collect();
         modes.retain(|m| *m == Mode::Bare || prefixes.iter().any(|p| m.name().starts_with(p)));
+    }
+    // `BENCH_SHAPES="chained chained_data"`: only the modes of those shapes, and bare.
+    if let Ok(only) = std::env::var("BENCH_SHAPES") {
+        modes.retain(|m| {
+            m.shape()
+                .is_some_and(|s| s == "bare" || only.split_whitespace().any(|o| o == s))
+        });
     }
     println!(
         "idempotency benchmark: {workers} workers, {rounds} rounds x {per_round} events per mode, \

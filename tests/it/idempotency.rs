@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Mutex, Notify};
 use uuid::Uuid;
 
+mod chained_data;
 mod partitions;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use sqlx::AssertSqlSafe;
+
+use super::record::Entry;
 use super::store::{Tx, begin};
 use crate::error::{Error, Result};
 use crate::pool::Db;
@@ -14,10 +17,10 @@ use crate::pool::Db;
 /// so every `#[idempotent_handler]`, [`IdempotencyStore::run`](super::IdempotencyStore::run)
 /// and the RabbitMQ consumer's handlers use it without code changes.
 ///
-/// | mode | statements per new event (body with one statement, result `()`) | connections |
-/// |---|---|---|
-/// | `Transaction` | `BEGIN ...`, claim, body, `COMMIT`: 4 round trips | taken from the pool per run |
-/// | `Chained` | claim, body, `COMMIT AND CHAIN`: 3 round trips, like a bare transaction | one kept per concurrent run |
+/// | mode | statements per new event (body with one statement) | round trips: result `()`, data | connections |
+/// |---|---|---|---|
+/// | `Transaction` | `BEGIN ...`, claim, body, result `UPDATE` (data only), `COMMIT` | 4, 5 | taken from the pool per run |
+/// | `Chained` | claim, body, `COMMIT AND CHAIN` (with data: the result `UPDATE` and it in one message) | 3, 3: a bare transaction's | one kept per concurrent run |
 ///
 /// **Transaction** (the default) begins a transaction per run:
 /// `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION AUTHORIZATION DEFAULT; RESET ALL;
@@ -28,11 +31,18 @@ use crate::pool::Db;
 /// open. It is opened once with `BEGIN ISOLATION LEVEL READ COMMITTED; SET SESSION
 /// AUTHORIZATION DEFAULT; RESET ALL; SET lock_timeout = <ms>; COMMIT AND CHAIN` (the
 /// `lock_timeout` is a session setting, committed, so it survives every chain; `SET LOCAL`
-/// would not). Per event: the claim, the body, the result `UPDATE` if any, then
-/// `COMMIT AND CHAIN`, which commits and begins the next READ COMMITTED transaction in the
-/// same round trip; a failed body sends `ROLLBACK AND CHAIN`, a duplicate too (after the
-/// claim and the `SELECT` of the record). Every event still gets its own commit, so the
-/// guarantees of [the module docs](super) hold unchanged.
+/// would not). Per event: the claim, the body, then `COMMIT AND CHAIN`, which commits and
+/// begins the next READ COMMITTED transaction in the same round trip; a result that is not
+/// `null` is written in the same message, one simple query `WITH completed AS (UPDATE ...
+/// SET result = <hex>::jsonb ... RETURNING 1) SELECT 1 / count(*)::int FROM completed;
+/// COMMIT AND CHAIN`, in which every value from data (the result, the key, the service, the
+/// action) is `convert_from(decode('<hex>', 'hex'), 'UTF8')`: only hex digits, so nothing
+/// in the data can end a literal. A record the body deleted fails the `SELECT`
+/// ([`Error::IdempotencyRecordVanished`]), a result jsonb refuses fails the `UPDATE`; either
+/// way the server skips the commit, the slot sends `ROLLBACK AND CHAIN` and is kept. A failed
+/// body sends `ROLLBACK AND CHAIN`, a duplicate too (after the claim and the `SELECT` of the
+/// record). Every event still gets its own commit, so the guarantees of
+/// [the module docs](super) hold unchanged.
 ///
 /// Between events such a connection is *idle in transaction*: the transaction has no
 /// snapshot and holds no lock (each event's statements took theirs, and its commit released
@@ -302,13 +312,42 @@ impl Held {
 
     /// Commits: `COMMIT`, or `COMMIT AND CHAIN` and the slot waits for the next run.
     pub(super) async fn commit(self, db: &Db) -> Result<()> {
-        self.end(db, "COMMIT AND CHAIN", true).await
+        self.end(db, None).await
+    }
+
+    /// Stores `result` in `entry`'s claimed record and commits. A `null` result is what the
+    /// claim stored already: only the commit. Otherwise, in transaction mode, the result
+    /// `UPDATE` then `COMMIT`; chained, the two in one message
+    /// ([`Entry::complete_and_chain`]), so an event whose body returns data costs 3 round
+    /// trips, as a bare transaction. Either way a record that is not there to update is
+    /// [`Error::IdempotencyRecordVanished`] and nothing commits.
+    pub(super) async fn complete_and_commit(
+        self,
+        entry: &Entry<'_>,
+        result: &serde_json::Value,
+    ) -> Result<()> {
+        // The claim stored NULL, which is what `()` and `None` replay from.
+        if result.is_null() {
+            return self.commit(entry.db).await;
+        }
+        self.end(entry.db, Some((entry, result))).await
     }
 
     /// Rolls back: `ROLLBACK`, or `ROLLBACK AND CHAIN` and the slot waits for the next
-    /// run. A failed connection has rolled back already.
+    /// run. A failed connection has rolled back already; a chained slot whose rollback
+    /// fails is dropped (its `ROLLBACK` is queued, and the pool closes the connection if it
+    /// is dead).
     pub(super) async fn rollback(self, db: &Db) {
-        self.end(db, "ROLLBACK AND CHAIN", false).await.ok();
+        let Held { mut tx, chained } = self;
+        let done = match chained {
+            None => tx.rollback().await,
+            Some(chained) => chain(&mut tx, AssertSqlSafe("ROLLBACK AND CHAIN".to_owned()))
+                .await
+                .map(|()| chained.keep(tx)),
+        };
+        if let Err(error) = done {
+            tracing::debug!(error = %db.map_err(error), "a rollback failed");
+        }
     }
 
     /// Ends a run that wrote nothing: its own transaction's `ROLLBACK` is queued and sent
@@ -321,28 +360,63 @@ impl Held {
         self.rollback(db).await;
     }
 
-    async fn end(self, db: &Db, chain: &'static str, commit: bool) -> Result<()> {
+    /// Commits, after storing `complete`'s result if there is one.
+    async fn end(self, db: &Db, complete: Option<(&Entry<'_>, &serde_json::Value)>) -> Result<()> {
         let Held { mut tx, chained } = self;
         let Some(chained) = chained else {
-            let done = if commit {
-                tx.commit().await
-            } else {
-                tx.rollback().await
-            };
-            return done.map_err(|e| db.map_err(e));
+            if let Some((entry, result)) = complete
+                && !entry.complete(&mut tx, result).await?
+            {
+                return Err(entry.vanished());
+            }
+            return tx.commit().await.map_err(|e| db.map_err(e));
         };
-        // On an error the slot is dropped: its `ROLLBACK` is queued, and the pool closes
-        // the connection if it is dead.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(chain))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db.map_err(e))?;
-        chained.chains.push(Slot {
+        let Some((entry, result)) = complete else {
+            // On an error the slot is dropped: its `ROLLBACK` is queued, and the pool
+            // closes the connection if it is dead.
+            chain(&mut tx, AssertSqlSafe("COMMIT AND CHAIN".to_owned()))
+                .await
+                .map_err(|e| db.map_err(e))?;
+            chained.keep(tx);
+            return Ok(());
+        };
+        match chain(&mut tx, entry.complete_and_chain(result)).await {
+            Ok(()) => {
+                chained.keep(tx);
+                Ok(())
+            }
+            // The `UPDATE` failed (a value jsonb refuses, the record missing), so the server
+            // skipped the `COMMIT AND CHAIN` and the transaction is aborted: rolled back,
+            // the slot serves the next run; if that fails too, the slot is dropped.
+            Err(error) => {
+                let error = entry.complete_error(error);
+                Held {
+                    tx,
+                    chained: Some(chained),
+                }
+                .rollback(db)
+                .await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Sends `statement` (one that ends a chained slot's transaction and begins the next) as a
+/// simple query on the slot's connection.
+async fn chain(tx: &mut Tx, statement: AssertSqlSafe<String>) -> sqlx::Result<()> {
+    sqlx::raw_sql(statement).execute(&mut **tx).await?;
+    Ok(())
+}
+
+impl Chained {
+    /// Puts the slot back, to wait for the next run.
+    fn keep(self, tx: Tx) {
+        self.chains.push(Slot {
             tx,
-            lock_timeout: chained.lock_timeout,
+            lock_timeout: self.lock_timeout,
             since: Instant::now(),
         });
-        Ok(())
     }
 }
 
@@ -352,5 +426,68 @@ impl Parked {
             tx,
             chained: self.0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::HandlerMode;
+    use crate::idempotency::{IdempotencyStore, TxLease};
+    use crate::pool::Db;
+    use crate::test_logs::CapturedLogs;
+    use crate::testing::TestDb;
+
+    /// The statements sqlx sent for one event of `mode` whose body runs one statement and
+    /// returns `result`, on a warm slot (or pool): sqlx logs each message it sends.
+    async fn statements_of(db: &Db, key: &str, result: Value) -> crate::Result<Vec<String>> {
+        let store = IdempotencyStore::new(db);
+        let captured = CapturedLogs::start(tracing::Level::DEBUG, false);
+        store
+            .run("count", key, &(), async move |mut tx: TxLease| {
+                sqlx::raw_sql("SELECT 1").execute(&mut **tx).await?;
+                Ok::<_, crate::Error>(result)
+            })
+            .await
+            .map_err(|e| crate::Error::Config(e.to_string()))?
+            .into_inner();
+        let logs = captured.text();
+        Ok(logs
+            .split("sqlx::query:")
+            .skip(1)
+            .map(|message| message.chars().take(200).collect())
+            .collect())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_chained_event_returning_data_sends_three_messages_like_a_bare_transaction()
+    -> crate::Result<()> {
+        let test_db = TestDb::new().await?;
+        // Transaction mode's `BEGIN` is a message too, one sqlx does not log: 4 and 5 sent.
+        let modes = [
+            (HandlerMode::Chained, 3, 3),
+            (HandlerMode::Transaction, 3, 4),
+        ];
+        for (mode, unit, data) in modes {
+            let db = Db::connect(test_db.config("catalog").handler_mode(mode)).await?;
+            IdempotencyStore::install(&db).await?;
+            statements_of(&db, &format!("{mode}-warm"), Value::Null).await?;
+            let sent = [
+                statements_of(&db, &format!("{mode}-unit"), Value::Null).await?,
+                statements_of(&db, &format!("{mode}-data"), json!({"left": 3})).await?,
+            ];
+            assert_eq!(
+                [sent[0].len(), sent[1].len()],
+                [unit, data],
+                "{mode}: {sent:#?}"
+            );
+            if mode == HandlerMode::Chained {
+                let last = sent[1].last().expect("a message");
+                assert!(last.contains("WITH completed AS (UPDATE"), "{last}");
+            }
+            db.close().await;
+        }
+        test_db.close().await
     }
 }

@@ -89,15 +89,11 @@ impl<T, E> Job<'_, T, E> {
                 "the handler's body kept its transaction".to_owned(),
             )));
         };
-        let mut held = parked.resume(tx);
+        let held = parked.resume(tx);
         let error = match result {
             Ok(value) => {
                 let json = (self.codec.to_json)(&value).map_err(|e| self.codec_error(e))?;
-                // The claim already stores NULL, which is what `()` and `None` replay from.
-                if !json.is_null() {
-                    entry.complete(held.tx(), &json).await?;
-                }
-                held.commit(db).await?;
+                held.complete_and_commit(entry, &json).await?;
                 return Ok(Outcome::Processed(value));
             }
             Err(error) => error,

@@ -369,7 +369,8 @@ impl IdempotencyStore {
     ) -> Result<()> {
         let value = serde_json::to_value(result)
             .map_err(|e| Error::Config(format!("cannot serialize the handler's result: {e}")))?;
-        self.entry(action, key).complete(tx, &value).await
+        self.entry(action, key).complete(tx, &value).await?;
+        Ok(())
     }
 
     fn entry<'a>(&'a self, action: &'a str, key: &'a str) -> Entry<'a> {

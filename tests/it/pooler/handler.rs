@@ -24,16 +24,17 @@ impl EventId for Delivered {
     }
 }
 
-/// The body: one effect row per run, written unqualified (the role's schema).
+/// The body: one effect row per run, written unqualified (the role's schema); its result,
+/// the worker's name (with a quote and a backslash), is stored through the pooler too.
 #[idempotent_handler(action = "apply")]
-async fn apply(tx: &mut Tx, event: &Delivered) -> Result<(), sqlx::Error> {
+async fn apply(tx: &mut Tx, event: &Delivered) -> Result<String, sqlx::Error> {
     Statements::UNNAMED
         .query("INSERT INTO effects (event_id, worker) VALUES ($1, $2)")
         .bind(&event.event_id)
         .bind(&event.worker)
         .execute(&mut **tx)
-        .await
-        .map(drop)
+        .await?;
+    Ok(event.worker.clone())
 }
 
 /// A provisioned service with the idempotency records and the effects table.
@@ -87,7 +88,7 @@ async fn storm(
                 // The same event twice: the payload is fingerprinted.
                 let a = Delivered {
                     event_id: format!("event-{n}"),
-                    worker: format!("task{task}"),
+                    worker: format!("task{task}'s \\ worker"),
                 };
                 let b = a.clone();
                 let (a, b) = tokio::join!(apply(&first, &a), apply(&second, &b));
@@ -125,6 +126,14 @@ async fn assert_exactly_once(service: &Service, processed: usize) -> TestResult 
         .fetch_one(&admin)
         .await?;
     assert_eq!(records, EVENTS as i64);
+    // Each record holds the result of the run whose effect committed.
+    let results: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM catalog.idempotency_records r \
+         JOIN catalog.effects e USING (event_id) WHERE r.result = to_jsonb(e.worker)",
+    )
+    .fetch_one(&admin)
+    .await?;
+    assert_eq!(results, EVENTS as i64);
     assert_eq!(processed, EVENTS, "processed exactly once in all");
     admin.close().await;
     Ok(())
