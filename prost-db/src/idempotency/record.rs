@@ -59,7 +59,9 @@ const NOTHING_COMPLETED: &str = "22012";
 /// data can end the literal, whatever `standard_conforming_strings` or the client encoding
 /// is: the way to put data into a statement sent as a simple query, which has no
 /// parameters. The cost: the data travels at twice its size, and the server decodes it.
-/// `a'b` is `convert_from(decode('612762', 'hex'), 'UTF8')`.
+/// `a'b` is `convert_from(decode('612762', 'hex'), 'UTF8')`. Its collation is `"C"` (from
+/// the `name` argument), the key columns' own, so a comparison with a key column still uses
+/// the primary key (a test checks the plan).
 pub(crate) fn hex_text_literal(text: &str) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     const HEAD: &str = "convert_from(decode('";
@@ -391,6 +393,46 @@ mod tests {
             let read: String = row.try_get(0)?;
             assert_eq!(read == r"a\b", conforming == "on", "{read:?}");
         }
+        drop(conn);
+        db.close().await;
+        test_db.close().await
+    }
+
+    #[tokio::test]
+    async fn the_chained_completion_finds_its_record_through_the_primary_key() -> crate::Result<()>
+    {
+        let test_db = TestDb::new().await?;
+        let db = test_db.db("catalog").await?;
+        crate::idempotency::IdempotencyStore::install(&db).await?;
+        let entry = Entry {
+            db: &db,
+            service: "catalog",
+            action: "ship",
+            key: "e-1",
+        };
+        let AssertSqlSafe(sql) = entry.complete_and_chain(&serde_json::json!({"n": 1}));
+        let update = sql
+            .strip_suffix("; COMMIT AND CHAIN")
+            .expect("the commit last");
+        // Without the index (a scan of every record per event) the plan says `Seq Scan`;
+        // a literal of the database's default collation would get that plan.
+        let mut conn = db.acquire().await?;
+        sqlx::raw_sql(AssertSqlSafe(
+            "SET enable_seqscan = off; SET enable_bitmapscan = off",
+        ))
+        .execute(&mut *conn)
+        .await?;
+        let plan: Vec<String> = sqlx::raw_sql(AssertSqlSafe(format!("EXPLAIN {update}")))
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<std::result::Result<_, _>>()?;
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan using idempotency_records_key"),
+            "{plan}"
+        );
         drop(conn);
         db.close().await;
         test_db.close().await
